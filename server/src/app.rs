@@ -1,0 +1,220 @@
+//! Builds the server from a [`Config`] and runs it until shutdown: gRPC,
+//! gRPC-Web, health, reflection and HTTP on one port.
+
+use crate::auth;
+use crate::config::Config;
+use crate::control::{avatars::AvatarApi, sessions::SessionApi};
+use crate::session::{CloseReason, ManagerConfig, SessionManager};
+use crate::store::Store;
+use anyhow::Context;
+use huashen_protos::v1::avatar_service_server::AvatarServiceServer;
+use huashen_protos::v1::session_service_server::SessionServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Largest gRPC message accepted (a 1 MiB upload chunk plus framing).
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// A server that has bound its port and is serving.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The development key, when the dev tenant is bootstrapped.
+    pub dev_key: Option<String>,
+    pub sessions: SessionManager,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Starts graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await.context("server task")?
+    }
+
+    /// Waits until the server stops (after `stop_on` resolved).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+
+    /// A token that starts graceful shutdown when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// Opens storage, recovers from any crash, binds and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let data_dir = config.storage.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open_embedded(&data_dir))
+        .await?
+        .with_context(|| {
+            format!(
+                "cannot open the data directory {}",
+                config.storage.data_dir.display()
+            )
+        })?;
+    let report = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.recover(CloseReason::ServerShutdown as i32))
+            .await??
+    };
+    if report != Default::default() {
+        tracing::warn!(?report, "recovered from an unclean stop");
+    }
+    let dev_key = if config.auth.bootstrap_dev_tenant {
+        let store = store.clone();
+        let dir = config.storage.data_dir.clone();
+        tokio::task::spawn_blocking(move || auth::bootstrap_dev_tenant(store.blocking(), &dir))
+            .await??
+    } else {
+        None
+    };
+
+    let sessions = SessionManager::new(
+        store.clone(),
+        ManagerConfig {
+            max_sessions: config.limits.max_sessions,
+            max_sessions_per_tenant: config.limits.max_sessions_per_tenant,
+            queue_capacity: config.limits.session_queue,
+            event_buffer: config.limits.event_buffer,
+        },
+    );
+    let avatar_api = AvatarApi {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        max_image_bytes: config.limits.max_image_bytes,
+    };
+    let session_api = SessionApi {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        default_idle_timeout: config.sessions.idle_timeout,
+        max_idle_timeout: config.sessions.max_idle_timeout,
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AvatarServiceServer<AvatarApi>>()
+        .await;
+    health
+        .set_serving::<SessionServiceServer<SessionApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(huashen_protos::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(huashen_protos::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let grpc = tonic::service::Routes::new(
+        AvatarServiceServer::new(avatar_api)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(
+        SessionServiceServer::new(session_api)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(health_service)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+    .into_axum_router()
+    // Browsers speak gRPC-Web over HTTP/1.1 to the same services.
+    .route_layer(tonic_web::GrpcWebLayer::new());
+    let router = crate::http::routes(grpc);
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "huashen listening (gRPC, gRPC-Web, HTTP)");
+
+    let stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let grace = config.server.shutdown_grace;
+    let task = {
+        let stop = stop.clone();
+        let sessions = sessions.clone();
+        let http_stop = http_stop.clone();
+        tokio::spawn(async move {
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+            let server = tokio::spawn(async move { server.await });
+            stop.cancelled().await;
+            tracing::info!("shutting down: refusing new sessions, draining open ones");
+            health
+                .set_not_serving::<SessionServiceServer<SessionApi>>()
+                .await;
+            health
+                .set_not_serving::<AvatarServiceServer<AvatarApi>>()
+                .await;
+            sessions.shutdown(grace).await;
+            http_stop.cancel();
+            match tokio::time::timeout(grace, server).await {
+                Ok(r) => r.context("HTTP server task")?.context("HTTP server")?,
+                Err(_) => tracing::warn!("open requests did not finish within the grace period"),
+            }
+            tracing::info!("shutdown complete");
+            Ok(())
+        })
+    };
+    Ok(Running {
+        addr,
+        dev_key,
+        sessions,
+        stop,
+        task,
+    })
+}
+
+/// Runs until `signal` resolves, then shuts down gracefully.
+pub async fn serve_until(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    println!("huashen listening on http://{}", running.addr);
+    if let Some(key) = &running.dev_key {
+        println!("dev API key (tenant `dev`): {key}");
+        println!(
+            "  try: grpcurl -plaintext -H 'authorization: Bearer {key}' {} list",
+            running.addr
+        );
+    }
+    let stop = running.stop_token();
+    tokio::select! {
+        _ = signal => stop.cancel(),
+        _ = stop.cancelled() => {}
+    }
+    running.wait().await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

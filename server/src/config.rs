@@ -1,0 +1,308 @@
+//! Typed configuration: a TOML file (optional) overlaid with environment
+//! variables, with defaults that let `huashen serve` run with no file at all.
+//!
+//! Environment overrides use the prefix `HUASHEN_` and `__` between levels,
+//! e.g. `HUASHEN_SERVER__LISTEN=0.0.0.0:8700` or
+//! `HUASHEN_LIMITS__MAX_SESSIONS=200`. Values are parsed as TOML scalars
+//! (numbers, booleans, quoted strings) and fall back to plain strings.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "HUASHEN_";
+
+/// Environment variables with the prefix that are not config keys.
+const ENV_NOT_CONFIG: &[&str] = &["HUASHEN_CONFIG", "HUASHEN_LOG", "HUASHEN_API_KEY"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub sessions: SessionsConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address for gRPC, gRPC-Web and HTTP (one port). Port 0 picks a free
+    /// port; the bound address is logged and printed.
+    pub listen: SocketAddr,
+    /// How long shutdown waits for sessions to drain before forcing them.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory holding the database and stored files. Created if missing.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open sessions on this server at most.
+    pub max_sessions: usize,
+    /// Open sessions per tenant at most.
+    pub max_sessions_per_tenant: usize,
+    /// Largest accepted portrait upload, in bytes.
+    pub max_image_bytes: u64,
+    /// Largest text accepted by one Speak call, in bytes.
+    pub max_speak_bytes: u64,
+    /// Commands queued per session before callers wait (backpressure).
+    pub session_queue: usize,
+    /// Events buffered per session for slow watchers before they lag.
+    pub event_buffer: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// A session with no speech input and no viewers for this long closes.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest idle timeout a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// On a server with no tenant yet, create a `dev` tenant and key, keep the
+    /// key in `<data_dir>/dev-api-key` (mode 0600) and print it at start.
+    /// Turn off in production and create tenants with `huashen tenant create`.
+    pub bootstrap_dev_tenant: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".huashen"),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 64,
+            max_sessions_per_tenant: 16,
+            max_image_bytes: 20 * 1024 * 1024,
+            max_speak_bytes: 1024 * 1024,
+            session_queue: 64,
+            event_buffer: 1024,
+        }
+    }
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(600),
+            max_idle_timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_dev_tenant: true,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            sessions: SessionsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("environment variable {var}: {msg}")]
+    Env { var: String, msg: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` (if given) and applies environment overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|source| ConfigError::Parse {
+                        path: p.to_owned(),
+                        source,
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_CONFIG.contains(&k.as_str()))
+            .collect();
+        vars.sort();
+        for (var, value) in vars {
+            apply_env(&mut table, &var, &value)?;
+        }
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks relations between values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.limits.max_sessions == 0 {
+            return bad("limits.max_sessions must be at least 1");
+        }
+        if self.limits.max_sessions_per_tenant == 0 {
+            return bad("limits.max_sessions_per_tenant must be at least 1");
+        }
+        if self.limits.max_image_bytes < 1024 {
+            return bad("limits.max_image_bytes must be at least 1024");
+        }
+        if self.limits.max_speak_bytes < 4096 {
+            return bad("limits.max_speak_bytes must be at least 4096");
+        }
+        if self.limits.session_queue == 0 || self.limits.event_buffer == 0 {
+            return bad("limits.session_queue and limits.event_buffer must be at least 1");
+        }
+        if self.sessions.idle_timeout.is_zero() {
+            return bad("sessions.idle_timeout must be positive");
+        }
+        if self.sessions.max_idle_timeout < self.sessions.idle_timeout {
+            return bad("sessions.max_idle_timeout must be at least sessions.idle_timeout");
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return bad("storage.data_dir must not be empty");
+        }
+        Ok(())
+    }
+}
+
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::Env {
+            var: var.to_owned(),
+            msg: "expected HUASHEN_<SECTION>__<KEY>".into(),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = path.split_last().expect("path has at least one element");
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+            var: var.to_owned(),
+            msg: format!("`{p}` is not a section"),
+        })?;
+    }
+    cur.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.server.listen.port(), 8700);
+        assert!(c.auth.bootstrap_dev_tenant);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.toml");
+        std::fs::write(
+            &p,
+            "[limits]\nmax_sessions = 5\n[sessions]\nidle_timeout = \"30s\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&p),
+            env(&[
+                ("HUASHEN_LIMITS__MAX_SESSIONS", "7"),
+                ("HUASHEN_SERVER__LISTEN", "0.0.0.0:9000"),
+                ("HUASHEN_LOG", "debug"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_sessions, 7);
+        assert_eq!(c.sessions.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let e = Config::load(None, env(&[("HUASHEN_LIMITS__MAX_SESIONS", "7")])).unwrap_err();
+        assert!(e.to_string().contains("max_sesions"), "{e}");
+        let e = Config::load(None, env(&[("HUASHEN_LIMITS__MAX_SESSIONS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        let e = Config::load(None, env(&[("HUASHEN_SERVER__LISTEN", "nope")])).unwrap_err();
+        assert!(e.to_string().contains("invalid"), "{e}");
+    }
+}

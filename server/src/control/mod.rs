@@ -1,0 +1,5 @@
+//! Control plane: gRPC services (also reachable by gRPC-Web) and HTTP.
+
+pub mod avatars;
+pub mod sessions;
+pub mod validate;

@@ -1,0 +1,55 @@
+//! Errors a caller can act on, and their mapping to gRPC status codes.
+//!
+//! Internal details (SQL, paths, IO) are logged, never sent to clients.
+
+use crate::store::StoreError;
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::NotFound(msg.into())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::InvalidArgument(m) => Status::invalid_argument(m),
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ApiError::Unauthenticated(m) => Status::unauthenticated(m),
+            ApiError::Unimplemented(m) => Status::unimplemented(m),
+            ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "storage failure");
+                Status::internal("internal storage error; the operation was not completed")
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

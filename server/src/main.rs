@@ -1,0 +1,108 @@
+//! `huashen`: the server binary.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use huashen::config::Config;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "huashen", version, about = "Real-time streaming digital-human server")]
+struct Cli {
+    /// TOML config file (optional; defaults apply without it). Environment
+    /// variables HUASHEN_<SECTION>__<KEY> override it.
+    #[arg(long, short, global = true, env = "HUASHEN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGINT/SIGTERM.
+    Serve,
+    /// Load and check the configuration, print it, and exit.
+    ValidateConfig,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its first API key (shown only once).
+    Create {
+        /// Tenant name: 1..64 of a-z, 0-9, '-', '_'.
+        name: String,
+    },
+    /// Create another API key for an existing tenant and print it.
+    AddKey {
+        name: String,
+        /// A note to tell keys apart.
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUASHEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        Command::Serve => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(huashen::app::serve_until(config, huashen::app::shutdown_signal()))
+        }
+        Command::ValidateConfig => {
+            println!("configuration is valid:\n{config:#?}");
+            Ok(())
+        }
+        Command::Tenant { command } => tenant(config, command),
+    }
+}
+
+fn tenant(config: Config, command: TenantCommand) -> anyhow::Result<()> {
+    let store = huashen::store::Store::open_embedded(&config.storage.data_dir).with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.storage.data_dir.display()
+        )
+    })?;
+    match command {
+        TenantCommand::Create { name } => {
+            huashen::auth::validate_tenant_name(&name).map_err(anyhow::Error::msg)?;
+            let (tenant, key) = huashen::auth::create_tenant(store.blocking(), &name, "cli")
+                .map_err(|e| match e {
+                    huashen::store::StoreError::Conflict(_) => {
+                        anyhow::anyhow!("a tenant named {name:?} already exists")
+                    }
+                    e => e.into(),
+                })?;
+            eprintln!("created tenant {} ({})", tenant.name, tenant.id);
+            eprintln!("API key (shown only once; store it safely):");
+            println!("{key}");
+        }
+        TenantCommand::AddKey { name, label } => {
+            let tenant = store
+                .blocking()
+                .tenant_by_name(&name)?
+                .ok_or_else(|| anyhow::anyhow!("no tenant named {name:?}"))?;
+            let key = huashen::auth::create_key(store.blocking(), &tenant.id, &label, "cli")?;
+            eprintln!("new API key for tenant {name} (shown only once):");
+            println!("{key}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The session actor: one task per session that owns its state, reads its
+//! bounded command queue, watches its idle deadline and cancellation token,
+//! and publishes a snapshot and events. It is the only writer of session
+//! state, so no locks are held across awaits.
+
+use super::Inner;
+use super::admission::Permit;
+use super::types::*;
+use crate::store::{AuditEntry, now_ms};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+/// Requests from the control plane to a session.
+#[derive(Debug)]
+pub enum Command {
+    /// Cancel queued and in-flight speech; replies with how many utterances
+    /// were cancelled.
+    Interrupt { reply: oneshot::Sender<u32> },
+    /// Input arrived for the session (resets the idle timer).
+    Activity,
+}
+
+pub(super) struct Actor {
+    pub id: String,
+    pub tenant_id: String,
+    pub idle_timeout: std::time::Duration,
+    pub commands: mpsc::Receiver<Command>,
+    pub cancel: CancellationToken,
+    /// Set by whoever cancels, read once the actor stops.
+    pub close_reason: Arc<std::sync::Mutex<Option<CloseReason>>>,
+    pub snapshot: watch::Sender<Snapshot>,
+    pub events: broadcast::Sender<Event>,
+    pub inner: Arc<Inner>,
+    pub permit: Permit,
+}
+
+impl Actor {
+    fn emit(&mut self, kind: EventKind) {
+        let mut seq = 0;
+        self.snapshot.send_modify(|s| {
+            s.last_seq += 1;
+            seq = s.last_seq;
+        });
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(Event {
+            seq,
+            at: now_ms(),
+            kind,
+        });
+    }
+
+    fn set_state(&mut self, current: SessionState) {
+        let previous = self.snapshot.borrow().state;
+        if previous == current {
+            return;
+        }
+        self.snapshot.send_modify(|s| s.state = current);
+        self.emit(EventKind::StateChanged { previous, current });
+    }
+
+    pub async fn run(mut self) {
+        let span = tracing::info_span!("session", id = %self.id);
+        let _enter = span.enter();
+        tracing::info!("session started");
+        // The media pipeline attaches here; until then a session is ready as
+        // soon as its actor runs.
+        self.set_state(SessionState::Idle);
+        let mut idle_deadline = Instant::now() + self.idle_timeout;
+        let reason = loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    let set = self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    break set.unwrap_or(CloseReason::ServerShutdown);
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Interrupt { reply }) => {
+                        idle_deadline = Instant::now() + self.idle_timeout;
+                        // Nothing is queued until a speech engine is attached.
+                        let _ = reply.send(0);
+                        self.set_state(SessionState::Idle);
+                    }
+                    Some(Command::Activity) => {
+                        idle_deadline = Instant::now() + self.idle_timeout;
+                    }
+                    // Every sender is gone: the handle was dropped.
+                    None => break CloseReason::Error,
+                },
+                _ = sleep_until(idle_deadline) => {
+                    if self.snapshot.borrow().viewer_count == 0 {
+                        break CloseReason::IdleTimeout;
+                    }
+                    idle_deadline = Instant::now() + self.idle_timeout;
+                }
+            }
+        };
+        self.finish(reason).await;
+    }
+
+    async fn finish(mut self, reason: CloseReason) {
+        let closed_at = now_ms();
+        let previous = self.snapshot.borrow().state;
+        self.snapshot.send_modify(|s| {
+            s.state = SessionState::Closed;
+            s.closed_at = Some(closed_at);
+            s.close_reason = Some(reason);
+        });
+        self.emit(EventKind::StateChanged {
+            previous,
+            current: SessionState::Closed,
+        });
+        self.emit(EventKind::Closed { reason });
+        let audit = AuditEntry {
+            at: closed_at,
+            tenant_id: Some(self.tenant_id.clone()),
+            actor: "system".into(),
+            action: "session.close".into(),
+            target: self.id.clone(),
+            outcome: reason.as_str().into(),
+        };
+        let id = self.id.clone();
+        if let Err(e) = self
+            .inner
+            .store
+            .run(move |b| b.close_session(&id, closed_at, reason as i32, &audit))
+            .await
+        {
+            // The row stays open; the next start closes it (Store::recover).
+            tracing::error!(error = %e, "could not record session close");
+        }
+        self.inner.sessions.remove(&self.id);
+        tracing::info!(reason = reason.as_str(), "session closed");
+        // Frees the admission slot.
+        drop(self.permit);
+    }
+}

@@ -1,0 +1,289 @@
+//! Session manager: live sessions in a `DashMap`, each run by an actor task
+//! with a bounded command queue and a cancellation token; admission limits;
+//! closing by request, idle timeout, avatar deletion and server shutdown.
+
+mod actor;
+pub mod admission;
+pub mod types;
+
+pub use actor::Command;
+pub use types::*;
+
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+use crate::store::{AuditEntry, AvatarState, Principal, SessionRecord, Store, now_ms};
+use admission::{Admission, Refusal};
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Limits the manager enforces.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub max_sessions: usize,
+    pub max_sessions_per_tenant: usize,
+    pub queue_capacity: usize,
+    pub event_buffer: usize,
+}
+
+/// A live session as the control plane sees it.
+pub struct SessionHandle {
+    pub record: SessionRecord,
+    commands: mpsc::Sender<Command>,
+    cancel: CancellationToken,
+    close_reason: Arc<std::sync::Mutex<Option<CloseReason>>>,
+    snapshot: watch::Receiver<Snapshot>,
+    events: broadcast::Sender<Event>,
+}
+
+impl SessionHandle {
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Subscribes to events from now on, with the snapshot at subscription.
+    pub fn subscribe(&self) -> (Snapshot, broadcast::Receiver<Event>) {
+        // Subscribe first so no event falls between the snapshot and the
+        // receiver; the watcher skips events with seq <= snapshot.last_seq.
+        let rx = self.events.subscribe();
+        (self.snapshot(), rx)
+    }
+
+    /// Queues a command, waiting while the queue is full (backpressure).
+    pub async fn send(&self, cmd: Command) -> ApiResult<()> {
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| ApiError::not_found(format!("session {} is closed", self.record.id)))
+    }
+
+    /// Asks the actor to stop with `reason` (the first reason given wins).
+    fn request_close(&self, reason: CloseReason) {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(reason);
+        self.cancel.cancel();
+    }
+
+    /// Waits until the actor has published the closed state.
+    async fn closed(&self) -> Snapshot {
+        let mut rx = self.snapshot.clone();
+        let waited = rx
+            .wait_for(|s| s.state == SessionState::Closed)
+            .await
+            .map(|s| s.clone());
+        // On error the actor is gone; its last snapshot is final.
+        waited.unwrap_or_else(|_| rx.borrow().clone())
+    }
+}
+
+pub(crate) struct Inner {
+    sessions: DashMap<String, Arc<SessionHandle>>,
+    admission: Arc<Admission>,
+    store: Store,
+    config: ManagerConfig,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    accepting: AtomicBool,
+}
+
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+impl SessionManager {
+    pub fn new(store: Store, config: ManagerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sessions: DashMap::new(),
+                admission: Admission::new(config.max_sessions, config.max_sessions_per_tenant),
+                store,
+                config,
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                accepting: AtomicBool::new(true),
+            }),
+        }
+    }
+
+    /// Open sessions on the server.
+    pub fn live_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Creates and starts a session for an avatar of the caller's tenant.
+    pub async fn create(
+        &self,
+        who: &Principal,
+        avatar_id: String,
+        spec: SessionSpec,
+    ) -> ApiResult<Arc<SessionHandle>> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(ApiError::Unavailable(
+                "the server is shutting down and accepts no new sessions".into(),
+            ));
+        }
+        let tenant = who.tenant_id.clone();
+        let aid = avatar_id.clone();
+        let avatar = self
+            .inner
+            .store
+            .run(move |b| b.get_avatar(&tenant, &aid))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("avatar {avatar_id} not found")))?;
+        if avatar.state != AvatarState::Ready {
+            return Err(ApiError::FailedPrecondition(format!(
+                "avatar {avatar_id} is {} and cannot start a session",
+                avatar.state.as_str()
+            )));
+        }
+        let permit = self
+            .inner
+            .admission
+            .admit(&who.tenant_id)
+            .map_err(|r| match r {
+                Refusal::ServerFull { max } => ApiError::ResourceExhausted(format!(
+                    "the server is at its limit of {max} open sessions; close one or try later"
+                )),
+                Refusal::TenantFull { max } => ApiError::ResourceExhausted(format!(
+                    "your tenant is at its limit of {max} open sessions; close one first"
+                )),
+            })?;
+        let record = SessionRecord {
+            id: ids::new_id(ids::SESSION),
+            tenant_id: who.tenant_id.clone(),
+            avatar_id,
+            language: spec.language.clone(),
+            voice_id: spec.voice_id.clone(),
+            speed: spec.speed,
+            width: spec.width,
+            height: spec.height,
+            fps: spec.fps,
+            video_bitrate_kbps: spec.video_bitrate_kbps,
+            audio_bitrate_kbps: spec.audio_bitrate_kbps,
+            idle_timeout_secs: spec.idle_timeout.as_secs() as u32,
+            labels: spec.labels.clone(),
+            created_at: now_ms(),
+            closed_at: None,
+            close_reason: None,
+        };
+        let audit = AuditEntry::new(Some(who), "session.create", record.id.clone(), "ok");
+        let rec = record.clone();
+        self.inner
+            .store
+            .run(move |b| b.insert_session(&rec, &audit))
+            .await?;
+
+        let (cmd_tx, cmd_rx) = mpsc::channel(self.inner.config.queue_capacity);
+        let (events, _) = broadcast::channel(self.inner.config.event_buffer);
+        let (snap_tx, snap_rx) = watch::channel(Snapshot {
+            state: SessionState::Starting,
+            viewer_count: 0,
+            closed_at: None,
+            close_reason: None,
+            last_seq: 0,
+        });
+        let cancel = self.inner.shutdown.child_token();
+        let close_reason = Arc::new(std::sync::Mutex::new(None));
+        let handle = Arc::new(SessionHandle {
+            record: record.clone(),
+            commands: cmd_tx,
+            cancel: cancel.clone(),
+            close_reason: close_reason.clone(),
+            snapshot: snap_rx,
+            events: events.clone(),
+        });
+        self.inner
+            .sessions
+            .insert(record.id.clone(), handle.clone());
+        let actor = actor::Actor {
+            id: record.id.clone(),
+            tenant_id: record.tenant_id.clone(),
+            idle_timeout: spec.idle_timeout,
+            commands: cmd_rx,
+            cancel,
+            close_reason,
+            snapshot: snap_tx,
+            events,
+            inner: self.inner.clone(),
+            permit,
+        };
+        self.inner.tracker.spawn(actor.run());
+        Ok(handle)
+    }
+
+    /// A live session of the caller's tenant. Sessions of other tenants are
+    /// indistinguishable from missing ones.
+    pub fn live(&self, who: &Principal, session_id: &str) -> Option<Arc<SessionHandle>> {
+        self.inner
+            .sessions
+            .get(session_id)
+            .filter(|h| h.record.tenant_id == who.tenant_id)
+            .map(|h| h.clone())
+    }
+
+    /// Closes a live session and waits for it to stop. `None` when no live
+    /// session of the caller has that id.
+    pub async fn close(
+        &self,
+        who: &Principal,
+        session_id: &str,
+        reason: CloseReason,
+    ) -> Option<(Arc<SessionHandle>, Snapshot)> {
+        let handle = self.live(who, session_id)?;
+        handle.request_close(reason);
+        let snap = handle.closed().await;
+        Some((handle, snap))
+    }
+
+    /// Closes every live session of an avatar; returns their ids.
+    pub async fn close_for_avatar(&self, tenant_id: &str, avatar_id: &str) -> Vec<String> {
+        let handles: Vec<Arc<SessionHandle>> = self
+            .inner
+            .sessions
+            .iter()
+            .filter(|h| h.record.tenant_id == tenant_id && h.record.avatar_id == avatar_id)
+            .map(|h| h.clone())
+            .collect();
+        for h in &handles {
+            h.request_close(CloseReason::AvatarDeleted);
+        }
+        let mut ids = Vec::with_capacity(handles.len());
+        for h in handles {
+            h.closed().await;
+            ids.push(h.record.id.clone());
+        }
+        ids
+    }
+
+    /// Stops accepting sessions, closes every live one and waits up to
+    /// `grace` for them to finish. Returns true when all drained in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let n = self.inner.sessions.len();
+        tracing::info!(sessions = n, "draining sessions");
+        for h in self.inner.sessions.iter() {
+            h.request_close(CloseReason::ServerShutdown);
+        }
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        let drained = tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_ok();
+        if drained {
+            tracing::info!(sessions = n, "all sessions drained");
+        } else {
+            tracing::warn!(
+                remaining = self.inner.sessions.len(),
+                "sessions did not drain within the grace period"
+            );
+        }
+        drained
+    }
+}

@@ -1,0 +1,97 @@
+//! Domain types of a live session. The gRPC layer converts to and from the
+//! `huashen.v1` messages.
+
+use crate::store::Millis;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a session was created with, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSpec {
+    pub language: String,
+    pub voice_id: String,
+    pub speed: f32,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_bitrate_kbps: u32,
+    pub audio_bitrate_kbps: u32,
+    pub idle_timeout: Duration,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Numbers match `huashen.v1.SessionState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Starting = 1,
+    Idle = 2,
+    Speaking = 3,
+    Listening = 4,
+    Closed = 5,
+}
+
+/// Numbers match `huashen.v1.CloseReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientRequest = 1,
+    IdleTimeout = 2,
+    AvatarDeleted = 3,
+    ServerShutdown = 4,
+    Error = 5,
+}
+
+impl CloseReason {
+    pub fn from_i32(v: i32) -> Option<Self> {
+        Some(match v {
+            1 => Self::ClientRequest,
+            2 => Self::IdleTimeout,
+            3 => Self::AvatarDeleted,
+            4 => Self::ServerShutdown,
+            5 => Self::Error,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientRequest => "client_request",
+            Self::IdleTimeout => "idle_timeout",
+            Self::AvatarDeleted => "avatar_deleted",
+            Self::ServerShutdown => "server_shutdown",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Current state of a live session, published by its actor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub state: SessionState,
+    pub viewer_count: u32,
+    pub closed_at: Option<Millis>,
+    pub close_reason: Option<CloseReason>,
+    /// Sequence number of the last event emitted.
+    pub last_seq: u64,
+}
+
+/// One event of a session, in the order the actor emitted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub at: Millis,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    StateChanged {
+        previous: SessionState,
+        current: SessionState,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+    },
+    Closed {
+        reason: CloseReason,
+    },
+}

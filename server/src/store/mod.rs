@@ -1,0 +1,317 @@
+//! Storage: records in an embedded database behind the [`Backend`] trait
+//! (SQLite by default; PostgreSQL can implement the same trait), files in a
+//! data directory written atomically ([`files::FileStore`]).
+//!
+//! Backend calls are blocking; [`Store::run`] moves them off the async
+//! runtime.
+
+pub mod files;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use files::FileStore;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("file store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+/// Who is calling: resolved from an API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl ImageFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jpeg => "jpeg",
+            Self::Png => "png",
+            Self::Webp => "webp",
+        }
+    }
+    pub fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "jpeg" => Ok(Self::Jpeg),
+            "png" => Ok(Self::Png),
+            "webp" => Ok(Self::Webp),
+            o => Err(StoreError::Corrupt(format!("unknown image format {o:?}"))),
+        }
+    }
+    /// True when `head` (the first bytes of a file) has this format's magic.
+    pub fn matches_magic(self, head: &[u8]) -> bool {
+        match self {
+            Self::Jpeg => head.starts_with(&[0xFF, 0xD8, 0xFF]),
+            Self::Png => head.starts_with(b"\x89PNG\r\n\x1a\n"),
+            Self::Webp => head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..12] == b"WEBP",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvatarState {
+    Processing,
+    Ready,
+    Failed,
+}
+
+impl AvatarState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "processing",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "processing" => Ok(Self::Processing),
+            "ready" => Ok(Self::Ready),
+            "failed" => Ok(Self::Failed),
+            o => Err(StoreError::Corrupt(format!("unknown avatar state {o:?}"))),
+        }
+    }
+}
+
+/// A consent record, validated at the API edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    pub id: String,
+    pub uploader: String,
+    pub subject_name: String,
+    pub subject_consented: bool,
+    pub subject_is_minor: bool,
+    pub guardian_name: String,
+    pub purpose: String,
+    pub consented_at: Millis,
+    pub policy_version: String,
+    pub recorded_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Avatar {
+    pub id: String,
+    pub tenant_id: String,
+    pub display_name: String,
+    pub state: AvatarState,
+    pub failure_reason: String,
+    pub image_format: ImageFormat,
+    pub image_bytes: u64,
+    pub image_sha256: String,
+    pub consent: Consent,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: Millis,
+}
+
+/// Persisted metadata of a session (live state lives in the session actor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub avatar_id: String,
+    pub language: String,
+    pub voice_id: String,
+    pub speed: f32,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_bitrate_kbps: u32,
+    pub audio_bitrate_kbps: u32,
+    pub idle_timeout_secs: u32,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: Millis,
+    pub closed_at: Option<Millis>,
+    /// `huashen.v1.CloseReason` number, once closed.
+    pub close_reason: Option<i32>,
+}
+
+/// One append-only audit entry. Carries identifiers, never personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: Millis,
+    pub tenant_id: Option<String>,
+    /// API key id, or `system` / `cli`.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+}
+
+impl AuditEntry {
+    pub fn new(
+        principal: Option<&Principal>,
+        action: &str,
+        target: impl Into<String>,
+        outcome: &str,
+    ) -> Self {
+        Self {
+            at: now_ms(),
+            tenant_id: principal.map(|p| p.tenant_id.clone()),
+            actor: principal
+                .map(|p| p.key_id.clone())
+                .unwrap_or_else(|| "system".into()),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+        }
+    }
+}
+
+/// Records storage. Every method is blocking; call through [`Store::run`].
+pub trait Backend: Send + Sync + 'static {
+    fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>>;
+    fn count_tenants(&self) -> StoreResult<u64>;
+    /// Stores a key by the SHA-256 of its secret.
+    fn create_api_key(
+        &self,
+        key_id: &str,
+        tenant_id: &str,
+        key_hash: &[u8; 32],
+        label: &str,
+    ) -> StoreResult<()>;
+    /// Resolves an unrevoked key by hash.
+    fn principal_by_key_hash(&self, key_hash: &[u8; 32]) -> StoreResult<Option<Principal>>;
+
+    /// Inserts the avatar with its consent and audit entry in one transaction.
+    fn insert_avatar(&self, avatar: &Avatar, audit: &AuditEntry) -> StoreResult<()>;
+    fn get_avatar(&self, tenant_id: &str, avatar_id: &str) -> StoreResult<Option<Avatar>>;
+    /// Newest first; `before` is an exclusive upper bound on the id.
+    fn list_avatars(
+        &self,
+        tenant_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Avatar>>;
+    /// Deletes the avatar row and its consent; true when it existed.
+    fn delete_avatar(
+        &self,
+        tenant_id: &str,
+        avatar_id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
+    /// Every avatar id, for the startup sweep of orphaned files.
+    fn all_avatar_ids(&self) -> StoreResult<Vec<String>>;
+
+    fn insert_session(&self, session: &SessionRecord, audit: &AuditEntry) -> StoreResult<()>;
+    fn close_session(
+        &self,
+        session_id: &str,
+        closed_at: Millis,
+        reason: i32,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+    fn get_session(&self, tenant_id: &str, session_id: &str)
+    -> StoreResult<Option<SessionRecord>>;
+    fn list_sessions(
+        &self,
+        tenant_id: &str,
+        include_closed: bool,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SessionRecord>>;
+    /// Marks sessions left open by a crash as closed; returns how many.
+    fn close_orphaned_sessions(&self, closed_at: Millis, reason: i32) -> StoreResult<usize>;
+
+    fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Audit entries of a tenant, oldest first.
+    fn audit_for_tenant(&self, tenant_id: &str, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// Shared handle to records and files.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    pub files: FileStore,
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>, files: FileStore) -> Self {
+        Self { backend, files }
+    }
+
+    /// Opens the default embedded store (SQLite + files) under `data_dir`.
+    pub fn open_embedded(data_dir: &std::path::Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let backend = sqlite::SqliteBackend::open(&data_dir.join("huashen.db"))?;
+        let files = FileStore::open(data_dir)?;
+        Ok(Self::new(Arc::new(backend), files))
+    }
+
+    /// Runs blocking backend work on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Backend) -> StoreResult<T> + Send + 'static,
+    {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || f(&*backend))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Direct blocking access, for the CLI and startup.
+    pub fn blocking(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// Removes files no record points to (left by a crash mid-enrollment or
+    /// mid-deletion) and closes sessions a crash left open.
+    pub fn recover(&self, session_close_reason: i32) -> StoreResult<RecoveryReport> {
+        let ids = self.backend.all_avatar_ids()?;
+        let (tmp_removed, orphans_removed) = self.files.sweep(&ids)?;
+        let sessions_closed = self
+            .backend
+            .close_orphaned_sessions(now_ms(), session_close_reason)?;
+        Ok(RecoveryReport {
+            tmp_removed,
+            orphans_removed,
+            sessions_closed,
+        })
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub tmp_removed: usize,
+    pub orphans_removed: usize,
+    pub sessions_closed: usize,
+}

@@ -1,0 +1,635 @@
+//! SQLite backend: one connection in WAL mode, schema migrations tracked by
+//! `PRAGMA user_version`, foreign keys on, audit log append-only (a trigger
+//! refuses updates).
+
+use super::*;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Schema migrations, applied in order; never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants, keys, avatars, consents, sessions, audit
+    r#"
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        key_hash BLOB NOT NULL UNIQUE,
+        label TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE avatars (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        display_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        failure_reason TEXT NOT NULL DEFAULT '',
+        image_format TEXT NOT NULL,
+        image_bytes INTEGER NOT NULL,
+        image_sha256 TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX avatars_by_tenant ON avatars(tenant_id, id);
+    CREATE TABLE consents (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        avatar_id TEXT NOT NULL REFERENCES avatars(id) ON DELETE CASCADE,
+        uploader TEXT NOT NULL,
+        subject_name TEXT NOT NULL,
+        subject_consented INTEGER NOT NULL,
+        subject_is_minor INTEGER NOT NULL,
+        guardian_name TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        consented_at INTEGER NOT NULL,
+        policy_version TEXT NOT NULL,
+        recorded_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX consents_by_avatar ON consents(avatar_id);
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        avatar_id TEXT NOT NULL,
+        language TEXT NOT NULL,
+        voice_id TEXT NOT NULL,
+        speed REAL NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        fps INTEGER NOT NULL,
+        video_bitrate_kbps INTEGER NOT NULL,
+        audio_bitrate_kbps INTEGER NOT NULL,
+        idle_timeout_secs INTEGER NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        close_reason INTEGER
+    );
+    CREATE INDEX sessions_by_tenant ON sessions(tenant_id, id);
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        tenant_id TEXT,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_tenant ON audit_log(tenant_id, seq);
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    "#,
+];
+
+pub struct SqliteBackend {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        // A poisoned lock means a panic mid-call; SQLite rolled the
+        // transaction back, so the connection itself is still consistent.
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current as usize > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {current} is newer than this build ({}); upgrade huashen",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    Ok(())
+}
+
+fn labels_to_json(labels: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+}
+
+fn labels_from_json(s: &str) -> StoreResult<BTreeMap<String, String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("labels: {e}")))
+}
+
+fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO audit_log (at, tenant_id, actor, action, target, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![e.at, e.tenant_id, e.actor, e.action, e.target, e.outcome],
+    )?;
+    Ok(())
+}
+
+const AVATAR_COLS: &str = "a.id, a.tenant_id, a.display_name, a.state, a.failure_reason, a.image_format, \
+     a.image_bytes, a.image_sha256, a.labels, a.created_at, c.id, c.uploader, c.subject_name, \
+     c.subject_consented, c.subject_is_minor, c.guardian_name, c.purpose, c.consented_at, \
+     c.policy_version, c.recorded_at";
+
+fn avatar_from_row(r: &Row<'_>) -> rusqlite::Result<(Avatar, String, String, String)> {
+    let state: String = r.get(3)?;
+    let format: String = r.get(5)?;
+    let labels: String = r.get(8)?;
+    Ok((
+        Avatar {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            display_name: r.get(2)?,
+            state: AvatarState::Ready,
+            failure_reason: r.get(4)?,
+            image_format: ImageFormat::Png,
+            image_bytes: r.get::<_, i64>(6)? as u64,
+            image_sha256: r.get(7)?,
+            consent: Consent {
+                id: r.get(10)?,
+                uploader: r.get(11)?,
+                subject_name: r.get(12)?,
+                subject_consented: r.get(13)?,
+                subject_is_minor: r.get(14)?,
+                guardian_name: r.get(15)?,
+                purpose: r.get(16)?,
+                consented_at: r.get(17)?,
+                policy_version: r.get(18)?,
+                recorded_at: r.get(19)?,
+            },
+            labels: BTreeMap::new(),
+            created_at: r.get(9)?,
+        },
+        state,
+        format,
+        labels,
+    ))
+}
+
+fn finish_avatar(raw: (Avatar, String, String, String)) -> StoreResult<Avatar> {
+    let (mut a, state, format, labels) = raw;
+    a.state = AvatarState::parse(&state)?;
+    a.image_format = ImageFormat::parse(&format)?;
+    a.labels = labels_from_json(&labels)?;
+    Ok(a)
+}
+
+const SESSION_COLS: &str = "id, tenant_id, avatar_id, language, voice_id, speed, width, height, fps, \
+     video_bitrate_kbps, audio_bitrate_kbps, idle_timeout_secs, labels, created_at, closed_at, close_reason";
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<(SessionRecord, String)> {
+    Ok((
+        SessionRecord {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            avatar_id: r.get(2)?,
+            language: r.get(3)?,
+            voice_id: r.get(4)?,
+            speed: r.get::<_, f64>(5)? as f32,
+            width: r.get(6)?,
+            height: r.get(7)?,
+            fps: r.get(8)?,
+            video_bitrate_kbps: r.get(9)?,
+            audio_bitrate_kbps: r.get(10)?,
+            idle_timeout_secs: r.get(11)?,
+            labels: BTreeMap::new(),
+            created_at: r.get(13)?,
+            closed_at: r.get(14)?,
+            close_reason: r.get(15)?,
+        },
+        r.get(12)?,
+    ))
+}
+
+fn finish_session(raw: (SessionRecord, String)) -> StoreResult<SessionRecord> {
+    let (mut s, labels) = raw;
+    s.labels = labels_from_json(&labels)?;
+    Ok(s)
+}
+
+impl Backend for SqliteBackend {
+    fn create_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![t.id, t.name, t.created_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("tenant {:?}", t.name)));
+            }
+            Ok(())
+        })
+    }
+
+    fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT id, name, created_at FROM tenants WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(Tenant {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    fn count_tenants(&self) -> StoreResult<u64> {
+        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get::<_, i64>(0))? as u64))
+    }
+
+    fn create_api_key(
+        &self,
+        key_id: &str,
+        tenant_id: &str,
+        key_hash: &[u8; 32],
+        label: &str,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO api_keys (id, tenant_id, key_hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key_id, tenant_id, &key_hash[..], label, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn principal_by_key_hash(&self, key_hash: &[u8; 32]) -> StoreResult<Option<Principal>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT id, tenant_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+                [&key_hash[..]],
+                |r| {
+                    Ok(Principal {
+                        key_id: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    fn insert_avatar(&self, a: &Avatar, audit: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO avatars (id, tenant_id, display_name, state, failure_reason, image_format, \
+                 image_bytes, image_sha256, labels, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                params![
+                    a.id,
+                    a.tenant_id,
+                    a.display_name,
+                    a.state.as_str(),
+                    a.failure_reason,
+                    a.image_format.as_str(),
+                    a.image_bytes as i64,
+                    a.image_sha256,
+                    labels_to_json(&a.labels),
+                    a.created_at
+                ],
+            )?;
+            let k = &a.consent;
+            tx.execute(
+                "INSERT INTO consents (id, tenant_id, avatar_id, uploader, subject_name, subject_consented, \
+                 subject_is_minor, guardian_name, purpose, consented_at, policy_version, recorded_at) \
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+                params![
+                    k.id,
+                    a.tenant_id,
+                    a.id,
+                    k.uploader,
+                    k.subject_name,
+                    k.subject_consented,
+                    k.subject_is_minor,
+                    k.guardian_name,
+                    k.purpose,
+                    k.consented_at,
+                    k.policy_version,
+                    k.recorded_at
+                ],
+            )?;
+            insert_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn get_avatar(&self, tenant_id: &str, avatar_id: &str) -> StoreResult<Option<Avatar>> {
+        let raw = self.with(|c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {AVATAR_COLS} FROM avatars a JOIN consents c ON c.avatar_id = a.id \
+                     WHERE a.tenant_id = ?1 AND a.id = ?2"
+                ),
+                [tenant_id, avatar_id],
+                avatar_from_row,
+            )
+            .optional()?)
+        })?;
+        raw.map(finish_avatar).transpose()
+    }
+
+    fn list_avatars(
+        &self,
+        tenant_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Avatar>> {
+        let raws = self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {AVATAR_COLS} FROM avatars a JOIN consents c ON c.avatar_id = a.id \
+                 WHERE a.tenant_id = ?1 AND (?2 IS NULL OR a.id < ?2) ORDER BY a.id DESC LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![tenant_id, before, limit as i64], avatar_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        raws.into_iter().map(finish_avatar).collect()
+    }
+
+    fn delete_avatar(
+        &self,
+        tenant_id: &str,
+        avatar_id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "DELETE FROM avatars WHERE tenant_id = ?1 AND id = ?2",
+                [tenant_id, avatar_id],
+            )?;
+            if n > 0 {
+                insert_audit(&tx, audit)?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn all_avatar_ids(&self) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id FROM avatars")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
+    fn insert_session(&self, s: &SessionRecord, audit: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+                ),
+                params![
+                    s.id,
+                    s.tenant_id,
+                    s.avatar_id,
+                    s.language,
+                    s.voice_id,
+                    s.speed as f64,
+                    s.width,
+                    s.height,
+                    s.fps,
+                    s.video_bitrate_kbps,
+                    s.audio_bitrate_kbps,
+                    s.idle_timeout_secs,
+                    labels_to_json(&s.labels),
+                    s.created_at,
+                    s.closed_at,
+                    s.close_reason
+                ],
+            )?;
+            insert_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn close_session(
+        &self,
+        session_id: &str,
+        closed_at: Millis,
+        reason: i32,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE sessions SET closed_at = ?2, close_reason = ?3 WHERE id = ?1 AND closed_at IS NULL",
+                params![session_id, closed_at, reason],
+            )?;
+            insert_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn get_session(&self, tenant_id: &str, session_id: &str) -> StoreResult<Option<SessionRecord>> {
+        let raw = self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE tenant_id = ?1 AND id = ?2"),
+                [tenant_id, session_id],
+                session_from_row,
+            )
+            .optional()?)
+        })?;
+        raw.map(finish_session).transpose()
+    }
+
+    fn list_sessions(
+        &self,
+        tenant_id: &str,
+        include_closed: bool,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        let raws = self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE tenant_id = ?1 AND (?2 OR closed_at IS NULL) \
+                 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+            ))?;
+            let rows = st.query_map(
+                params![tenant_id, include_closed, before, limit as i64],
+                session_from_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        raws.into_iter().map(finish_session).collect()
+    }
+
+    fn close_orphaned_sessions(&self, closed_at: Millis, reason: i32) -> StoreResult<usize> {
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE sessions SET closed_at = ?1, close_reason = ?2 WHERE closed_at IS NULL",
+                params![closed_at, reason],
+            )?)
+        })
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| Ok(insert_audit(c, entry)?))
+    }
+
+    fn audit_for_tenant(&self, tenant_id: &str, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT at, tenant_id, actor, action, target, outcome FROM audit_log \
+                 WHERE tenant_id = ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![tenant_id, limit as i64], |r| {
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    outcome: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(b: &SqliteBackend, name: &str) -> Tenant {
+        let t = Tenant {
+            id: crate::ids::new_id(crate::ids::TENANT),
+            name: name.into(),
+            created_at: now_ms(),
+        };
+        b.create_tenant(&t).unwrap();
+        t
+    }
+
+    fn avatar(tenant_id: &str) -> Avatar {
+        Avatar {
+            id: crate::ids::new_id(crate::ids::AVATAR),
+            tenant_id: tenant_id.into(),
+            display_name: "Host".into(),
+            state: AvatarState::Ready,
+            failure_reason: String::new(),
+            image_format: ImageFormat::Jpeg,
+            image_bytes: 10,
+            image_sha256: "00".into(),
+            consent: Consent {
+                id: crate::ids::new_id(crate::ids::CONSENT),
+                uploader: "op".into(),
+                subject_name: "Li Wei".into(),
+                subject_consented: true,
+                subject_is_minor: false,
+                guardian_name: String::new(),
+                purpose: "livestream".into(),
+                consented_at: 1,
+                policy_version: "v1".into(),
+                recorded_at: 2,
+            },
+            labels: [("k".to_string(), "v".to_string())].into(),
+            created_at: now_ms(),
+        }
+    }
+
+    #[test]
+    fn migrates_once_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        let b = SqliteBackend::open(&p).unwrap();
+        tenant(&b, "a");
+        drop(b);
+        let b = SqliteBackend::open(&p).unwrap();
+        assert_eq!(b.count_tenants().unwrap(), 1);
+        let mode: String = b
+            .with(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn avatars_are_tenant_scoped_and_paged() {
+        let b = SqliteBackend::in_memory().unwrap();
+        let t1 = tenant(&b, "one");
+        let t2 = tenant(&b, "two");
+        let audit = AuditEntry::new(None, "test", "x", "ok");
+        let mut ids = vec![];
+        for _ in 0..5 {
+            let a = avatar(&t1.id);
+            b.insert_avatar(&a, &audit).unwrap();
+            ids.push(a.id);
+        }
+        let got = b.get_avatar(&t1.id, &ids[0]).unwrap().unwrap();
+        assert_eq!(got.labels.get("k").map(String::as_str), Some("v"));
+        assert_eq!(got.consent.subject_name, "Li Wei");
+        assert!(b.get_avatar(&t2.id, &ids[0]).unwrap().is_none());
+        let page1 = b.list_avatars(&t1.id, None, 2).unwrap();
+        assert_eq!(page1.len(), 2);
+        assert_eq!(page1[0].id, ids[4]);
+        let page2 = b.list_avatars(&t1.id, Some(&page1[1].id), 10).unwrap();
+        assert_eq!(page2.len(), 3);
+        assert!(b.list_avatars(&t2.id, None, 10).unwrap().is_empty());
+        assert!(!b.delete_avatar(&t2.id, &ids[0], &audit).unwrap());
+        assert!(b.delete_avatar(&t1.id, &ids[0], &audit).unwrap());
+        assert!(b.get_avatar(&t1.id, &ids[0]).unwrap().is_none());
+    }
+
+    #[test]
+    fn audit_log_refuses_updates() {
+        let b = SqliteBackend::in_memory().unwrap();
+        b.append_audit(&AuditEntry::new(None, "a", "t", "ok")).unwrap();
+        let err = b
+            .with(|c| Ok(c.execute("UPDATE audit_log SET outcome = 'x'", [])?))
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_tenant_is_conflict() {
+        let b = SqliteBackend::in_memory().unwrap();
+        tenant(&b, "same");
+        let e = b
+            .create_tenant(&Tenant {
+                id: crate::ids::new_id(crate::ids::TENANT),
+                name: "same".into(),
+                created_at: 0,
+            })
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)));
+    }
+}
