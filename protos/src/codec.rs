@@ -72,4 +72,3 @@ where
         self.inner.buffer_settings()
     }
 }
-

@@ -95,9 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AvatarServiceServer<AvatarApi>>()
-        .await;
+    health.set_serving::<AvatarServiceServer<AvatarApi>>().await;
     health
         .set_serving::<SessionServiceServer<SessionApi>>()
         .await;
@@ -175,13 +173,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Runs until `signal` resolves, then shuts down gracefully.
 pub async fn serve_until(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
     let running = start(config).await?;
-    println!("huashen listening on http://{}", running.addr);
+    let mut banner = format!("huashen listening on http://{}\n", running.addr);
     if let Some(key) = &running.dev_key {
-        println!("dev API key (tenant `dev`): {key}");
-        println!(
-            "  try: grpcurl -plaintext -H 'authorization: Bearer {key}' {} list",
+        banner.push_str(&format!(
+            "dev API key (tenant `dev`): {key}\n  try: grpcurl -plaintext -H 'authorization: Bearer {key}' {} list\n",
             running.addr
-        );
+        ));
+    }
+    {
+        use std::io::Write;
+        // A closed stdout (a supervisor that stopped reading) must not stop
+        // the server.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
     }
     let stop = running.stop_token();
     tokio::select! {

@@ -27,7 +27,10 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 }
 
 /// Resolves the caller of a request from its `authorization` metadata.
-pub async fn authenticate(store: &Store, md: &tonic::metadata::MetadataMap) -> ApiResult<Principal> {
+pub async fn authenticate(
+    store: &Store,
+    md: &tonic::metadata::MetadataMap,
+) -> ApiResult<Principal> {
     let raw = md.get("authorization").ok_or_else(|| {
         ApiError::Unauthenticated(
             "missing API key: send metadata `authorization: Bearer <key>`".into(),
@@ -74,7 +77,11 @@ pub fn validate_tenant_name(name: &str) -> Result<(), String> {
 
 /// Creates a tenant and its first key; returns the tenant and the key secret
 /// (shown once, never stored).
-pub fn create_tenant(backend: &dyn Backend, name: &str, actor: &str) -> Result<(Tenant, String), StoreError> {
+pub fn create_tenant(
+    backend: &dyn Backend,
+    name: &str,
+    actor: &str,
+) -> Result<(Tenant, String), StoreError> {
     let tenant = Tenant {
         id: ids::new_id(ids::TENANT),
         name: name.to_owned(),
@@ -86,7 +93,12 @@ pub fn create_tenant(backend: &dyn Backend, name: &str, actor: &str) -> Result<(
 }
 
 /// Adds a key to an existing tenant; returns the secret.
-pub fn create_key(backend: &dyn Backend, tenant_id: &str, label: &str, actor: &str) -> Result<String, StoreError> {
+pub fn create_key(
+    backend: &dyn Backend,
+    tenant_id: &str,
+    label: &str,
+    actor: &str,
+) -> Result<String, StoreError> {
     let key = generate_key();
     let key_id = ids::new_id(ids::API_KEY);
     backend.create_api_key(&key_id, tenant_id, &hash_key(&key), label)?;
@@ -107,7 +119,10 @@ pub const DEV_KEY_FILE: &str = "dev-api-key";
 /// On a server with no tenant, creates tenant `dev` and writes its key to
 /// `<data_dir>/dev-api-key` (mode 0600). Returns the dev key when that file
 /// exists, so `serve` can print it on every start.
-pub fn bootstrap_dev_tenant(backend: &dyn Backend, data_dir: &Path) -> Result<Option<String>, StoreError> {
+pub fn bootstrap_dev_tenant(
+    backend: &dyn Backend,
+    data_dir: &Path,
+) -> Result<Option<String>, StoreError> {
     let path = data_dir.join(DEV_KEY_FILE);
     if backend.count_tenants()? == 0 {
         let (_, key) = create_tenant(backend, "dev", "system")?;
@@ -115,7 +130,11 @@ pub fn bootstrap_dev_tenant(backend: &dyn Backend, data_dir: &Path) -> Result<Op
         return Ok(Some(key));
     }
     match std::fs::read_to_string(&path) {
-        Ok(k) if backend.principal_by_key_hash(&hash_key(k.trim()))?.is_some() => {
+        Ok(k)
+            if backend
+                .principal_by_key_hash(&hash_key(k.trim()))?
+                .is_some() =>
+        {
             Ok(Some(k.trim().to_owned()))
         }
         _ => Ok(None),
@@ -153,7 +172,11 @@ mod tests {
         assert_ne!(generate_key(), generate_key());
         let p = b.principal_by_key_hash(&hash_key(&key)).unwrap().unwrap();
         assert_eq!(p.tenant_id, t.id);
-        assert!(b.principal_by_key_hash(&hash_key("hs_other")).unwrap().is_none());
+        assert!(
+            b.principal_by_key_hash(&hash_key("hs_other"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -167,7 +190,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(DEV_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(DEV_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

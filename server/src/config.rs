@@ -17,7 +17,7 @@ pub const ENV_PREFIX: &str = "HUASHEN_";
 /// Environment variables with the prefix that are not config keys.
 const ENV_NOT_CONFIG: &[&str] = &["HUASHEN_CONFIG", "HUASHEN_LOG", "HUASHEN_API_KEY"];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -125,18 +125,6 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             bootstrap_dev_tenant: true,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            limits: LimitsConfig::default(),
-            sessions: SessionsConfig::default(),
-            auth: AuthConfig::default(),
         }
     }
 }
@@ -262,7 +250,9 @@ mod tests {
     use super::*;
 
     fn env(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]

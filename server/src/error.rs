@@ -23,6 +23,10 @@ pub enum ApiError {
     Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A status from the transport (a broken or oversize client stream),
+    /// passed through unchanged.
+    #[error("{0}")]
+    Transport(#[from] Status),
 }
 
 impl ApiError {
@@ -44,6 +48,7 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::Unimplemented(m) => Status::unimplemented(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::Transport(s) => s,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Status::internal("internal storage error; the operation was not completed")

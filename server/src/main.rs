@@ -6,7 +6,11 @@ use huashen::config::Config;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "huashen", version, about = "Real-time streaming digital-human server")]
+#[command(
+    name = "huashen",
+    version,
+    about = "Real-time streaming digital-human server"
+)]
 struct Cli {
     /// TOML config file (optional; defaults apply without it). Environment
     /// variables HUASHEN_<SECTION>__<KEY> override it.
@@ -63,7 +67,10 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(huashen::app::serve_until(config, huashen::app::shutdown_signal()))
+            rt.block_on(huashen::app::serve_until(
+                config,
+                huashen::app::shutdown_signal(),
+            ))
         }
         Command::ValidateConfig => {
             println!("configuration is valid:\n{config:#?}");
@@ -74,12 +81,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn tenant(config: Config, command: TenantCommand) -> anyhow::Result<()> {
-    let store = huashen::store::Store::open_embedded(&config.storage.data_dir).with_context(|| {
-        format!(
-            "cannot open the data directory {}",
-            config.storage.data_dir.display()
-        )
-    })?;
+    let store =
+        huashen::store::Store::open_embedded(&config.storage.data_dir).with_context(|| {
+            format!(
+                "cannot open the data directory {}",
+                config.storage.data_dir.display()
+            )
+        })?;
     match command {
         TenantCommand::Create { name } => {
             huashen::auth::validate_tenant_name(&name).map_err(anyhow::Error::msg)?;

@@ -94,16 +94,22 @@ fn progress(stage: v1::EnrollStage, received: u64, total: Option<u64>) -> v1::En
         _ => 0.0,
     };
     v1::EnrollAvatarResponse {
-        event: Some(v1::enroll_avatar_response::Event::Progress(v1::EnrollProgress {
-            stage: stage as i32,
-            received_bytes: received,
-            fraction,
-        })),
+        event: Some(v1::enroll_avatar_response::Event::Progress(
+            v1::EnrollProgress {
+                stage: stage as i32,
+                received_bytes: received,
+                fraction,
+            },
+        )),
     }
 }
 
 impl AvatarApi {
-    fn plan(&self, who: Principal, first: Option<v1::EnrollAvatarRequest>) -> ApiResult<EnrollPlan> {
+    fn plan(
+        &self,
+        who: Principal,
+        first: Option<v1::EnrollAvatarRequest>,
+    ) -> ApiResult<EnrollPlan> {
         let first = first.ok_or_else(|| {
             ApiError::invalid("the upload stream is empty: the first message must carry `start`")
         })?;
@@ -154,29 +160,39 @@ impl AvatarApi {
         mut inbound: Streaming<v1::EnrollAvatarRequest>,
         tx: &EventTx,
     ) -> ApiResult<v1::Avatar> {
-        let mut upload = store.files.begin_upload().await.map_err(crate::store::StoreError::from)?;
+        let mut upload = store
+            .files
+            .begin_upload()
+            .await
+            .map_err(crate::store::StoreError::from)?;
         let has_inline = !plan.inline.is_empty();
         if has_inline {
-            upload.write(&plan.inline).await.map_err(crate::store::StoreError::from)?;
+            upload
+                .write(&plan.inline)
+                .await
+                .map_err(crate::store::StoreError::from)?;
         }
-        let _ = tx.try_send(Ok(progress(v1::EnrollStage::Receiving, upload.len(), plan.total)));
+        let _ = tx.try_send(Ok(progress(
+            v1::EnrollStage::Receiving,
+            upload.len(),
+            plan.total,
+        )));
         loop {
-            let msg = match inbound.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(status) => {
-                    return Err(ApiError::invalid(format!(
-                        "the upload stream failed: {}",
-                        status.message()
-                    )));
-                }
+            let Some(msg) = inbound.message().await? else {
+                break;
             };
             let chunk = match msg.payload {
                 Some(v1::enroll_avatar_request::Payload::Chunk(c)) => c,
                 Some(v1::enroll_avatar_request::Payload::Start(_)) => {
-                    return Err(ApiError::invalid("`start` may only be sent in the first message"));
+                    return Err(ApiError::invalid(
+                        "`start` may only be sent in the first message",
+                    ));
                 }
-                None => return Err(ApiError::invalid("a message after `start` must carry `chunk`")),
+                None => {
+                    return Err(ApiError::invalid(
+                        "a message after `start` must carry `chunk`",
+                    ));
+                }
             };
             if has_inline {
                 return Err(ApiError::invalid(
@@ -201,11 +217,22 @@ impl AvatarApi {
                     "the upload is longer than start.total_bytes ({t})"
                 )));
             }
-            upload.write(&chunk).await.map_err(crate::store::StoreError::from)?;
+            upload
+                .write(&chunk)
+                .await
+                .map_err(crate::store::StoreError::from)?;
             // Progress is advisory: a slow reader misses some, never blocks us.
-            let _ = tx.try_send(Ok(progress(v1::EnrollStage::Receiving, upload.len(), plan.total)));
+            let _ = tx.try_send(Ok(progress(
+                v1::EnrollStage::Receiving,
+                upload.len(),
+                plan.total,
+            )));
         }
-        let _ = tx.try_send(Ok(progress(v1::EnrollStage::Validating, upload.len(), plan.total)));
+        let _ = tx.try_send(Ok(progress(
+            v1::EnrollStage::Validating,
+            upload.len(),
+            plan.total,
+        )));
         if upload.is_empty() {
             return Err(ApiError::invalid("the upload contains no image bytes"));
         }
@@ -223,7 +250,11 @@ impl AvatarApi {
                 plan.format.as_str().to_uppercase()
             )));
         }
-        let _ = tx.try_send(Ok(progress(v1::EnrollStage::Storing, upload.len(), plan.total)));
+        let _ = tx.try_send(Ok(progress(
+            v1::EnrollStage::Storing,
+            upload.len(),
+            plan.total,
+        )));
         let avatar = Avatar {
             id: ids::new_id(ids::AVATAR),
             tenant_id: plan.who.tenant_id.clone(),
@@ -253,7 +284,11 @@ impl AvatarApi {
             return Err(e.into());
         }
         let _ = tx
-            .send(Ok(progress(v1::EnrollStage::Done, avatar.image_bytes, plan.total)))
+            .send(Ok(progress(
+                v1::EnrollStage::Done,
+                avatar.image_bytes,
+                plan.total,
+            )))
             .await;
         tracing::info!(avatar = %avatar.id, bytes = avatar.image_bytes, "avatar enrolled");
         Ok(avatar_to_proto(&avatar))
@@ -272,10 +307,7 @@ impl AvatarService for AvatarApi {
     ) -> Result<Response<EnrollStream>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await
-            .map_err(|s| Status::invalid_argument(format!("the upload stream failed: {}", s.message())))?;
+        let first = inbound.message().await?;
         let plan = self.plan(who, first)?;
         let (tx, rx) = mpsc::channel(16);
         let store = self.store.clone();
@@ -294,7 +326,10 @@ impl AvatarService for AvatarApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_avatar(&self, request: Request<v1::GetAvatarRequest>) -> Result<Response<v1::Avatar>, Status> {
+    async fn get_avatar(
+        &self,
+        request: Request<v1::GetAvatarRequest>,
+    ) -> Result<Response<v1::Avatar>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let id = ids::parse_id("avatar_id", ids::AVATAR, &request.get_ref().avatar_id)?;
         let tenant = who.tenant_id.clone();
@@ -320,7 +355,8 @@ impl AvatarService for AvatarApi {
             .run(move |b| b.list_avatars(&tenant, before.as_deref(), size))
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = validate::next_token(avatars.len(), size, avatars.last().map(|a| a.id.as_str()));
+        let next_page_token =
+            validate::next_token(avatars.len(), size, avatars.last().map(|a| a.id.as_str()));
         Ok(Response::new(v1::ListAvatarsResponse {
             avatars: avatars.iter().map(avatar_to_proto).collect(),
             next_page_token,
@@ -365,6 +401,8 @@ impl AvatarService for AvatarApi {
             tracing::warn!(avatar = %id, error = %e, "could not remove avatar files now");
         }
         tracing::info!(avatar = %id, closed = closed_session_ids.len(), "avatar deleted");
-        Ok(Response::new(v1::DeleteAvatarResponse { closed_session_ids }))
+        Ok(Response::new(v1::DeleteAvatarResponse {
+            closed_session_ids,
+        }))
     }
 }

@@ -6,8 +6,8 @@ use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::session::{
-    CloseReason, Command, Event, EventKind, SessionHandle, SessionManager, SessionSpec, SessionState,
-    Snapshot,
+    CloseReason, Command, Event, EventKind, SessionHandle, SessionManager, SessionSpec,
+    SessionState, Snapshot,
 };
 use crate::store::{Principal, SessionRecord, Store};
 use futures::Stream;
@@ -47,12 +47,7 @@ fn record_to_proto(r: &SessionRecord, snap: Option<&Snapshot>) -> v1::Session {
             s.close_reason.map(|c| c as i32).or(r.close_reason),
         ),
         // Not live: the record is all there is, and it is closed.
-        None => (
-            SessionState::Closed as i32,
-            0,
-            r.closed_at,
-            r.close_reason,
-        ),
+        None => (SessionState::Closed as i32, 0, r.closed_at, r.close_reason),
     };
     v1::Session {
         session_id: r.id.clone(),
@@ -98,7 +93,10 @@ impl SessionApi {
         let voice = req.voice.clone().unwrap_or_default();
         let language = if voice.language.is_empty() {
             "en-US".to_owned()
-        } else if let Some(l) = LANGUAGES.iter().find(|l| l.eq_ignore_ascii_case(&voice.language)) {
+        } else if let Some(l) = LANGUAGES
+            .iter()
+            .find(|l| l.eq_ignore_ascii_case(&voice.language))
+        {
             (*l).to_owned()
         } else {
             return Err(ApiError::invalid(format!(
@@ -124,7 +122,7 @@ impl SessionApi {
                 voice.speed
             )));
         }
-        let out = req.output.clone().unwrap_or_default();
+        let out = req.output.unwrap_or_default();
         let width = ranged("output.width", out.width, 512, 128, 1920)?;
         let height = ranged("output.height", out.height, 512, 128, 1080)?;
         if width % 2 != 0 || height % 2 != 0 {
@@ -133,8 +131,20 @@ impl SessionApi {
             )));
         }
         let fps = ranged("output.fps", out.fps, 25, 5, 60)?;
-        let video_bitrate_kbps = ranged("output.video_bitrate_kbps", out.video_bitrate_kbps, 1200, 100, 20000)?;
-        let audio_bitrate_kbps = ranged("output.audio_bitrate_kbps", out.audio_bitrate_kbps, 48, 16, 256)?;
+        let video_bitrate_kbps = ranged(
+            "output.video_bitrate_kbps",
+            out.video_bitrate_kbps,
+            1200,
+            100,
+            20000,
+        )?;
+        let audio_bitrate_kbps = ranged(
+            "output.audio_bitrate_kbps",
+            out.audio_bitrate_kbps,
+            48,
+            16,
+            256,
+        )?;
         let idle_timeout = match req.idle_timeout_seconds {
             0 => self.default_idle_timeout,
             s if u64::from(s) <= self.max_idle_timeout.as_secs() => Duration::from_secs(s.into()),
@@ -305,10 +315,12 @@ impl SessionService for SessionApi {
         request: Request<v1::GetSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
-        Ok(Response::new(match self.find(&who, &request.get_ref().session_id).await? {
-            Found::Live(h) => handle_to_proto(&h),
-            Found::Closed(r) => record_to_proto(&r, None),
-        }))
+        Ok(Response::new(
+            match self.find(&who, &request.get_ref().session_id).await? {
+                Found::Live(h) => handle_to_proto(&h),
+                Found::Closed(r) => record_to_proto(&r, None),
+            },
+        ))
     }
 
     async fn list_sessions(
@@ -325,7 +337,8 @@ impl SessionService for SessionApi {
             .run(move |b| b.list_sessions(&tenant, include_closed, before.as_deref(), size))
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = validate::next_token(records.len(), size, records.last().map(|r| r.id.as_str()));
+        let next_page_token =
+            validate::next_token(records.len(), size, records.last().map(|r| r.id.as_str()));
         let sessions = records
             .iter()
             .map(|r| match self.sessions.live(&who, &r.id) {
@@ -351,7 +364,11 @@ impl SessionService for SessionApi {
     ) -> Result<Response<v1::Session>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let id = ids::parse_id("session_id", ids::SESSION, &request.get_ref().session_id)?;
-        if let Some((h, snap)) = self.sessions.close(&who, &id, CloseReason::ClientRequest).await {
+        if let Some((h, snap)) = self
+            .sessions
+            .close(&who, &id, CloseReason::ClientRequest)
+            .await
+        {
             return Ok(Response::new(record_to_proto(&h.record, Some(&snap))));
         }
         // Already closed (closing is idempotent) or unknown.
@@ -367,10 +384,9 @@ impl SessionService for SessionApi {
     ) -> Result<Response<v1::SpeakResponse>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| ApiError::invalid("the Speak stream is empty: the first message must name session_id"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            ApiError::invalid("the Speak stream is empty: the first message must name session_id")
+        })?;
         if first.text.len() > MAX_SPEAK_CHUNK {
             return Err(ApiError::invalid(format!(
                 "text is {} bytes in one message; send at most {MAX_SPEAK_CHUNK} bytes per message",
@@ -451,9 +467,9 @@ impl SessionService for SessionApi {
         let handle = self.find_live(&who, &request.get_ref().session_id).await?;
         let (reply, rx) = oneshot::channel();
         handle.send(Command::Interrupt { reply }).await?;
-        let cancelled_utterances = rx
-            .await
-            .map_err(|_| ApiError::FailedPrecondition(format!("session {} closed", handle.record.id)))?;
+        let cancelled_utterances = rx.await.map_err(|_| {
+            ApiError::FailedPrecondition(format!("session {} closed", handle.record.id))
+        })?;
         Ok(Response::new(v1::InterruptResponse {
             cancelled_utterances,
         }))
@@ -473,7 +489,9 @@ impl SessionService for SessionApi {
                 tokio::spawn(forward_events(snap, rx, tx));
                 Ok(Response::new(Box::pin(ReceiverStream::new(out))))
             }
-            Found::Closed(r) => Ok(Response::new(Box::pin(tokio_stream::iter(closed_events(&r))))),
+            Found::Closed(r) => Ok(Response::new(Box::pin(tokio_stream::iter(closed_events(
+                &r,
+            ))))),
         }
     }
 }

@@ -41,7 +41,10 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> ApiResult<String> 
     Ok(value.to_owned())
 }
 
-pub fn labels(field: &str, labels: &HashMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
+pub fn labels(
+    field: &str,
+    labels: &HashMap<String, String>,
+) -> ApiResult<BTreeMap<String, String>> {
     if labels.len() > MAX_LABELS {
         return Err(ApiError::invalid(format!(
             "{field} has {} entries; at most {MAX_LABELS} are allowed",
@@ -128,7 +131,9 @@ pub fn consent(c: Option<&v1::ConsentRecord>) -> ApiResult<Consent> {
         None => now,
         Some(ts) => {
             if !(0..1_000_000_000).contains(&ts.nanos) {
-                return Err(ApiError::invalid("start.consent.consented_at has invalid nanos"));
+                return Err(ApiError::invalid(
+                    "start.consent.consented_at has invalid nanos",
+                ));
             }
             let ms = ts
                 .seconds
@@ -136,10 +141,14 @@ pub fn consent(c: Option<&v1::ConsentRecord>) -> ApiResult<Consent> {
                 .and_then(|s| s.checked_add(i64::from(ts.nanos) / 1_000_000))
                 .ok_or_else(|| ApiError::invalid("start.consent.consented_at is out of range"))?;
             if ms > now + CONSENT_SKEW_MS {
-                return Err(consent_missing("start.consent.consented_at is in the future"));
+                return Err(consent_missing(
+                    "start.consent.consented_at is in the future",
+                ));
             }
             if ms < 0 {
-                return Err(ApiError::invalid("start.consent.consented_at is before 1970"));
+                return Err(ApiError::invalid(
+                    "start.consent.consented_at is before 1970",
+                ));
             }
             ms
         }
@@ -189,21 +198,36 @@ mod tests {
     #[test]
     fn consent_rules() {
         assert!(consent(Some(&good())).is_ok());
-        assert_eq!(code(consent(None).unwrap_err()), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            code(consent(None).unwrap_err()),
+            tonic::Code::FailedPrecondition
+        );
         let mut c = good();
         c.subject_consented = false;
-        assert_eq!(code(consent(Some(&c)).unwrap_err()), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            code(consent(Some(&c)).unwrap_err()),
+            tonic::Code::FailedPrecondition
+        );
         let mut c = good();
         c.subject_is_minor = true;
-        assert_eq!(code(consent(Some(&c)).unwrap_err()), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            code(consent(Some(&c)).unwrap_err()),
+            tonic::Code::FailedPrecondition
+        );
         c.guardian_name = "Parent".into();
         assert!(consent(Some(&c)).is_ok());
         let mut c = good();
         c.consented_at = Some(timestamp(now_ms() + 3_600_000));
-        assert_eq!(code(consent(Some(&c)).unwrap_err()), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            code(consent(Some(&c)).unwrap_err()),
+            tonic::Code::FailedPrecondition
+        );
         let mut c = good();
         c.purpose = "x".repeat(1001);
-        assert_eq!(code(consent(Some(&c)).unwrap_err()), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(consent(Some(&c)).unwrap_err()),
+            tonic::Code::InvalidArgument
+        );
     }
 
     #[test]
@@ -238,7 +262,8 @@ mod tests {
         assert!(text("f", "abcdef", 5).is_err());
         assert!(text("f", "a\u{0}b", 5).is_err());
         assert!(text("f", "化身", 2).is_ok());
-        let many: HashMap<String, String> = (0..17).map(|i| (i.to_string(), String::new())).collect();
+        let many: HashMap<String, String> =
+            (0..17).map(|i| (i.to_string(), String::new())).collect();
         assert!(labels("labels", &many).is_err());
     }
 }

@@ -196,7 +196,10 @@ mod tests {
         let mut aborted = fs.begin_upload().await.unwrap();
         aborted.write(b"partial").await.unwrap();
         drop(aborted);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
 
         fs.remove_avatar("av_1").await.unwrap();
         assert!(!p.exists());

@@ -239,8 +239,7 @@ pub trait Backend: Send + Sync + 'static {
         reason: i32,
         audit: &AuditEntry,
     ) -> StoreResult<()>;
-    fn get_session(&self, tenant_id: &str, session_id: &str)
-    -> StoreResult<Option<SessionRecord>>;
+    fn get_session(&self, tenant_id: &str, session_id: &str) -> StoreResult<Option<SessionRecord>>;
     fn list_sessions(
         &self,
         tenant_id: &str,

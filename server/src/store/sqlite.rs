@@ -268,7 +268,9 @@ impl Backend for SqliteBackend {
     }
 
     fn count_tenants(&self) -> StoreResult<u64> {
-        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get::<_, i64>(0))? as u64))
+        self.with(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get::<_, i64>(0))? as u64)
+        })
     }
 
     fn create_api_key(
@@ -612,7 +614,8 @@ mod tests {
     #[test]
     fn audit_log_refuses_updates() {
         let b = SqliteBackend::in_memory().unwrap();
-        b.append_audit(&AuditEntry::new(None, "a", "t", "ok")).unwrap();
+        b.append_audit(&AuditEntry::new(None, "a", "t", "ok"))
+            .unwrap();
         let err = b
             .with(|c| Ok(c.execute("UPDATE audit_log SET outcome = 'x'", [])?))
             .unwrap_err();

@@ -1,0 +1,215 @@
+//! Shared harness: a server in a temporary data directory, and clients that
+//! send an API key.
+
+#![allow(dead_code)]
+
+use huashen::app::{Running, start};
+use huashen::config::Config;
+use huashen_protos::v1;
+use huashen_protos::v1::avatar_service_client::AvatarServiceClient;
+use huashen_protos::v1::session_service_client::SessionServiceClient;
+use std::time::Duration;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub addr: std::net::SocketAddr,
+    pub dev_key: String,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shutdown_grace = Duration::from_secs(5);
+    c.storage.data_dir = dir.to_path_buf();
+    c
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        edit(&mut config);
+        let running = start(config).await.expect("server starts");
+        Self {
+            addr: running.addr,
+            dev_key: running.dev_key.clone().expect("dev tenant bootstrapped"),
+            running: Some(running),
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    /// A second tenant's key, created as the CLI does.
+    pub fn new_tenant(&self, name: &str) -> String {
+        let store = huashen::store::Store::open_embedded(self.dir.path()).unwrap();
+        huashen::auth::create_tenant(store.blocking(), name, "test")
+            .unwrap()
+            .1
+    }
+
+    pub async fn client(&self, key: &str) -> Client {
+        Client::new(self.channel().await, key)
+    }
+
+    pub async fn dev(&self) -> Client {
+        self.client(&self.dev_key.clone()).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth(pub Option<String>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(k) = &self.0 {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        Ok(req)
+    }
+}
+
+type Intercepted = tonic::service::interceptor::InterceptedService<Channel, Auth>;
+
+pub struct Client {
+    pub avatars: AvatarServiceClient<Intercepted>,
+    pub sessions: SessionServiceClient<Intercepted>,
+}
+
+impl Client {
+    pub fn new(channel: Channel, key: &str) -> Self {
+        Self::with_auth(channel, Auth(Some(key.to_owned())))
+    }
+
+    pub fn with_auth(channel: Channel, auth: Auth) -> Self {
+        Self {
+            avatars: AvatarServiceClient::with_interceptor(channel.clone(), auth.clone())
+                .max_decoding_message_size(4 << 20)
+                .max_encoding_message_size(4 << 20),
+            sessions: SessionServiceClient::with_interceptor(channel, auth),
+        }
+    }
+
+    /// Enrolls `image` in chunks; returns all responses (progress + avatar).
+    pub async fn enroll_raw(
+        &mut self,
+        start: v1::EnrollStart,
+        chunks: Vec<Vec<u8>>,
+    ) -> Result<Vec<v1::EnrollAvatarResponse>, tonic::Status> {
+        let mut msgs = vec![v1::EnrollAvatarRequest {
+            payload: Some(v1::enroll_avatar_request::Payload::Start(start)),
+        }];
+        msgs.extend(chunks.into_iter().map(|c| v1::EnrollAvatarRequest {
+            payload: Some(v1::enroll_avatar_request::Payload::Chunk(c)),
+        }));
+        let mut stream = self
+            .avatars
+            .enroll_avatar(tokio_stream::iter(msgs))
+            .await?
+            .into_inner();
+        let mut out = vec![];
+        while let Some(m) = stream.message().await? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// Enrolls the test portrait and returns the avatar.
+    pub async fn enroll(&mut self, name: &str) -> v1::Avatar {
+        let img = portrait();
+        let chunks = img.chunks(64 * 1024).map(|c| c.to_vec()).collect();
+        let events = self
+            .enroll_raw(enroll_start(name, img.len() as u64), chunks)
+            .await
+            .expect("enrolls");
+        match events.last().and_then(|e| e.event.clone()) {
+            Some(v1::enroll_avatar_response::Event::Avatar(a)) => a,
+            other => panic!("last event is not the avatar: {other:?}"),
+        }
+    }
+
+    pub async fn create_session(&mut self, avatar_id: &str) -> Result<v1::Session, tonic::Status> {
+        self.sessions
+            .create_session(v1::CreateSessionRequest {
+                avatar_id: avatar_id.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+pub fn consent() -> v1::ConsentRecord {
+    v1::ConsentRecord {
+        uploader: "studio operator".into(),
+        subject_name: "Zhang Min".into(),
+        subject_consented: true,
+        subject_is_minor: false,
+        guardian_name: String::new(),
+        purpose: "product livestreams for the studio's shop".into(),
+        consented_at: None,
+        policy_version: "2026-11".into(),
+    }
+}
+
+pub fn enroll_start(name: &str, total: u64) -> v1::EnrollStart {
+    v1::EnrollStart {
+        display_name: name.into(),
+        consent: Some(consent()),
+        image_format: v1::ImageFormat::Png as i32,
+        total_bytes: total,
+        inline_image: vec![],
+        labels: [("shop".to_string(), "tea".to_string())].into(),
+    }
+}
+
+/// The test portrait (see tests/data/README.md).
+pub fn portrait() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/astronaut.png"
+    ))
+    .unwrap()
+}
+
+pub fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (tonic::Code, String) {
+    let s = r.expect_err("expected an error");
+    (s.code(), s.message().to_owned())
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

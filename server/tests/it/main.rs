@@ -1,0 +1,12 @@
+//! Integration tests: each module is one scenario against a real server
+//! (bound to port 0 on loopback) driven by real tonic clients. One test
+//! binary keeps link time down; modules keep scenarios apart.
+
+mod common;
+
+mod auth_and_tenancy;
+mod avatars;
+mod bad_input;
+mod process;
+mod reflection_health_web;
+mod sessions;

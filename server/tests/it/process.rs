@@ -1,0 +1,237 @@
+//! The real `huashen` binary: config validation, the tenant CLI, and a
+//! served process that drains its sessions on SIGTERM.
+
+use crate::common::*;
+use huashen_protos::v1;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_huashen");
+
+fn huashen(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HUASHEN_STORAGE__DATA_DIR", dir)
+        .env("HUASHEN_SERVER__LISTEN", "127.0.0.1:0")
+        .env("HUASHEN_LOG", "info");
+    c
+}
+
+#[test]
+fn validate_config_accepts_good_and_names_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = huashen(dir.path()).arg("validate-config").output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration is valid"));
+
+    let bad = huashen(dir.path())
+        .env("HUASHEN_LIMITS__MAX_SESSIONS", "0")
+        .arg("validate-config")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("max_sessions"));
+
+    let file = dir.path().join("huashen.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9\"\nlisen = 1\n").unwrap();
+    let typo = huashen(dir.path())
+        .args(["--config", file.to_str().unwrap(), "validate-config"])
+        .output()
+        .unwrap();
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("lisen"));
+}
+
+/// Starts `huashen serve`; returns the child, its address and the dev key.
+fn serve(dir: &std::path::Path) -> (std::process::Child, String, String) {
+    let mut child = huashen(dir)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = None;
+    let mut key = None;
+    while addr.is_none() || key.is_none() {
+        let line = lines
+            .next()
+            .expect("server printed its address and key")
+            .unwrap();
+        if let Some(a) = line.strip_prefix("huashen listening on ") {
+            addr = Some(a.to_owned());
+        } else if let Some(k) = line.strip_prefix("dev API key (tenant `dev`): ") {
+            key = Some(k.to_owned());
+        }
+    }
+    (child, addr.unwrap(), key.unwrap())
+}
+
+/// Waits for the process off the test's runtime, so its client connections
+/// keep answering the server (an idle HTTP/2 connection must ack GOAWAY).
+async fn wait(mut child: std::process::Child) -> std::process::ExitStatus {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .expect("exits within 30 s")
+    .unwrap()
+    .unwrap()
+}
+
+async fn client(addr: &str, key: &str) -> Client {
+    let ch = tonic::transport::Channel::from_shared(addr.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Client::new(ch, key)
+}
+
+#[tokio::test]
+async fn tenant_cli_and_sigterm_drains_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tenant created by the CLI before the server starts.
+    let out = huashen(dir.path())
+        .args(["tenant", "create", "studio-7"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let studio_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(studio_key.starts_with("hs_"));
+    let dup = huashen(dir.path())
+        .args(["tenant", "create", "studio-7"])
+        .output()
+        .unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    let bad = huashen(dir.path())
+        .args(["tenant", "create", "Bad Name"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+
+    // With a tenant present the server makes no dev tenant; the CLI's key
+    // drives it.
+    let mut child = huashen(dir.path())
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        assert!(
+            !line.contains("dev API key"),
+            "no dev tenant once a tenant exists"
+        );
+        if let Some(a) = line.strip_prefix("huashen listening on ") {
+            break a.to_owned();
+        }
+    };
+    let mut c = client(&addr, &studio_key).await;
+    let avatar = c.enroll("Studio host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c
+        .sessions
+        .watch_session(v1::WatchSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().unwrap();
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut reason = None;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("watch ends within 10 s")
+    {
+        if let Some(v1::session_event::Event::Closed(c)) = ev.event {
+            reason = Some(c.reason);
+        }
+    }
+    assert_eq!(reason, Some(v1::CloseReason::ServerShutdown as i32));
+    let status = wait(child).await;
+    assert!(status.success(), "exit status {status:?}");
+
+    // After a restart the session is recorded as closed by the shutdown.
+    let (child, addr, _) = {
+        // A tenant existed before the first start, so no dev key was written.
+        assert!(!dir.path().join("dev-api-key").exists());
+        let mut child = huashen(dir.path())
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(a) = line.strip_prefix("huashen listening on ") {
+                break a.to_owned();
+            }
+        };
+        (child, addr, ())
+    };
+    let mut c = client(&addr, &studio_key).await;
+    let got = c
+        .sessions
+        .get_session(v1::GetSessionRequest {
+            session_id: s.session_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.state, v1::SessionState::Closed as i32);
+    assert_eq!(got.close_reason, v1::CloseReason::ServerShutdown as i32);
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait(child).await.success());
+}
+
+#[tokio::test]
+async fn fresh_data_dir_prints_a_working_dev_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr, key) = serve(dir.path());
+    let mut c = client(&addr, &key).await;
+    c.avatars
+        .list_avatars(v1::ListAvatarsRequest::default())
+        .await
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait(child).await.success());
+    // The same key is printed again on the next start.
+    let (child, _, key2) = serve(dir.path());
+    assert_eq!(key, key2);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait(child).await.success());
+}
