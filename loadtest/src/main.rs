@@ -1,1 +1,67 @@
-fn main() {}
+//! `huashen-loadtest`: see the crate docs and README.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "huashen-loadtest",
+    about = "Load a running Huashen server (loopback only)"
+)]
+struct Args {
+    /// Server URL.
+    #[arg(long, default_value = "http://127.0.0.1:8700")]
+    addr: String,
+    /// API key (the dev key printed by `huashen serve` works).
+    #[arg(long, env = "HUASHEN_API_KEY")]
+    api_key: String,
+    /// Sessions open at once.
+    #[arg(long, short = 'n', default_value_t = 8)]
+    sessions: usize,
+    /// How long to drive them, e.g. 10s or 2m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Interrupt calls per second per session.
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
+    /// Portrait to enroll.
+    #[arg(long, default_value = "server/tests/data/astronaut.png")]
+    image: PathBuf,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    anyhow::ensure!(
+        a.sessions >= 1 && a.sessions <= 10_000,
+        "--sessions must be 1..10000"
+    );
+    anyhow::ensure!(
+        a.duration <= Duration::from_secs(3600),
+        "--duration must be at most 1h"
+    );
+    let image =
+        std::fs::read(&a.image).with_context(|| format!("cannot read {}", a.image.display()))?;
+    let report = huashen_loadtest::run(huashen_loadtest::Options {
+        addr: a.addr,
+        api_key: a.api_key,
+        sessions: a.sessions,
+        duration: a.duration,
+        rate: a.rate,
+        image,
+    })
+    .await?;
+    print!("{}", report.table());
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)?;
+    }
+    if !report.errors.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Short loadtest against a real in-process server: it must get answers for
+//! every operation and no errors (no timing thresholds).
+
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_run_against_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = huashen::config::Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.storage.data_dir = dir.path().to_path_buf();
+    let server = huashen::app::start(config).await.unwrap();
+    let image = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../server/tests/data/astronaut.png"
+    ))
+    .unwrap();
+    let report = huashen_loadtest::run(huashen_loadtest::Options {
+        addr: format!("http://{}", server.addr),
+        api_key: server.dev_key.clone().unwrap(),
+        sessions: 4,
+        duration: Duration::from_millis(500),
+        rate: 10.0,
+        image,
+    })
+    .await
+    .unwrap();
+    println!("{}", report.table());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.create_session.count, 4);
+    assert_eq!(report.first_watch_event.count, 4);
+    assert_eq!(report.close_session.count, 4);
+    assert!(report.interrupt.count >= 4);
+    assert!(report.create_session.p50_ms > 0.0);
+    assert_eq!(server.sessions.live_count(), 0);
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing Huashen needs on Debian/Ubuntu.
+# Idempotent: installs only what is missing. Used by serve.sh, test.sh,
+# .ci/run and the Docker images.
+set -euo pipefail
+
+# Debian packages the build needs (C toolchain for bundled SQLite).
+APT_PACKAGES=(build-essential pkg-config ca-certificates curl)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Rust toolchain (edition 2024 needs Rust >= 1.88).
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "setup: installing the Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+rust_minor=$(rustc --version | sed -E 's/rustc 1\.([0-9]+).*/\1/')
+if [ "$rust_minor" -lt 88 ]; then
+  echo "setup: Rust $(rustc --version) is too old; Huashen needs 1.88 or newer (rustup update)" >&2
+  exit 1
+fi

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up (if needed) and runs every check CI runs: formatting, clippy with
+# warnings as errors, and the whole test suite (unit + integration tests
+# against the real server) with cargo-nextest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo nextest"
+cargo nextest run --locked --workspace --no-fail-fast "$@"
