@@ -287,6 +287,14 @@ mod tests {
     }
 
     #[test]
+    fn example_file_matches_the_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../huashen.example.toml");
+        let c = Config::load(Some(&p), env(&[])).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         let e = Config::load(None, env(&[("HUASHEN_LIMITS__MAX_SESIONS", "7")])).unwrap_err();
         assert!(e.to_string().contains("max_sesions"), "{e}");
