@@ -54,8 +54,6 @@ pub struct LimitsConfig {
     pub max_sessions_per_tenant: usize,
     /// Largest accepted portrait upload, in bytes.
     pub max_image_bytes: u64,
-    /// Largest text accepted by one Speak call, in bytes.
-    pub max_speak_bytes: u64,
     /// Commands queued per session before callers wait (backpressure).
     pub session_queue: usize,
     /// Events buffered per session for slow watchers before they lag.
@@ -105,7 +103,6 @@ impl Default for LimitsConfig {
             max_sessions: 64,
             max_sessions_per_tenant: 16,
             max_image_bytes: 20 * 1024 * 1024,
-            max_speak_bytes: 1024 * 1024,
             session_queue: 64,
             event_buffer: 1024,
         }
@@ -194,9 +191,6 @@ impl Config {
         }
         if self.limits.max_image_bytes < 1024 {
             return bad("limits.max_image_bytes must be at least 1024");
-        }
-        if self.limits.max_speak_bytes < 4096 {
-            return bad("limits.max_speak_bytes must be at least 4096");
         }
         if self.limits.session_queue == 0 || self.limits.event_buffer == 0 {
             return bad("limits.session_queue and limits.event_buffer must be at least 1");

@@ -61,8 +61,6 @@ impl Actor {
     }
 
     pub async fn run(mut self) {
-        let span = tracing::info_span!("session", id = %self.id);
-        let _enter = span.enter();
         tracing::info!("session started");
         // The media pipeline attaches here; until then a session is ready as
         // soon as its actor runs.

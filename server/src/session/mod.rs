@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Limits the manager enforces.
 #[derive(Debug, Clone)]
@@ -79,6 +80,19 @@ impl SessionHandle {
             .map(|s| s.clone());
         // On error the actor is gone; its last snapshot is final.
         waited.unwrap_or_else(|_| rx.borrow().clone())
+    }
+}
+
+/// Removes a session from the live map however its actor ends (a panic
+/// included), so a dead session never looks live.
+struct RemoveOnDrop {
+    inner: Arc<Inner>,
+    id: String,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.inner.sessions.remove(&self.id);
     }
 }
 
@@ -214,7 +228,18 @@ impl SessionManager {
             inner: self.inner.clone(),
             permit,
         };
-        self.inner.tracker.spawn(actor.run());
+        let span = tracing::info_span!("session", id = %record.id);
+        let cleanup = RemoveOnDrop {
+            inner: self.inner.clone(),
+            id: record.id.clone(),
+        };
+        self.inner.tracker.spawn(
+            async move {
+                let _cleanup = cleanup;
+                actor.run().await
+            }
+            .instrument(span),
+        );
         Ok(handle)
     }
 
