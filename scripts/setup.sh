@@ -4,8 +4,9 @@
 # .ci/run and the Docker images.
 set -euo pipefail
 
-# Debian packages the build needs (C toolchain for bundled SQLite).
-APT_PACKAGES=(build-essential pkg-config ca-certificates curl)
+# Debian packages the build needs: C/C++ toolchain (bundled SQLite and
+# OpenH264), nasm (OpenH264's assembly: about twice as fast), libopus.
+APT_PACKAGES=(build-essential pkg-config ca-certificates curl nasm libopus-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

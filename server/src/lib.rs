@@ -10,5 +10,6 @@ pub mod control;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod pipeline;
 pub mod session;
 pub mod store;

@@ -1,0 +1,172 @@
+//! Encoders. Both run on the session's media thread, never on the async
+//! runtime.
+//!
+//! * H.264 with OpenH264: constrained baseline (every browser decodes it),
+//!   no B-frames (baseline has none), frame skipping off, one thread, rate
+//!   control by bitrate, keyframes on demand plus a periodic one.
+//! * Opus at 48 kHz, 20 ms frames, low-delay mode.
+
+use openh264::OpenH264API;
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level,
+    Profile, RateControlMode, SpsPpsStrategy, UsageType,
+};
+use openh264::formats::YUVSource;
+
+use super::clock::{AUDIO_FRAME, AUDIO_RATE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("H.264 encoder: {0}")]
+    Video(String),
+    #[error("Opus encoder: {0}")]
+    Audio(String),
+}
+
+/// The H.264 level for a frame size (3.1 up to 1280×720, 4.0 above), as the
+/// SDP `profile-level-id` (constrained baseline).
+pub fn profile_level_id(width: u32, height: u32) -> &'static str {
+    if width * height <= 1280 * 720 {
+        "42e01f"
+    } else {
+        "42e028"
+    }
+}
+
+pub struct VideoEncoder {
+    inner: Encoder,
+}
+
+/// One encoded frame, Annex B.
+pub struct EncodedFrame {
+    pub data: Vec<u8>,
+    pub keyframe: bool,
+}
+
+impl VideoEncoder {
+    pub fn new(width: u32, height: u32, fps: u32, bitrate_kbps: u32) -> Result<Self, EncodeError> {
+        let level = if width * height <= 1280 * 720 {
+            Level::Level_3_1
+        } else {
+            Level::Level_4_0
+        };
+        let config = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(bitrate_kbps * 1000))
+            .max_frame_rate(FrameRate::from_hz(fps as f32))
+            .usage_type(UsageType::CameraVideoRealTime)
+            .rate_control_mode(RateControlMode::Bitrate)
+            .profile(Profile::Baseline)
+            .level(level)
+            .complexity(Complexity::Low)
+            .skip_frames(false)
+            .num_threads(1)
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+            // A keyframe at least every 4 s bounds how long a lossy viewer
+            // waits; new viewers and PLIs ask for one at once.
+            .intra_frame_period(IntraFramePeriod::from_num_frames(fps * 4));
+        let inner = Encoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| EncodeError::Video(e.to_string()))?;
+        Ok(Self { inner })
+    }
+
+    /// Encodes one frame; `keyframe` forces an IDR frame.
+    pub fn encode(
+        &mut self,
+        frame: &impl YUVSource,
+        keyframe: bool,
+    ) -> Result<EncodedFrame, EncodeError> {
+        if keyframe {
+            self.inner.force_intra_frame();
+        }
+        let bits = self
+            .inner
+            .encode(frame)
+            .map_err(|e| EncodeError::Video(e.to_string()))?;
+        let keyframe = matches!(bits.frame_type(), FrameType::IDR | FrameType::I);
+        Ok(EncodedFrame {
+            data: bits.to_vec(),
+            keyframe,
+        })
+    }
+}
+
+pub struct AudioEncoder {
+    inner: opus::Encoder,
+    out: Vec<u8>,
+}
+
+impl AudioEncoder {
+    pub fn new(bitrate_kbps: u32) -> Result<Self, EncodeError> {
+        let mut inner = opus::Encoder::new(
+            AUDIO_RATE,
+            opus::Channels::Mono,
+            opus::Application::LowDelay,
+        )
+        .map_err(|e| EncodeError::Audio(e.to_string()))?;
+        inner
+            .set_bitrate(opus::Bitrate::Bits(bitrate_kbps as i32 * 1000))
+            .map_err(|e| EncodeError::Audio(e.to_string()))?;
+        Ok(Self {
+            inner,
+            out: vec![0; 4000],
+        })
+    }
+
+    /// Encodes one 20 ms frame of 48 kHz mono PCM.
+    pub fn encode(&mut self, pcm: &[i16]) -> Result<&[u8], EncodeError> {
+        debug_assert_eq!(pcm.len(), AUDIO_FRAME as usize);
+        let n = self
+            .inner
+            .encode(pcm, &mut self.out)
+            .map_err(|e| EncodeError::Audio(e.to_string()))?;
+        Ok(&self.out[..n])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::portrait;
+
+    #[test]
+    fn h264_round_trip_matches_the_portrait() {
+        let img = portrait::decode(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/astronaut.png"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let rgb = portrait::letterbox(&img, 320, 240);
+        let yuv = portrait::to_i420(&rgb);
+        let mut enc = VideoEncoder::new(320, 240, 25, 800).unwrap();
+        let mut dec = openh264::decoder::Decoder::new().unwrap();
+        let mut decoded = vec![0u8; 320 * 240 * 3];
+        for i in 0..10 {
+            let f = enc.encode(&yuv, i == 5).unwrap();
+            assert_eq!(f.keyframe, i == 0 || i == 5, "frame {i}");
+            if let Some(out) = dec.decode(&f.data).unwrap() {
+                out.write_rgb8(&mut decoded);
+            }
+        }
+        let mean_abs: f64 = decoded
+            .iter()
+            .zip(rgb.as_raw())
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+            .sum::<f64>()
+            / decoded.len() as f64;
+        assert!(mean_abs < 8.0, "mean abs error {mean_abs}");
+    }
+
+    #[test]
+    fn opus_silence_is_real_frames() {
+        let mut enc = AudioEncoder::new(48).unwrap();
+        let pkt = enc.encode(&[0i16; 960]).unwrap().to_vec();
+        assert!(!pkt.is_empty());
+        let mut dec = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+        let mut pcm = [0i16; 960];
+        assert_eq!(dec.decode(&pkt, &mut pcm, false).unwrap(), 960);
+        assert!(pcm.iter().all(|s| s.unsigned_abs() < 16));
+    }
+}

@@ -1,0 +1,322 @@
+//! The media pipeline of one session: frames and audio in, H.264 + Opus RTP
+//! packets out, encoded once and published to every viewer.
+//!
+//! A dedicated thread per session runs the session clock in real time: every
+//! 20 ms it encodes one audio frame (silence until speech is attached — real
+//! Opus frames, so the track never starves) and every video frame that has
+//! come due on the audio clock. Packets go to a bounded broadcast channel;
+//! a viewer that falls behind loses packets, never slows the session.
+
+pub mod clock;
+pub mod encode;
+pub mod portrait;
+
+use bytes::Bytes;
+use clock::{AUDIO_FRAME, MediaClock};
+use encode::{AudioEncoder, EncodeError, VideoEncoder};
+use openh264::formats::YUVBuffer;
+use rtc::rtp;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::codec::opus::OpusPayloader;
+use rtc::rtp::packetizer::Payloader;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// RTP payload size: fits a 1500-byte MTU with IP/UDP/SRTP overhead.
+pub const RTP_PAYLOAD_MTU: usize = 1188;
+/// Packets buffered for viewers (several seconds of audio and video).
+pub const FANOUT_CAPACITY: usize = 1024;
+/// When the thread falls this far behind real time, it skips ahead instead
+/// of bursting to catch up.
+const MAX_LAG: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// One RTP packet of the session, shared by all viewers. `ssrc`,
+/// `payload_type` and `sequence_number` are set per viewer when sent;
+/// timestamps come from the session clock.
+#[derive(Debug, Clone)]
+pub struct MediaPacket {
+    pub kind: MediaKind,
+    pub packet: rtp::Packet,
+    /// First packet of a keyframe: a viewer may start (or resume) here.
+    pub keyframe_start: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MediaConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_bitrate_kbps: u32,
+    pub audio_bitrate_kbps: u32,
+}
+
+/// Counters a session reports.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    pub audio_frames: AtomicU64,
+    pub video_frames: AtomicU64,
+    pub keyframes: AtomicU64,
+    /// Video frames dropped because the thread fell behind real time.
+    pub late_frames: AtomicU64,
+    /// Total time spent encoding video, microseconds.
+    pub video_encode_us: AtomicU64,
+}
+
+pub struct MediaPipeline {
+    packets: broadcast::Sender<Arc<MediaPacket>>,
+    keyframe: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    pub stats: Arc<MediaStats>,
+    pub clock: MediaClock,
+    pub config: MediaConfig,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MediaPipeline {
+    /// Starts the media thread, showing `still` (already at the output size).
+    pub fn start(config: MediaConfig, still: YUVBuffer, name: &str) -> Result<Self, EncodeError> {
+        let video = VideoEncoder::new(
+            config.width,
+            config.height,
+            config.fps,
+            config.video_bitrate_kbps,
+        )?;
+        let audio = AudioEncoder::new(config.audio_bitrate_kbps)?;
+        let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
+        let keyframe = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(MediaStats::default());
+        let clock = MediaClock::new(config.fps);
+        let worker = Worker {
+            clock,
+            video,
+            audio,
+            still,
+            packets: packets.clone(),
+            keyframe: keyframe.clone(),
+            stop: stop.clone(),
+            stats: stats.clone(),
+            h264: H264Payloader::default(),
+            opus: OpusPayloader,
+            seq: rand::random(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("media-{name}"))
+            .spawn(move || worker.run())
+            .map_err(|e| EncodeError::Video(format!("cannot start the media thread: {e}")))?;
+        Ok(Self {
+            packets,
+            keyframe,
+            stop,
+            stats,
+            clock,
+            config,
+            thread: Some(thread),
+        })
+    }
+
+    /// Packets from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaPacket>> {
+        self.packets.subscribe()
+    }
+
+    /// Asks for a keyframe as the next video frame (new viewer, PLI/FIR,
+    /// a viewer that lost packets). Requests between two frames coalesce.
+    pub fn request_keyframe(&self) {
+        self.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// A handle viewers use to ask for keyframes.
+    pub fn keyframe_requester(&self) -> KeyframeRequester {
+        KeyframeRequester(self.keyframe.clone())
+    }
+}
+
+impl Drop for MediaPipeline {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // The thread notices within one 20 ms tick; it holds nothing the
+        // runtime waits on, so it is not joined here (drop may run on the
+        // async runtime).
+        drop(self.thread.take());
+    }
+}
+
+#[derive(Clone)]
+pub struct KeyframeRequester(Arc<AtomicBool>);
+
+impl KeyframeRequester {
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Worker {
+    clock: MediaClock,
+    video: VideoEncoder,
+    audio: AudioEncoder,
+    still: YUVBuffer,
+    packets: broadcast::Sender<Arc<MediaPacket>>,
+    keyframe: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<MediaStats>,
+    h264: H264Payloader,
+    opus: OpusPayloader,
+    seq: u16,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let tick = Duration::from_millis(20);
+        let start = Instant::now();
+        let mut audio_frame: u64 = 0;
+        let mut video_frame: u64 = 0;
+        let silence = [0i16; AUDIO_FRAME as usize];
+        while !self.stop.load(Ordering::Relaxed) {
+            let sample = audio_frame * u64::from(AUDIO_FRAME);
+            if let Err(e) = self.send_audio(&silence, sample) {
+                tracing::error!(error = %e, "audio encoding failed; stopping media");
+                return;
+            }
+            while self.clock.frame_due_sample(video_frame) <= sample {
+                if let Err(e) = self.send_video(video_frame) {
+                    tracing::error!(error = %e, "video encoding failed; stopping media");
+                    return;
+                }
+                video_frame += 1;
+            }
+            audio_frame += 1;
+            let due = start + tick * audio_frame as u32;
+            let now = Instant::now();
+            if now < due {
+                std::thread::sleep(due - now);
+            } else if now - due > MAX_LAG {
+                // Overloaded: jump the clock to now; the skipped video frames
+                // are counted late. Timestamps stay on the session clock.
+                let behind = ((now - due).as_micros() / tick.as_micros()) as u64;
+                audio_frame += behind;
+                let next_sample = audio_frame * u64::from(AUDIO_FRAME);
+                while self.clock.frame_due_sample(video_frame) < next_sample {
+                    video_frame += 1;
+                    self.stats.late_frames.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, kind: MediaKind, payloads: Vec<Bytes>, timestamp: u32, keyframe: bool) {
+        let n = payloads.len();
+        for (i, payload) in payloads.into_iter().enumerate() {
+            self.seq = self.seq.wrapping_add(1);
+            let packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: i + 1 == n && kind == MediaKind::Video,
+                    sequence_number: self.seq,
+                    timestamp,
+                    ..Default::default()
+                },
+                payload,
+            };
+            // No receivers (no viewers) is normal.
+            let _ = self.packets.send(Arc::new(MediaPacket {
+                kind,
+                packet,
+                keyframe_start: keyframe && i == 0,
+            }));
+        }
+    }
+
+    fn send_audio(&mut self, pcm: &[i16], sample: u64) -> Result<(), EncodeError> {
+        let frame = Bytes::copy_from_slice(self.audio.encode(pcm)?);
+        let payloads = self
+            .opus
+            .payload(RTP_PAYLOAD_MTU, &frame)
+            .map_err(|e| EncodeError::Audio(e.to_string()))?;
+        self.stats.audio_frames.fetch_add(1, Ordering::Relaxed);
+        let ts = self.clock.audio_rtp(sample);
+        self.publish(MediaKind::Audio, payloads, ts, false);
+        Ok(())
+    }
+
+    fn send_video(&mut self, n: u64) -> Result<(), EncodeError> {
+        let force = self.keyframe.swap(false, Ordering::Relaxed);
+        let t = Instant::now();
+        let frame = self.video.encode(&self.still, force)?;
+        self.stats
+            .video_encode_us
+            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats.video_frames.fetch_add(1, Ordering::Relaxed);
+        if frame.keyframe {
+            self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        if frame.data.is_empty() {
+            return Ok(());
+        }
+        let payloads = self
+            .h264
+            .payload(RTP_PAYLOAD_MTU, &Bytes::from(frame.data))
+            .map_err(|e| EncodeError::Video(e.to_string()))?;
+        let ts = self.clock.video_rtp(n);
+        self.publish(MediaKind::Video, payloads, ts, frame.keyframe);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn real_time_packets_in_lockstep() {
+        let img = portrait::decode(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/astronaut.png"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let still = portrait::to_i420(&portrait::letterbox(&img, 256, 256));
+        let config = MediaConfig {
+            width: 256,
+            height: 256,
+            fps: 25,
+            video_bitrate_kbps: 500,
+            audio_bitrate_kbps: 32,
+        };
+        let p = MediaPipeline::start(config, still, "test").unwrap();
+        let mut rx = p.subscribe();
+        let (a0, v0) = p.clock.bases();
+        let mut audio_ts = vec![];
+        let mut video_ts = vec![];
+        let mut first_video_key = None;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(600) {
+            let pkt = rx.recv().await.unwrap();
+            match pkt.kind {
+                MediaKind::Audio => audio_ts.push(pkt.packet.header.timestamp.wrapping_sub(a0)),
+                MediaKind::Video => {
+                    first_video_key.get_or_insert(pkt.keyframe_start);
+                    if pkt.packet.header.marker {
+                        video_ts.push(pkt.packet.header.timestamp.wrapping_sub(v0));
+                    }
+                }
+            }
+        }
+        // ~0.6 s of media: 20 ms audio steps, 40 ms video steps.
+        assert!(audio_ts.len() >= 20, "{}", audio_ts.len());
+        assert!(audio_ts.windows(2).all(|w| w[1] - w[0] == 960));
+        assert!(video_ts.windows(2).all(|w| w[1] - w[0] == 3600));
+        assert_eq!(first_video_key, Some(true));
+        assert!(p.stats.keyframes.load(Ordering::Relaxed) >= 1);
+    }
+}

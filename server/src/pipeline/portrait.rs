@@ -1,0 +1,134 @@
+//! The enrolled portrait as a video frame: decoded (with size limits, so a
+//! decompression bomb fails fast), scaled to fit the output size and
+//! letterboxed, converted to I420. Until the face model lands this is the
+//! frame a session shows.
+
+use image::{DynamicImage, ImageReader, Limits, RgbImage, imageops::FilterType};
+use openh264::formats::{RgbSliceU8, YUVBuffer};
+use std::io::Cursor;
+
+/// Largest decoded portrait, in pixels (e.g. 8000 × 8000).
+pub const MAX_PIXELS: u64 = 64_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortraitError {
+    #[error("the portrait could not be decoded: {0}")]
+    Decode(String),
+    #[error("the portrait is {width}×{height} pixels; at most {MAX_PIXELS} pixels are allowed")]
+    TooLarge { width: u32, height: u32 },
+}
+
+/// Decodes an image, refusing ones larger than [`MAX_PIXELS`] before
+/// allocating their pixels.
+pub fn decode(bytes: &[u8]) -> Result<DynamicImage, PortraitError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PortraitError::Decode(e.to_string()))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| PortraitError::Decode(e.to_string()))?;
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(PortraitError::TooLarge {
+            width: w,
+            height: h,
+        });
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PortraitError::Decode(e.to_string()))?;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 4 + (64 << 20));
+    reader.limits(limits);
+    reader
+        .decode()
+        .map_err(|e| PortraitError::Decode(e.to_string()))
+}
+
+/// Scales `img` to fit `width`×`height`, keeping its aspect ratio, centred
+/// on black.
+pub fn letterbox(img: &DynamicImage, width: u32, height: u32) -> RgbImage {
+    let (iw, ih) = (img.width().max(1), img.height().max(1));
+    let scale = f64::min(
+        f64::from(width) / f64::from(iw),
+        f64::from(height) / f64::from(ih),
+    );
+    let sw = ((f64::from(iw) * scale).round() as u32).clamp(1, width);
+    let sh = ((f64::from(ih) * scale).round() as u32).clamp(1, height);
+    let scaled = image::imageops::resize(&img.to_rgb8(), sw, sh, FilterType::Triangle);
+    let mut canvas = RgbImage::new(width, height);
+    let (x, y) = ((width - sw) / 2, (height - sh) / 2);
+    image::imageops::replace(&mut canvas, &scaled, i64::from(x), i64::from(y));
+    canvas
+}
+
+/// RGB to I420 (BT.601), the encoder's input.
+pub fn to_i420(rgb: &RgbImage) -> YUVBuffer {
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    YUVBuffer::from_rgb8_source(RgbSliceU8::new(rgb.as_raw(), (w, h)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn astronaut() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/astronaut.png"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn letterboxes_a_real_photo() {
+        let img = decode(&astronaut()).unwrap();
+        assert_eq!((img.width(), img.height()), (512, 512));
+        let wide = letterbox(&img, 640, 360);
+        assert_eq!(wide.dimensions(), (640, 360));
+        // Bars left and right, picture in the middle.
+        assert_eq!(wide.get_pixel(10, 180).0, [0, 0, 0]);
+        assert_eq!(wide.get_pixel(630, 180).0, [0, 0, 0]);
+        assert_ne!(wide.get_pixel(320, 180).0, [0, 0, 0]);
+        let yuv = to_i420(&wide);
+        use openh264::formats::YUVSource;
+        assert_eq!(yuv.dimensions(), (640, 360));
+    }
+
+    #[test]
+    fn rejects_garbage_and_bombs() {
+        assert!(matches!(
+            decode(b"not an image"),
+            Err(PortraitError::Decode(_))
+        ));
+        // A PNG header claiming 100000 × 100000 pixels.
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&100_000u32.to_be_bytes());
+        png.extend_from_slice(&100_000u32.to_be_bytes());
+        png.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let crc = crc32(&png[12..]);
+        png.extend_from_slice(&crc.to_be_bytes());
+        // An empty IDAT chunk: the decoder reads the header up to here.
+        png.extend_from_slice(b"\0\0\0\0IDAT");
+        png.extend_from_slice(&crc32(b"IDAT").to_be_bytes());
+        assert!(
+            matches!(decode(&png), Err(PortraitError::TooLarge { .. })),
+            "{:?}",
+            decode(&png).err()
+        );
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+}
