@@ -71,11 +71,18 @@ fn record_to_proto(r: &SessionRecord, snap: Option<&Snapshot>) -> v1::Session {
         viewer_count: viewers,
         idle_timeout_seconds: r.idle_timeout_secs,
         labels: r.labels.clone().into_iter().collect(),
+        viewer_token: String::new(),
+        whep_path: String::new(),
     }
 }
 
 fn handle_to_proto(h: &SessionHandle) -> v1::Session {
-    record_to_proto(&h.record, Some(&h.snapshot()))
+    let mut s = record_to_proto(&h.record, Some(&h.snapshot()));
+    if s.state != SessionState::Closed as i32 {
+        s.viewer_token = h.viewer_token.clone();
+        s.whep_path = format!("/whep/sessions/{}", h.record.id);
+    }
+    s
 }
 
 fn ranged(field: &str, v: u32, default: u32, lo: u32, hi: u32) -> ApiResult<u32> {
@@ -207,6 +214,20 @@ fn event_to_proto(e: &Event) -> v1::SessionEvent {
         EventKind::StateChanged { previous, current } => E::StateChanged(v1::StateChanged {
             previous: state_to_proto(*previous),
             current: state_to_proto(*current),
+        }),
+        EventKind::ViewerJoined {
+            viewer_id,
+            viewer_count,
+        } => E::ViewerJoined(v1::ViewerChanged {
+            viewer_id: viewer_id.clone(),
+            viewer_count: *viewer_count,
+        }),
+        EventKind::ViewerLeft {
+            viewer_id,
+            viewer_count,
+        } => E::ViewerLeft(v1::ViewerChanged {
+            viewer_id: viewer_id.clone(),
+            viewer_count: *viewer_count,
         }),
         EventKind::Error { code, message } => E::Error(v1::SessionError {
             code: (*code).to_owned(),

@@ -134,6 +134,12 @@ impl MediaPipeline {
         self.keyframe.store(true, Ordering::Relaxed);
     }
 
+    /// Stops the media thread (idempotent); subscribers then see the end of
+    /// the stream.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// A handle viewers use to ask for keyframes.
     pub fn keyframe_requester(&self) -> KeyframeRequester {
         KeyframeRequester(self.keyframe.clone())
@@ -142,7 +148,7 @@ impl MediaPipeline {
 
 impl Drop for MediaPipeline {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop();
         // The thread notices within one 20 ms tick; it holds nothing the
         // runtime waits on, so it is not joined here (drop may run on the
         // async runtime).

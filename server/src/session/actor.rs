@@ -20,6 +20,10 @@ pub enum Command {
     Interrupt { reply: oneshot::Sender<u32> },
     /// Input arrived for the session (resets the idle timer).
     Activity,
+    /// A viewer's media connection is up.
+    ViewerJoined { viewer_id: String },
+    /// A viewer left (hung up, failed, or was removed).
+    ViewerLeft { viewer_id: String },
 }
 
 pub(super) struct Actor {
@@ -34,6 +38,7 @@ pub(super) struct Actor {
     pub events: broadcast::Sender<Event>,
     pub inner: Arc<Inner>,
     pub permit: Permit,
+    pub media: Arc<crate::pipeline::MediaPipeline>,
 }
 
 impl Actor {
@@ -62,8 +67,8 @@ impl Actor {
 
     pub async fn run(mut self) {
         tracing::info!("session started");
-        // The media pipeline attaches here; until then a session is ready as
-        // soon as its actor runs.
+        // The media pipeline was started before the actor: the session is
+        // on air (showing its idle presenter) from here.
         self.set_state(SessionState::Idle);
         let mut idle_deadline = Instant::now() + self.idle_timeout;
         let reason = loop {
@@ -83,6 +88,18 @@ impl Actor {
                     Some(Command::Activity) => {
                         idle_deadline = Instant::now() + self.idle_timeout;
                     }
+                    Some(Command::ViewerJoined { viewer_id }) => {
+                        idle_deadline = Instant::now() + self.idle_timeout;
+                        self.snapshot.send_modify(|s| s.viewer_count += 1);
+                        let viewer_count = self.snapshot.borrow().viewer_count;
+                        self.emit(EventKind::ViewerJoined { viewer_id, viewer_count });
+                    }
+                    Some(Command::ViewerLeft { viewer_id }) => {
+                        idle_deadline = Instant::now() + self.idle_timeout;
+                        self.snapshot.send_modify(|s| s.viewer_count = s.viewer_count.saturating_sub(1));
+                        let viewer_count = self.snapshot.borrow().viewer_count;
+                        self.emit(EventKind::ViewerLeft { viewer_id, viewer_count });
+                    }
                     // Every sender is gone: the handle was dropped.
                     None => break CloseReason::Error,
                 },
@@ -99,6 +116,8 @@ impl Actor {
 
     async fn finish(mut self, reason: CloseReason) {
         let closed_at = now_ms();
+        // Stop encoding at once; viewers see their streams end.
+        self.media.stop();
         let previous = self.snapshot.borrow().state;
         self.snapshot.send_modify(|s| {
             s.state = SessionState::Closed;

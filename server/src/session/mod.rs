@@ -11,7 +11,8 @@ pub use types::*;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::store::{AuditEntry, AvatarState, Principal, SessionRecord, Store, now_ms};
+use crate::pipeline::{MediaConfig, MediaPipeline, portrait};
+use crate::store::{AuditEntry, Avatar, AvatarState, Principal, SessionRecord, Store, now_ms};
 use admission::{Admission, Refusal};
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -34,6 +35,13 @@ pub struct ManagerConfig {
 /// A live session as the control plane sees it.
 pub struct SessionHandle {
     pub record: SessionRecord,
+    /// Encodes the session once for every viewer.
+    pub media: Arc<MediaPipeline>,
+    /// What viewers present to watch (see `Session.viewer_token`).
+    pub viewer_token: String,
+    /// Cancelled when the session closes; viewers hang their own tokens
+    /// below it.
+    pub cancel_token: CancellationToken,
     commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
     close_reason: Arc<std::sync::Mutex<Option<CloseReason>>>,
@@ -60,6 +68,18 @@ impl SessionHandle {
             .send(cmd)
             .await
             .map_err(|_| ApiError::not_found(format!("session {} is closed", self.record.id)))
+    }
+
+    /// True when `token` is this session's viewer token (constant time).
+    pub fn viewer_token_matches(&self, token: &str) -> bool {
+        let (a, b) = (self.viewer_token.as_bytes(), token.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// Queues a command without waiting; false when the queue is full or the
+    /// session is gone.
+    pub fn try_send(&self, cmd: Command) -> bool {
+        self.commands.try_send(cmd).is_ok()
     }
 
     /// Asks the actor to stop with `reason` (the first reason given wins).
@@ -169,8 +189,10 @@ impl SessionManager {
                     "your tenant is at its limit of {max} open sessions; close one first"
                 )),
             })?;
+        let session_id = ids::new_id(ids::SESSION);
+        let media = self.start_media(&avatar, &spec, &session_id).await?;
         let record = SessionRecord {
-            id: ids::new_id(ids::SESSION),
+            id: session_id,
             tenant_id: who.tenant_id.clone(),
             avatar_id,
             language: spec.language.clone(),
@@ -207,6 +229,9 @@ impl SessionManager {
         let close_reason = Arc::new(std::sync::Mutex::new(None));
         let handle = Arc::new(SessionHandle {
             record: record.clone(),
+            media: media.clone(),
+            viewer_token: crate::auth::generate_token(),
+            cancel_token: cancel.clone(),
             commands: cmd_tx,
             cancel: cancel.clone(),
             close_reason: close_reason.clone(),
@@ -227,6 +252,7 @@ impl SessionManager {
             events,
             inner: self.inner.clone(),
             permit,
+            media,
         };
         let span = tracing::info_span!("session", id = %record.id);
         let cleanup = RemoveOnDrop {
@@ -241,6 +267,64 @@ impl SessionManager {
             .instrument(span),
         );
         Ok(handle)
+    }
+
+    /// Decodes the avatar's portrait and starts the session's media thread
+    /// (blocking work, off the runtime).
+    async fn start_media(
+        &self,
+        avatar: &Avatar,
+        spec: &SessionSpec,
+        session_id: &str,
+    ) -> ApiResult<Arc<MediaPipeline>> {
+        let path = self
+            .inner
+            .store
+            .files
+            .avatar_dir(&avatar.id)
+            .join(format!("original.{}", avatar.image_format.as_str()));
+        let config = MediaConfig {
+            width: spec.width,
+            height: spec.height,
+            fps: spec.fps,
+            video_bitrate_kbps: spec.video_bitrate_kbps,
+            audio_bitrate_kbps: spec.audio_bitrate_kbps,
+        };
+        let name = session_id[ids::SESSION.len()..][..8].to_owned();
+        let avatar_id = avatar.id.clone();
+        let started = tokio::task::spawn_blocking(move || -> ApiResult<MediaPipeline> {
+            let bytes = std::fs::read(&path).map_err(|e| {
+                tracing::error!(avatar = %avatar_id, error = %e, "cannot read portrait");
+                ApiError::FailedPrecondition(format!(
+                    "the portrait of avatar {avatar_id} is missing from storage; enroll it again"
+                ))
+            })?;
+            let img = portrait::decode(&bytes).map_err(|e| {
+                ApiError::FailedPrecondition(format!("avatar {avatar_id}: {e}; enroll it again"))
+            })?;
+            let still = portrait::to_i420(&portrait::letterbox(&img, config.width, config.height));
+            MediaPipeline::start(config, still, &name).map_err(|e| {
+                tracing::error!(error = %e, "cannot start media");
+                ApiError::Unavailable(format!("the media pipeline could not start: {e}"))
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the media pipeline could not start: {e}")))??;
+        Ok(Arc::new(started))
+    }
+
+    /// A live session by id alone, for viewers (who hold a viewer token,
+    /// not an API key).
+    pub fn live_by_id(&self, session_id: &str) -> Option<Arc<SessionHandle>> {
+        self.inner.sessions.get(session_id).map(|h| h.clone())
+    }
+
+    /// Runs a task that shutdown waits for (viewer connections).
+    pub fn spawn_tracked<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tracker.spawn(fut);
     }
 
     /// A live session of the caller's tenant. Sessions of other tenants are

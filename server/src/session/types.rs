@@ -87,6 +87,14 @@ pub enum EventKind {
         previous: SessionState,
         current: SessionState,
     },
+    ViewerJoined {
+        viewer_id: String,
+        viewer_count: u32,
+    },
+    ViewerLeft {
+        viewer_id: String,
+        viewer_count: u32,
+    },
     Error {
         code: &'static str,
         message: String,

@@ -140,6 +140,19 @@ impl Upload {
         Ok(())
     }
 
+    /// Where the upload is being written (for validation before commit).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes written bytes so that readers of [`Upload::path`] see them.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush().await,
+            None => Ok(()),
+        }
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.len

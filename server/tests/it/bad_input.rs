@@ -34,7 +34,8 @@ async fn enrollment_rejections() {
     let server = TestServer::start_with(|c| c.limits.max_image_bytes = 100_000).await;
     let mut c = server.dev().await;
     let img = portrait(); // ~790 kB, over this server's limit
-    let small = img[..50_000].to_vec(); // PNG magic, under the limit
+    let small = small_png(); // a real PNG under the limit
+    let truncated = img[..50_000].to_vec(); // PNG magic, but cut off
     let chunks = |b: &[u8]| b.chunks(16 * 1024).map(|c| c.to_vec()).collect::<Vec<_>>();
 
     let mut no_consent = enroll_start("x", 0);

@@ -197,6 +197,15 @@ pub fn portrait() -> Vec<u8> {
     .unwrap()
 }
 
+/// The test portrait scaled to 128×128, as PNG (a few tens of kB).
+pub fn small_png() -> Vec<u8> {
+    let img = image::load_from_memory(&portrait()).unwrap();
+    let small = img.resize_exact(128, 128, image::imageops::FilterType::Triangle);
+    let mut out = std::io::Cursor::new(Vec::new());
+    small.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
 pub fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (tonic::Code, String) {
     let s = r.expect_err("expected an error");
     (s.code(), s.message().to_owned())
