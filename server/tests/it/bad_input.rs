@@ -101,6 +101,11 @@ async fn enrollment_rejections() {
         "no image bytes",
     );
     assert_code(
+        c.enroll_raw(enroll_start("x", 0), chunks(&truncated)).await,
+        tonic::Code::InvalidArgument,
+        "decoded",
+    );
+    assert_code(
         c.enroll_raw(enroll_start("x", 10), chunks(&small)).await,
         tonic::Code::InvalidArgument,
         "total_bytes",
