@@ -67,10 +67,10 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(huashen::app::serve_until(
-                config,
-                huashen::app::shutdown_signal(),
-            ))
+            rt.block_on(async {
+                let signal = huashen::app::shutdown_signal();
+                huashen::app::serve_until(config, signal).await
+            })
         }
         Command::ValidateConfig => {
             println!("configuration is valid:\n{config:#?}");

@@ -250,6 +250,24 @@ impl AvatarApi {
                 plan.format.as_str().to_uppercase()
             )));
         }
+        // The image must decode (within pixel limits) to be a usable portrait.
+        upload
+            .flush()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        let path = upload.path().to_owned();
+        tokio::task::spawn_blocking(move || -> ApiResult<()> {
+            let bytes = std::fs::read(&path).map_err(crate::store::StoreError::from)?;
+            match crate::pipeline::portrait::decode(&bytes) {
+                Ok(_) => Ok(()),
+                Err(e @ crate::pipeline::portrait::PortraitError::TooLarge { .. }) => {
+                    Err(ApiError::ResourceExhausted(e.to_string()))
+                }
+                Err(e) => Err(ApiError::invalid(e.to_string())),
+            }
+        })
+        .await
+        .map_err(|e| crate::store::StoreError::Task(e.to_string()))??;
         let _ = tx.try_send(Ok(progress(
             v1::EnrollStage::Storing,
             upload.len(),

@@ -2,8 +2,9 @@
 //! runtime.
 //!
 //! * H.264 with OpenH264: constrained baseline (every browser decodes it),
-//!   no B-frames (baseline has none), frame skipping off, one thread, rate
-//!   control by bitrate, keyframes on demand plus a periodic one.
+//!   no B-frames (baseline has none), one thread, rate control by bitrate
+//!   (frames may be skipped to hold it), keyframes on demand plus a periodic
+//!   one.
 //! * Opus at 48 kHz, 20 ms frames, low-delay mode.
 
 use openh264::OpenH264API;
@@ -58,7 +59,9 @@ impl VideoEncoder {
             .profile(Profile::Baseline)
             .level(level)
             .complexity(Complexity::Low)
-            .skip_frames(false)
+            // OpenH264 only holds the bitrate when it may skip frames; a
+            // skipped frame comes back empty and is simply not sent.
+            .skip_frames(true)
             .num_threads(1)
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
             // A keyframe at least every 4 s bounds how long a lossy viewer

@@ -37,7 +37,8 @@ pub(super) struct Actor {
     pub snapshot: watch::Sender<Snapshot>,
     pub events: broadcast::Sender<Event>,
     pub inner: Arc<Inner>,
-    pub permit: Permit,
+    /// Held until the session is closed; `None` once released.
+    pub permit: Option<Permit>,
     pub media: Arc<crate::pipeline::MediaPipeline>,
 }
 
@@ -118,6 +119,9 @@ impl Actor {
         let closed_at = now_ms();
         // Stop encoding at once; viewers see their streams end.
         self.media.stop();
+        // Free the admission slot before anyone can observe the closed state,
+        // so a client that saw the close can open a new session at once.
+        drop(self.permit.take());
         let previous = self.snapshot.borrow().state;
         self.snapshot.send_modify(|s| {
             s.state = SessionState::Closed;
@@ -149,7 +153,5 @@ impl Actor {
         }
         self.inner.sessions.remove(&self.id);
         tracing::info!(reason = reason.as_str(), "session closed");
-        // Frees the admission slot.
-        drop(self.permit);
     }
 }

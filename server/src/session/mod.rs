@@ -251,7 +251,7 @@ impl SessionManager {
             snapshot: snap_tx,
             events,
             inner: self.inner.clone(),
-            permit,
+            permit: Some(permit),
             media,
         };
         let span = tracing::info_span!("session", id = %record.id);
