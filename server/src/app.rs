@@ -124,7 +124,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .into_axum_router()
     // Browsers speak gRPC-Web over HTTP/1.1 to the same services.
     .route_layer(tonic_web::GrpcWebLayer::new());
-    let router = crate::http::routes(grpc);
+    let whep = crate::rtc::whep::routes(crate::rtc::whep::WhepState {
+        sessions: sessions.clone(),
+        settings: crate::rtc::RtcSettings::new(config.webrtc.clone()),
+    });
+    let router = crate::http::routes(grpc).merge(whep);
 
     let listener = TcpListener::bind(config.server.listen)
         .await

@@ -25,6 +25,52 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub sessions: SessionsConfig,
     pub auth: AuthConfig,
+    pub webrtc: WebrtcConfig,
+}
+
+/// How viewers connect over WebRTC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcConfig {
+    /// Local address for media (UDP). 127.0.0.1 serves browsers on this
+    /// machine; use the LAN address, or 0.0.0.0 for every interface.
+    pub bind_ip: std::net::IpAddr,
+    /// UDP port range for viewer connections (one port each); 0 and 0 pick
+    /// any free port.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Public addresses to advertise instead of the local ones (1:1 NAT,
+    /// e.g. a cloud VM's public IP).
+    pub nat_1to1_ips: Vec<String>,
+    /// STUN/TURN servers used by the server and offered to viewers.
+    pub ice_servers: Vec<IceServerConfig>,
+    /// Viewers one session serves at most.
+    pub max_viewers_per_session: usize,
+    /// A viewer whose connection is not up within this time is dropped.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IceServerConfig {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        Self {
+            bind_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            port_min: 0,
+            port_max: 0,
+            nat_1to1_ips: vec![],
+            ice_servers: vec![],
+            max_viewers_per_session: 200,
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +246,33 @@ impl Config {
         }
         if self.sessions.max_idle_timeout < self.sessions.idle_timeout {
             return bad("sessions.max_idle_timeout must be at least sessions.idle_timeout");
+        }
+        let w = &self.webrtc;
+        if (w.port_min == 0) != (w.port_max == 0) || w.port_min > w.port_max {
+            return bad(
+                "webrtc.port_min and webrtc.port_max must both be 0, or form a range min <= max",
+            );
+        }
+        if w.max_viewers_per_session == 0 {
+            return bad("webrtc.max_viewers_per_session must be at least 1");
+        }
+        for ip in &w.nat_1to1_ips {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "webrtc.nat_1to1_ips: {ip:?} is not an IP address"
+                )));
+            }
+        }
+        for s in &w.ice_servers {
+            if s.urls.is_empty()
+                || s.urls.iter().any(|u| {
+                    !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))
+                })
+            {
+                return bad(
+                    "webrtc.ice_servers: every server needs urls starting with stun:, turn: or turns:",
+                );
+            }
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty");

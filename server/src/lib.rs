@@ -11,5 +11,6 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod pipeline;
+pub mod rtc;
 pub mod session;
 pub mod store;

@@ -42,6 +42,8 @@ pub struct SessionHandle {
     /// Cancelled when the session closes; viewers hang their own tokens
     /// below it.
     pub cancel_token: CancellationToken,
+    /// Connected and connecting viewers, by id; cancelling one ends it.
+    pub viewers: DashMap<String, CancellationToken>,
     commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
     close_reason: Arc<std::sync::Mutex<Option<CloseReason>>>,
@@ -232,6 +234,7 @@ impl SessionManager {
             media: media.clone(),
             viewer_token: crate::auth::generate_token(),
             cancel_token: cancel.clone(),
+            viewers: DashMap::new(),
             commands: cmd_tx,
             cancel: cancel.clone(),
             close_reason: close_reason.clone(),

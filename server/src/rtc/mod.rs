@@ -1,0 +1,516 @@
+//! WebRTC viewers. Each viewer gets its own peer connection with one H.264
+//! and one Opus track, fed the session's already-encoded RTP packets: the
+//! session encodes once, however many watch. Only SSRC, payload type and
+//! sequence number are rewritten per viewer; timestamps stay on the session
+//! clock, and RTCP sender reports map them to wall-clock time for lip sync.
+//!
+//! A viewer that falls behind loses packets from its own buffer and resumes
+//! at the next keyframe (which it requests); it never slows the session or
+//! other viewers.
+
+mod keyframes;
+pub mod whep;
+
+use crate::config::WebrtcConfig;
+use crate::pipeline::encode::profile_level_id;
+use crate::pipeline::{KeyframeRequester, MediaKind, MediaPacket};
+use crate::session::{Command, SessionHandle};
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServer};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
+};
+
+const H264_PT: u8 = 102;
+const OPUS_PT: u8 = 111;
+/// How long to wait for ICE gathering before answering.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RtcError {
+    #[error("the SDP offer is not valid: {0}")]
+    BadOffer(String),
+    #[error("the offer cannot be answered: {0}")]
+    Negotiation(String),
+    #[error("no UDP port is free in the configured range")]
+    NoPort,
+    #[error("WebRTC: {0}")]
+    Internal(String),
+}
+
+/// Viewer settings from the config, plus the port allocator.
+pub struct RtcSettings {
+    config: WebrtcConfig,
+    next_port: AtomicU32,
+}
+
+impl RtcSettings {
+    pub fn new(config: WebrtcConfig) -> Arc<Self> {
+        Arc::new(Self {
+            next_port: AtomicU32::new(u32::from(config.port_min)),
+            config,
+        })
+    }
+
+    pub fn max_viewers(&self) -> usize {
+        self.config.max_viewers_per_session
+    }
+
+    /// ICE servers as WHEP `Link` header values (RFC 9725 §4.6).
+    pub fn ice_server_links(&self) -> Vec<String> {
+        let mut links = vec![];
+        for s in &self.config.ice_servers {
+            for url in &s.urls {
+                let mut l = format!("<{url}>; rel=\"ice-server\"");
+                if !s.username.is_empty() {
+                    l.push_str(&format!(
+                        "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                        s.username, s.credential
+                    ));
+                }
+                links.push(l);
+            }
+        }
+        links
+    }
+
+    /// The next local UDP address to try for a viewer.
+    fn next_addr(&self) -> SocketAddr {
+        let (lo, hi) = (self.config.port_min, self.config.port_max);
+        let port = if lo == 0 {
+            0
+        } else {
+            let span = u32::from(hi - lo) + 1;
+            let n = self.next_port.fetch_add(1, Ordering::Relaxed);
+            lo + ((n - u32::from(lo)) % span) as u16
+        };
+        SocketAddr::new(self.config.bind_ip, port)
+    }
+
+    fn tries(&self) -> u32 {
+        if self.config.port_min == 0 {
+            1
+        } else {
+            u32::from(self.config.port_max - self.config.port_min) + 1
+        }
+    }
+}
+
+fn video_codec(width: u32, height: u32) -> RTCRtpCodecParameters {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: crate::pipeline::clock::VIDEO_RATE,
+            channels: 0,
+            sdp_fmtp_line: format!(
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={}",
+                profile_level_id(width, height)
+            ),
+            rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+        },
+        payload_type: H264_PT,
+        ..Default::default()
+    }
+}
+
+fn audio_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: crate::pipeline::clock::AUDIO_RATE,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: OPUS_PT,
+        ..Default::default()
+    }
+}
+
+/// Connection state changes and ICE gathering completion, as a channel.
+struct Events {
+    tx: mpsc::Sender<Event>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Gathered,
+    State(RTCPeerConnectionState),
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.try_send(Event::Gathered);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.try_send(Event::State(state));
+    }
+}
+
+struct Track {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    seq: u16,
+}
+
+impl Track {
+    fn new(kind: RtpCodecKind, codec: &RTCRtpCodecParameters, id: &str) -> Self {
+        let ssrc = rand::random::<u32>();
+        let track = MediaStreamTrack::new(
+            format!("huashen-{id}"),
+            format!("{kind}-{id}"),
+            format!("huashen {kind}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: codec.rtp_codec.clone(),
+                ..Default::default()
+            }],
+        );
+        Self {
+            track: Arc::new(TrackLocalStaticRTP::new(track)),
+            ssrc,
+            payload_type: codec.payload_type,
+            seq: rand::random(),
+        }
+    }
+
+    async fn send(&mut self, p: &MediaPacket) -> Result<(), webrtc::error::Error> {
+        let mut pkt = p.packet.clone();
+        pkt.header.ssrc = self.ssrc;
+        pkt.header.payload_type = self.payload_type;
+        pkt.header.sequence_number = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.track.write_rtp(pkt).await
+    }
+}
+
+/// A viewer accepted by [`connect`]: its id and the SDP answer.
+pub struct Accepted {
+    pub viewer_id: String,
+    pub answer_sdp: String,
+}
+
+/// Answers a viewer's SDP offer and starts feeding it the session's media.
+/// The answer carries every ICE candidate (full gathering, no trickle).
+pub async fn connect(
+    settings: &RtcSettings,
+    session: Arc<SessionHandle>,
+    spawn: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+    offer_sdp: String,
+) -> Result<Accepted, RtcError> {
+    let offer =
+        RTCSessionDescription::offer(offer_sdp).map_err(|e| RtcError::BadOffer(e.to_string()))?;
+    let viewer_id = format!("vw_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let (w, h) = (session.media.config.width, session.media.config.height);
+    let vcodec = video_codec(w, h);
+    let acodec = audio_codec();
+    let mut base_engine = MediaEngine::default();
+    base_engine
+        .register_codec(vcodec.clone(), RtpCodecKind::Video)
+        .and_then(|_| base_engine.register_codec(acodec.clone(), RtpCodecKind::Audio))
+        .map_err(|e| RtcError::Internal(e.to_string()))?;
+    let ice_servers = settings
+        .config
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect();
+    let rtc_config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+    let mut se = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(settings.config.bind_ip.is_loopback());
+    if !settings.config.nat_1to1_ips.is_empty() {
+        se = se.with_nat_1to1_ips(
+            settings.config.nat_1to1_ips.clone(),
+            RTCIceCandidateType::Host,
+        );
+    }
+    let setting_engine = se.build();
+
+    let (events_tx, mut events) = mpsc::channel(16);
+    let handler = Arc::new(Events { tx: events_tx });
+    let mut pc = None;
+    for _ in 0..settings.tries() {
+        let mut engine = base_engine.clone();
+        let registry = register_default_interceptors(Registry::new(), &mut engine)
+            .map_err(|e| RtcError::Internal(e.to_string()))?
+            .with(
+                Slot::from(keyframes::SLOT),
+                keyframes::KeyframeRequests::default(),
+            );
+        let built = PeerConnectionBuilder::new()
+            .with_configuration(rtc_config.clone())
+            .with_media_engine(engine)
+            .with_setting_engine(setting_engine.clone())
+            .with_interceptor_registry(registry)
+            .with_handler(handler.clone() as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(vec![settings.next_addr()])
+            .build()
+            .await;
+        match built {
+            Ok(p) => {
+                pc = Some(p);
+                break;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot bind a viewer port; trying the next"),
+        }
+    }
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc.ok_or(RtcError::NoPort)?);
+
+    let result = async {
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+        let mut video = Track::new(RtpCodecKind::Video, &vcodec, &viewer_id);
+        let mut audio = Track::new(RtpCodecKind::Audio, &acodec, &viewer_id);
+        let vsender = pc
+            .add_track(video.track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+        let asender = pc
+            .add_track(audio.track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+        // Full gathering: wait until every candidate is in the answer.
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, async {
+            while let Some(ev) = events.recv().await {
+                if matches!(ev, Event::Gathered) {
+                    break;
+                }
+            }
+        })
+        .await;
+        let local = pc
+            .local_description()
+            .await
+            .ok_or_else(|| RtcError::Internal("no local description".into()))?;
+        for (track, sender) in [(&mut video, vsender), (&mut audio, asender)] {
+            let params = sender
+                .get_parameters()
+                .await
+                .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+            match params.rtp_parameters.codecs.first() {
+                Some(c) => track.payload_type = c.payload_type,
+                None => {
+                    return Err(RtcError::Negotiation(
+                        "the offer accepts neither H.264 (constrained baseline) nor Opus on one of its tracks"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Ok((local.sdp, video, audio))
+    }
+    .await;
+    let (answer_sdp, video, audio) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+    };
+
+    let cancel = session.cancel_token.child_token();
+    session.viewers.insert(viewer_id.clone(), cancel.clone());
+    let viewer = Viewer {
+        id: viewer_id.clone(),
+        pc,
+        video,
+        audio,
+        packets: session.media.subscribe(),
+        keyframes: session.media.keyframe_requester(),
+        cancel,
+        connect_timeout: settings.config.connect_timeout,
+        session,
+    };
+    spawn(Box::pin(viewer.run(events)));
+    Ok(Accepted {
+        viewer_id,
+        answer_sdp,
+    })
+}
+
+struct Viewer {
+    id: String,
+    pc: Arc<dyn PeerConnection>,
+    video: Track,
+    audio: Track,
+    packets: broadcast::Receiver<Arc<MediaPacket>>,
+    keyframes: KeyframeRequester,
+    cancel: CancellationToken,
+    connect_timeout: Duration,
+    session: Arc<SessionHandle>,
+}
+
+impl Viewer {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        let span = tracing::info_span!("viewer", session = %self.session.record.id, id = %self.id);
+        let _ = tracing::Instrument::instrument(self.serve(&mut events), span).await;
+        let _ = self.pc.close().await;
+        self.session.viewers.remove(&self.id);
+    }
+
+    async fn serve(&mut self, events: &mut mpsc::Receiver<Event>) {
+        // Wait for the connection (or give up).
+        let connected = tokio::time::timeout(self.connect_timeout, async {
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    Event::State(RTCPeerConnectionState::Connected) => return true,
+                    Event::State(
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
+                    ) => return false,
+                    _ => {}
+                }
+            }
+            false
+        });
+        let up = tokio::select! {
+            r = connected => r.unwrap_or(false),
+            _ = self.cancel.cancelled() => false,
+        };
+        if !up {
+            tracing::info!("viewer did not connect");
+            return;
+        }
+        tracing::info!("viewer connected");
+        // Watch the session's events only via the actor; a full queue just
+        // delays the count.
+        let _ = self
+            .session
+            .send(Command::ViewerJoined {
+                viewer_id: self.id.clone(),
+            })
+            .await;
+        self.keyframes.request();
+        let rtcp = tokio::spawn(watch_keyframe_requests(
+            self.video.track.clone(),
+            self.keyframes.clone(),
+            self.cancel.clone(),
+        ));
+        self.forward(events).await;
+        rtcp.abort();
+        let _ = self
+            .session
+            .send(Command::ViewerLeft {
+                viewer_id: self.id.clone(),
+            })
+            .await;
+        tracing::info!("viewer left");
+    }
+
+    async fn forward(&mut self, events: &mut mpsc::Receiver<Event>) {
+        // Video starts (and resumes after a loss) at a keyframe.
+        let mut wait_keyframe = true;
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                ev = events.recv() => match ev {
+                    Some(Event::State(
+                        RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
+                        | RTCPeerConnectionState::Disconnected,
+                    ))
+                    | None => return,
+                    _ => {}
+                },
+                p = self.packets.recv() => match p {
+                    Ok(p) => {
+                        let sent = match p.kind {
+                            MediaKind::Audio => self.audio.send(&p).await,
+                            MediaKind::Video => {
+                                if wait_keyframe && !p.keyframe_start {
+                                    continue;
+                                }
+                                wait_keyframe = false;
+                                self.video.send(&p).await
+                            }
+                        };
+                        if let Err(e) = sent {
+                            tracing::debug!(error = %e, "cannot send to viewer");
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "viewer fell behind; resuming at a keyframe");
+                        wait_keyframe = true;
+                        self.keyframes.request();
+                    }
+                    // The session's media stopped: the session closed.
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
+/// Turns the viewer's PLI/FIR into keyframe requests.
+async fn watch_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    keyframes: KeyframeRequester,
+    cancel: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            ev = track.poll() => ev,
+            _ = cancel.cancelled() => return,
+        };
+        match ev {
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                if packets
+                    .iter()
+                    .any(|p| keyframes::is_keyframe_request(p.as_ref()))
+                {
+                    keyframes.request();
+                }
+            }
+            Some(_) => {}
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! WHEP (RFC 9725) egress for viewers on the HTTP listener:
+//!
+//! * `POST /whep/sessions/{id}` with an SDP offer (`application/sdp`) →
+//!   `201 Created`, the SDP answer, and `Location` of the viewer resource;
+//! * `DELETE /whep/sessions/{id}/viewers/{viewer}` ends that viewer;
+//! * `PATCH` (trickle ICE) answers 405: the answer carries every candidate;
+//! * `OPTIONS` and CORS headers let browsers on other origins play.
+//!
+//! Viewers authenticate with the session's viewer token, as
+//! `Authorization: Bearer <token>` or `?token=<token>`.
+
+use super::{RtcError, RtcSettings};
+use crate::session::SessionManager;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tower_http::cors::{Any, CorsLayer};
+
+/// Largest SDP offer accepted.
+const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct WhepState {
+    pub sessions: SessionManager,
+    pub settings: Arc<RtcSettings>,
+}
+
+pub fn routes(state: WhepState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([header::LOCATION, header::LINK, header::ETAG]);
+    Router::new()
+        .route("/whep/sessions/{session_id}", post(offer).patch(no_trickle))
+        .route(
+            "/whep/sessions/{session_id}/viewers/{viewer_id}",
+            axum::routing::delete(hang_up).patch(no_trickle),
+        )
+        .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
+        .layer(cors)
+        .with_state(state)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut r = (status, format!("{}\n", msg.into())).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn unauthorized() -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong viewer token: send `Authorization: Bearer <viewer_token>` or ?token=<viewer_token>",
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .or_else(|| query.get("token").map(String::as_str))
+}
+
+/// Finds the live session and checks the viewer token.
+fn authorize(
+    state: &WhepState,
+    session_id: &str,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Arc<crate::session::SessionHandle>, Response> {
+    let session = state.sessions.live_by_id(session_id).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no live session {}", crate::ids::truncate(session_id, 40)),
+        )
+    })?;
+    match token(headers, query) {
+        Some(t) if session.viewer_token_matches(t) => Ok(session),
+        _ => Err(unauthorized()),
+    }
+}
+
+async fn offer(
+    State(state): State<WhepState>,
+    Path(session_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = match authorize(&state, &session_id, &headers, &query) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be sent as Content-Type: application/sdp",
+        );
+    }
+    let Ok(sdp) = String::from_utf8(body.to_vec()) else {
+        return error(StatusCode::BAD_REQUEST, "the SDP offer is not valid UTF-8");
+    };
+    if !sdp.starts_with("v=0") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body is not an SDP offer (it must start with v=0)",
+        );
+    }
+    if session.viewers.len() >= state.settings.max_viewers() {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this session already has its maximum of {} viewers",
+                state.settings.max_viewers()
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        return r;
+    }
+    let tracker = state.sessions.clone();
+    let spawn = move |fut| tracker.spawn_tracked(fut);
+    match super::connect(&state.settings, session, spawn, sdp).await {
+        Ok(acc) => {
+            let location = format!("/whep/sessions/{session_id}/viewers/{}", acc.viewer_id);
+            let mut r = (StatusCode::CREATED, acc.answer_sdp).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            for link in state.settings.ice_server_links() {
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    h.append(header::LINK, v);
+                }
+            }
+            r
+        }
+        Err(e @ (RtcError::BadOffer(_) | RtcError::Negotiation(_))) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e @ RtcError::NoPort) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, "viewer setup failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the viewer connection could not be set up",
+            )
+        }
+    }
+}
+
+async fn hang_up(
+    State(state): State<WhepState>,
+    Path((session_id, viewer_id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let session = match authorize(&state, &session_id, &headers, &query) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match session.viewers.remove(&viewer_id) {
+        Some((_, cancel)) => {
+            cancel.cancel();
+            StatusCode::OK.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no such viewer in this session"),
+    }
+}
+
+async fn no_trickle() -> Response {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported: the SDP answer already carries every candidate",
+    );
+    r.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("POST, DELETE, OPTIONS"),
+    );
+    r
+}
