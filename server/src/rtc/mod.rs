@@ -134,7 +134,6 @@ fn video_codec(width: u32, height: u32) -> RTCRtpCodecParameters {
             rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
         },
         payload_type: H264_PT,
-        ..Default::default()
     }
 }
 
@@ -148,7 +147,6 @@ fn audio_codec() -> RTCRtpCodecParameters {
             rtcp_feedback: vec![],
         },
         payload_type: OPUS_PT,
-        ..Default::default()
     }
 }
 

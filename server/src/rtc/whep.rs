@@ -88,16 +88,16 @@ fn authorize(
     session_id: &str,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<Arc<crate::session::SessionHandle>, Response> {
+) -> Result<Arc<crate::session::SessionHandle>, Box<Response>> {
     let session = state.sessions.live_by_id(session_id).ok_or_else(|| {
-        error(
+        Box::new(error(
             StatusCode::NOT_FOUND,
             format!("no live session {}", crate::ids::truncate(session_id, 40)),
-        )
+        ))
     })?;
     match token(headers, query) {
         Some(t) if session.viewer_token_matches(t) => Ok(session),
-        _ => Err(unauthorized()),
+        _ => Err(Box::new(unauthorized())),
     }
 }
 
@@ -110,7 +110,7 @@ async fn offer(
 ) -> Response {
     let session = match authorize(&state, &session_id, &headers, &query) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -190,7 +190,7 @@ async fn hang_up(
 ) -> Response {
     let session = match authorize(&state, &session_id, &headers, &query) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match session.viewers.remove(&viewer_id) {
         Some((_, cancel)) => {
