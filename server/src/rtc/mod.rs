@@ -361,7 +361,6 @@ pub async fn connect(
         pc,
         video,
         audio,
-        packets: session.media.subscribe(),
         keyframes: session.media.keyframe_requester(),
         cancel,
         connect_timeout: settings.config.connect_timeout,
@@ -379,7 +378,6 @@ struct Viewer {
     pc: Arc<dyn PeerConnection>,
     video: Track,
     audio: Track,
-    packets: broadcast::Receiver<Arc<MediaPacket>>,
     keyframes: KeyframeRequester,
     cancel: CancellationToken,
     connect_timeout: Duration,
@@ -425,13 +423,16 @@ impl Viewer {
                 viewer_id: self.id.clone(),
             })
             .await;
+        // Subscribe only now: a viewer starts from the live edge, never with
+        // a burst of media queued while it was connecting.
+        let packets = self.session.media.subscribe();
         self.keyframes.request();
         let rtcp = tokio::spawn(watch_keyframe_requests(
             self.video.track.clone(),
             self.keyframes.clone(),
             self.cancel.clone(),
         ));
-        self.forward(events).await;
+        self.forward(packets, events).await;
         rtcp.abort();
         let _ = self
             .session
@@ -442,7 +443,11 @@ impl Viewer {
         tracing::info!("viewer left");
     }
 
-    async fn forward(&mut self, events: &mut mpsc::Receiver<Event>) {
+    async fn forward(
+        &mut self,
+        mut packets: broadcast::Receiver<Arc<MediaPacket>>,
+        events: &mut mpsc::Receiver<Event>,
+    ) {
         // Video starts (and resumes after a loss) at a keyframe.
         let mut wait_keyframe = true;
         loop {
@@ -457,7 +462,7 @@ impl Viewer {
                     | None => return,
                     _ => {}
                 },
-                p = self.packets.recv() => match p {
+                p = packets.recv() => match p {
                     Ok(p) => {
                         let sent = match p.kind {
                             MediaKind::Audio => self.audio.send(&p).await,

@@ -7,6 +7,8 @@ mod common;
 mod auth_and_tenancy;
 mod avatars;
 mod bad_input;
+mod media;
 mod process;
 mod reflection_health_web;
 mod sessions;
+mod viewer;

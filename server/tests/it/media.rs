@@ -1,0 +1,350 @@
+//! Live media end to end: real WebRTC viewers over WHEP decode the session's
+//! H.264 into the enrolled portrait, decode its Opus, and find audio and
+//! video on one clock; bad WHEP requests and a killed viewer disturb nobody.
+
+use crate::common::*;
+use crate::viewer::{self, Expected, Seen};
+use huashen_protos::v1;
+use std::sync::Arc;
+use std::time::Duration;
+
+const W: u32 = 256;
+const H: u32 = 192;
+
+async fn session(c: &mut Client) -> v1::Session {
+    let avatar = c.enroll("Host").await;
+    c.sessions
+        .create_session(v1::CreateSessionRequest {
+            avatar_id: avatar.avatar_id,
+            output: Some(v1::OutputOptions {
+                width: W,
+                height: H,
+                video_bitrate_kbps: 600,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn expected() -> Expected {
+    let img = huashen::pipeline::portrait::decode(&portrait()).unwrap();
+    let rgb = huashen::pipeline::portrait::letterbox(&img, W, H);
+    Arc::new((rgb.into_raw(), W, H))
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+/// Wall-clock time of each packet by its track's sender report, minus its
+/// arrival time: the same (up to jitter) for audio and video when both run
+/// on one clock.
+fn sr_offsets(ts: &[(u32, f64)], sr: (f64, u32), rate: f64) -> Vec<f64> {
+    ts.iter()
+        .map(|&(t, arrived)| sr.0 + f64::from(t.wrapping_sub(sr.1) as i32) / rate - arrived)
+        .collect()
+}
+
+fn check_viewer(i: usize, s: &Seen) {
+    assert!(s.connected, "viewer {i} connected");
+    assert!(
+        s.frames_decoded >= 20,
+        "viewer {i} decoded {} frames",
+        s.frames_decoded
+    );
+    assert!(!s.frame_errors.is_empty());
+    for e in &s.frame_errors {
+        assert!(
+            *e < 12.0,
+            "viewer {i}: frame differs from the portrait by {e:.1} on average"
+        );
+    }
+    assert!(
+        s.audio_decoded >= 50,
+        "viewer {i} decoded {} audio frames",
+        s.audio_decoded
+    );
+    // Lockstep: audio advances 960 per 20 ms packet, video 3600 per 40 ms
+    // frame (25 fps; a skipped frame makes a multiple).
+    for w in s.audio_ts.windows(2) {
+        assert_eq!(w[1].0.wrapping_sub(w[0].0), 960, "viewer {i} audio step");
+    }
+    for w in s.video_ts.windows(2) {
+        let step = w[1].0.wrapping_sub(w[0].0);
+        assert!(step > 0 && step % 3600 == 0, "viewer {i} video step {step}");
+    }
+    // Both clocks advance at the rate of real time.
+    let (a0, a1) = (s.audio_ts[0], *s.audio_ts.last().unwrap());
+    let audio_s = f64::from(a1.0.wrapping_sub(a0.0)) / 48_000.0;
+    assert!(
+        (audio_s - (a1.1 - a0.1)).abs() < 0.25,
+        "viewer {i}: audio clock {audio_s:.2} s vs {:.2} s",
+        a1.1 - a0.1
+    );
+    let (v0, v1) = (s.video_ts[0], *s.video_ts.last().unwrap());
+    let video_s = f64::from(v1.0.wrapping_sub(v0.0)) / 90_000.0;
+    assert!(
+        (video_s - (v1.1 - v0.1)).abs() < 0.25,
+        "viewer {i}: video clock {video_s:.2} s vs {:.2} s",
+        v1.1 - v0.1
+    );
+    // Sender reports put both tracks on the same wall clock (lip sync).
+    let (asr, vsr) = (
+        s.audio_sr.expect("audio sender report"),
+        s.video_sr.expect("video sender report"),
+    );
+    let da = median(sr_offsets(&s.audio_ts, asr, 48_000.0));
+    let dv = median(sr_offsets(&s.video_ts, vsr, 90_000.0));
+    assert!(
+        (da - dv).abs() < 0.08,
+        "viewer {i}: A/V offset {:.0} ms",
+        (da - dv) * 1e3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_viewers_decode_the_portrait_on_one_clock() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let s = session(&mut c).await;
+    assert!(!s.viewer_token.is_empty());
+    assert_eq!(s.whep_path, format!("/whep/sessions/{}", s.session_id));
+    let mut watch = c
+        .sessions
+        .watch_session(v1::WatchSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let exp = expected();
+    let mut viewers = vec![];
+    for _ in 0..10 {
+        viewers.push(
+            viewer::connect(server.addr, &s.session_id, &s.viewer_token, exp.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (i, v) in viewers.iter().enumerate() {
+        check_viewer(i, &v.seen());
+    }
+    let live = c
+        .sessions
+        .get_session(v1::GetSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.viewer_count, 10);
+
+    // Half hang up; the others keep playing.
+    let before: Vec<usize> = viewers[5..]
+        .iter()
+        .map(|v| v.seen().frames_decoded)
+        .collect();
+    for v in viewers.drain(..5) {
+        assert_eq!(v.hang_up().await, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (v, b) in viewers.iter().zip(before) {
+        assert!(
+            v.seen().frames_decoded > b + 10,
+            "a remaining viewer stalled"
+        );
+    }
+
+    // WatchSession reported every join and leave.
+    let (mut joined, mut left) = (0, 0);
+    while left < 5 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("viewer events")
+            .unwrap()
+            .unwrap();
+        match ev.event {
+            Some(v1::session_event::Event::ViewerJoined(_)) => joined += 1,
+            Some(v1::session_event::Event::ViewerLeft(v)) => {
+                left += 1;
+                assert_eq!(v.viewer_count as usize, 10 - left);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(joined, 10);
+
+    // Closing the session ends the remaining viewers' media.
+    c.sessions
+        .close_session(v1::CloseSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts: Vec<usize> = viewers.iter().map(|v| v.seen().frames_decoded).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (v, n) in viewers.iter().zip(counts) {
+        assert_eq!(v.seen().frames_decoded, n, "media stopped with the session");
+    }
+    for v in viewers {
+        let _ = v.pc.close().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_whep_requests_and_a_killed_viewer_disturb_nobody() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let s = session(&mut c).await;
+    let good = viewer::connect(server.addr, &s.session_id, &s.viewer_token, expected())
+        .await
+        .unwrap();
+    let path = s.whep_path.clone();
+    let auth = format!("Bearer {}", s.viewer_token);
+    let sdp = [
+        ("Content-Type", "application/sdp"),
+        ("Authorization", auth.as_str()),
+    ];
+    let a = server.addr;
+
+    let r = http(
+        a,
+        "POST",
+        "/whep/sessions/se_0123456789abcdef0123456789abcdef",
+        &sdp,
+        b"v=0\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = http(
+        a,
+        "POST",
+        &path,
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", "Bearer nope"),
+        ],
+        b"v=0\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = http(
+        a,
+        "POST",
+        &path,
+        &[("Content-Type", "application/sdp")],
+        b"v=0\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = http(a, "POST", &path, &sdp, b"hello").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = http(
+        a,
+        "POST",
+        &path,
+        &sdp,
+        b"v=0\r\no=- garbage\r\nm=video nonsense\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("SDP"), "{}", r.text());
+    let r = http(
+        a,
+        "POST",
+        &path,
+        &[("Content-Type", "text/plain"), ("Authorization", &auth)],
+        b"v=0\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    let r = http(a, "POST", &path, &sdp, &vec![b'v'; 200 * 1024]).await;
+    assert_eq!(r.status, 413);
+    let r = http(
+        a,
+        "PATCH",
+        &path,
+        &sdp,
+        b"a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    let r = http(
+        a,
+        "DELETE",
+        &format!("{path}/viewers/vw_nobody"),
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = http(
+        a,
+        "OPTIONS",
+        &path,
+        &[
+            ("Origin", "https://viewer.example"),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            ),
+        ],
+        b"",
+    )
+    .await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.status);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+
+    // A viewer whose process dies: its runtime is torn down without any
+    // goodbye. The server notices and drops it; the good viewer plays on.
+    let (addr, sid, tok) = (server.addr, s.session_id.clone(), s.viewer_token.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let v = rt.block_on(async {
+            let v = viewer::connect(addr, &sid, &tok, expected()).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(v.seen().frames_decoded > 0);
+            v
+        });
+        rt.shutdown_background();
+        std::mem::forget(v);
+    })
+    .join()
+    .unwrap();
+    let get = || {
+        let mut sc = c.sessions.clone();
+        let id = s.session_id.clone();
+        async move {
+            sc.get_session(v1::GetSessionRequest { session_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .viewer_count
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(20), async || get().await == 1).await,
+        "the dead viewer was dropped"
+    );
+    let before = good.seen().frames_decoded;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        good.seen().frames_decoded > before + 10,
+        "the good viewer kept playing"
+    );
+    assert_eq!(good.hang_up().await, 200);
+    server.stop().await;
+}
