@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing Huashen needs on Debian/Ubuntu.
 # Idempotent: installs only what is missing. Used by serve.sh, test.sh,
-# .ci/run and the Docker images.
+# .ci/run and the Docker images. `--test` adds what the tests need beyond
+# the build: Debian's Chromium and ChromeDriver for the browser test.
 set -euo pipefail
 
 # Debian packages the build needs: C/C++ toolchain (bundled SQLite and
 # OpenH264), nasm (OpenH264's assembly: about twice as fast), libopus.
 APT_PACKAGES=(build-essential pkg-config ca-certificates curl nasm libopus-dev)
+if [ "${1:-}" = "--test" ]; then
+  APT_PACKAGES+=(chromium chromium-driver)
+fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -4,7 +4,7 @@
 # against the real server) with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test: installing cargo-nextest"

@@ -263,11 +263,33 @@ pub async fn http(
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     s.write_all(body).await.unwrap();
+    // Read the head, then as much body as Content-Length says (or to the
+    // end of a chunked body, or to EOF): some servers keep the connection.
     let mut out = vec![];
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+    let read = async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            out.extend_from_slice(&buf[..n]);
+            if n == 0 {
+                break;
+            }
+            if let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+                let body = out.len() - split - 4;
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if len.is_some_and(|len| body >= len) || out.ends_with(b"\r\n0\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
         .await
-        .expect("HTTP response within 20 s")
-        .unwrap();
+        .expect("HTTP response within 20 s");
     let split = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -7,6 +7,7 @@ mod common;
 mod auth_and_tenancy;
 mod avatars;
 mod bad_input;
+mod browser;
 mod media;
 mod process;
 mod reflection_health_web;
