@@ -49,6 +49,24 @@ pub struct MediaPacket {
     pub keyframe_start: bool,
 }
 
+/// The stage before the encoder: hands over the picture for video frame
+/// `frame`, due at `clock_ms` on the session clock, already at the output
+/// size in I420. Called on the media thread, 25 times a second by default:
+/// it must not block.
+pub trait FrameSource: Send + 'static {
+    fn frame(&mut self, frame: u64, clock_ms: u64) -> &YUVBuffer;
+}
+
+/// The enrolled portrait as a still: what a session shows until the face
+/// model animates it.
+pub struct StillFrame(pub YUVBuffer);
+
+impl FrameSource for StillFrame {
+    fn frame(&mut self, _frame: u64, _clock_ms: u64) -> &YUVBuffer {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct MediaConfig {
     pub width: u32,
@@ -81,8 +99,12 @@ pub struct MediaPipeline {
 }
 
 impl MediaPipeline {
-    /// Starts the media thread, showing `still` (already at the output size).
-    pub fn start(config: MediaConfig, still: YUVBuffer, name: &str) -> Result<Self, EncodeError> {
+    /// Starts the media thread, showing the frames of `frames`.
+    pub fn start(
+        config: MediaConfig,
+        frames: impl FrameSource,
+        name: &str,
+    ) -> Result<Self, EncodeError> {
         let video = VideoEncoder::new(
             config.width,
             config.height,
@@ -99,7 +121,7 @@ impl MediaPipeline {
             clock,
             video,
             audio,
-            still,
+            frames: Box::new(frames),
             packets: packets.clone(),
             keyframe: keyframe.clone(),
             stop: stop.clone(),
@@ -169,7 +191,7 @@ struct Worker {
     clock: MediaClock,
     video: VideoEncoder,
     audio: AudioEncoder,
-    still: YUVBuffer,
+    frames: Box<dyn FrameSource>,
     packets: broadcast::Sender<Arc<MediaPacket>>,
     keyframe: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -256,7 +278,9 @@ impl Worker {
     fn send_video(&mut self, n: u64) -> Result<(), EncodeError> {
         let force = self.keyframe.swap(false, Ordering::Relaxed);
         let t = Instant::now();
-        let frame = self.video.encode(&self.still, force)?;
+        let clock_ms = MediaClock::sample_ms(self.clock.frame_due_sample(n));
+        let picture = self.frames.frame(n, clock_ms);
+        let frame = self.video.encode(picture, force)?;
         self.stats
             .video_encode_us
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -299,7 +323,7 @@ mod tests {
             video_bitrate_kbps: 500,
             audio_bitrate_kbps: 32,
         };
-        let p = MediaPipeline::start(config, still, "test").unwrap();
+        let p = MediaPipeline::start(config, StillFrame(still), "test").unwrap();
         let mut rx = p.subscribe();
         let (a0, v0) = p.clock.bases();
         let mut audio_ts = vec![];

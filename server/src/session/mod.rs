@@ -11,7 +11,7 @@ pub use types::*;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::pipeline::{MediaConfig, MediaPipeline, portrait};
+use crate::pipeline::{MediaConfig, MediaPipeline, StillFrame, portrait};
 use crate::store::{AuditEntry, Avatar, AvatarState, Principal, SessionRecord, Store, now_ms};
 use admission::{Admission, Refusal};
 use dashmap::DashMap;
@@ -306,7 +306,7 @@ impl SessionManager {
                 ApiError::FailedPrecondition(format!("avatar {avatar_id}: {e}; enroll it again"))
             })?;
             let still = portrait::to_i420(&portrait::letterbox(&img, config.width, config.height));
-            MediaPipeline::start(config, still, &name).map_err(|e| {
+            MediaPipeline::start(config, StillFrame(still), &name).map_err(|e| {
                 tracing::error!(error = %e, "cannot start media");
                 ApiError::Unavailable(format!("the media pipeline could not start: {e}"))
             })
