@@ -6,6 +6,9 @@
 //! measurements (time to first frame, fps, A/V offset over WebRTC) join when
 //! the media pipeline lands.
 
+pub mod http;
+pub mod viewer;
+
 use anyhow::{Context, bail};
 use huashen_protos::v1;
 use huashen_protos::v1::avatar_service_client::AvatarServiceClient;

@@ -223,27 +223,10 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
     false
 }
 
-/// An HTTP/1.1 response.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+pub use huashen_loadtest::http::HttpResponse;
 
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+/// One HTTP/1.1 request (see `huashen_loadtest::http`); panics on I/O
+/// errors, as a test should.
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -251,85 +234,7 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    // Read the head, then as much body as Content-Length says (or to the
-    // end of a chunked body, or to EOF): some servers keep the connection.
-    let mut out = vec![];
-    let read = async {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            let n = s.read(&mut buf).await.unwrap();
-            out.extend_from_slice(&buf[..n]);
-            if n == 0 {
-                break;
-            }
-            if let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
-                let body = out.len() - split - 4;
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok());
-                if len.is_some_and(|len| body >= len) || out.ends_with(b"\r\n0\r\n\r\n") {
-                    break;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read)
+    huashen_loadtest::http::request(addr, method, path, headers, body, Duration::from_secs(20))
         .await
-        .expect("HTTP response within 20 s");
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP head");
-    let head = String::from_utf8_lossy(&out[..split]).into_owned();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
         .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = out[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        let mut b = &body[..];
-        let mut plain = vec![];
-        loop {
-            let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n =
-                usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            plain.extend_from_slice(&b[nl + 2..nl + 2 + n]);
-            b = &b[nl + 2 + n + 2..];
-        }
-        body = plain;
-    }
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
 }

@@ -12,4 +12,3 @@ mod media;
 mod process;
 mod reflection_health_web;
 mod sessions;
-mod viewer;

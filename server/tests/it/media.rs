@@ -3,7 +3,7 @@
 //! video on one clock; bad WHEP requests and a killed viewer disturb nobody.
 
 use crate::common::*;
-use crate::viewer::{self, Expected, Seen};
+use huashen_loadtest::viewer::{self, Expected, Seen, ViewerOptions};
 use huashen_protos::v1;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,18 +35,11 @@ fn expected() -> Expected {
     Arc::new((rgb.into_raw(), W, H))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
-}
-
-/// Wall-clock time of each packet by its track's sender report, minus its
-/// arrival time: the same (up to jitter) for audio and video when both run
-/// on one clock.
-fn sr_offsets(ts: &[(u32, f64)], sr: (f64, u32), rate: f64) -> Vec<f64> {
-    ts.iter()
-        .map(|&(t, arrived)| sr.0 + f64::from(t.wrapping_sub(sr.1) as i32) / rate - arrived)
-        .collect()
+fn opts(e: &Expected) -> ViewerOptions {
+    ViewerOptions {
+        decode: true,
+        expected: Some(e.clone()),
+    }
 }
 
 fn check_viewer(i: usize, s: &Seen) {
@@ -93,16 +86,19 @@ fn check_viewer(i: usize, s: &Seen) {
         v1.1 - v0.1
     );
     // Sender reports put both tracks on the same wall clock (lip sync).
-    let (asr, vsr) = (
-        s.audio_sr.expect("audio sender report"),
-        s.video_sr.expect("video sender report"),
-    );
-    let da = median(sr_offsets(&s.audio_ts, asr, 48_000.0));
-    let dv = median(sr_offsets(&s.video_ts, vsr, 90_000.0));
     assert!(
-        (da - dv).abs() < 0.08,
+        s.audio_sr.is_some() && s.video_sr.is_some(),
+        "viewer {i}: sender reports"
+    );
+    let offset = s.av_offset().expect("A/V offset");
+    assert!(
+        offset.abs() < 0.08,
         "viewer {i}: A/V offset {:.0} ms",
-        (da - dv) * 1e3
+        offset * 1e3
+    );
+    assert!(
+        s.video_seq.loss() == 0.0 && s.audio_seq.loss() == 0.0,
+        "viewer {i}: loss on loopback"
     );
 }
 
@@ -125,7 +121,7 @@ async fn ten_viewers_decode_the_portrait_on_one_clock() {
     let mut viewers = vec![];
     for _ in 0..10 {
         viewers.push(
-            viewer::connect(server.addr, &s.session_id, &s.viewer_token, exp.clone())
+            viewer::connect(server.addr, &s.session_id, &s.viewer_token, opts(&exp))
                 .await
                 .unwrap(),
         );
@@ -203,9 +199,14 @@ async fn bad_whep_requests_and_a_killed_viewer_disturb_nobody() {
     let server = TestServer::start().await;
     let mut c = server.dev().await;
     let s = session(&mut c).await;
-    let good = viewer::connect(server.addr, &s.session_id, &s.viewer_token, expected())
-        .await
-        .unwrap();
+    let good = viewer::connect(
+        server.addr,
+        &s.session_id,
+        &s.viewer_token,
+        opts(&expected()),
+    )
+    .await
+    .unwrap();
     let path = s.whep_path.clone();
     let auth = format!("Bearer {}", s.viewer_token);
     let sdp = [
@@ -314,7 +315,9 @@ async fn bad_whep_requests_and_a_killed_viewer_disturb_nobody() {
             .build()
             .unwrap();
         let v = rt.block_on(async {
-            let v = viewer::connect(addr, &sid, &tok, expected()).await.unwrap();
+            let v = viewer::connect(addr, &sid, &tok, opts(&expected()))
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_secs(2)).await;
             assert!(v.seen().frames_decoded > 0);
             v
