@@ -1,10 +1,11 @@
 //! Load generator for a running Huashen server (loopback only).
 //!
-//! Today it measures the control plane the way a control client sees it:
-//! enrollment, session creation, the first event on a watch stream,
-//! Interrupt round trips while N sessions are open, and closing. Media
-//! measurements (time to first frame, fps, A/V offset over WebRTC) join when
-//! the media pipeline lands.
+//! It measures what a user sees, on the wire: enrollment, session creation,
+//! the first event on a watch stream, Interrupt round trips while N sessions
+//! are open, closing; and for M WebRTC viewers per session (WHEP), time to
+//! first frame, received fps and frame-interval jitter, A/V offset from RTP
+//! timestamps and RTCP sender reports, packet loss; and, given the server's
+//! process id, its CPU and memory while it serves them.
 
 pub mod http;
 pub mod viewer;
@@ -14,6 +15,7 @@ use huashen_protos::v1;
 use huashen_protos::v1::avatar_service_client::AvatarServiceClient;
 use huashen_protos::v1::session_service_client::SessionServiceClient;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
@@ -31,6 +33,12 @@ pub struct Options {
     pub rate: f64,
     /// Portrait to enroll (PNG or JPEG).
     pub image: Vec<u8>,
+    /// WebRTC viewers per session.
+    pub viewers: usize,
+    /// Decode what viewers receive (H.264 + Opus) instead of only counting.
+    pub decode: bool,
+    /// The server's process id, to sample its CPU and memory (same machine).
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -71,7 +79,38 @@ pub struct Report {
     pub first_watch_event: Stats,
     pub interrupt: Stats,
     pub close_session: Stats,
+    pub viewers: ViewerReport,
+    pub server: Option<ServerUsage>,
     pub errors: Vec<String>,
+}
+
+/// What the viewers saw, over all sessions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ViewerReport {
+    pub connected: usize,
+    /// From the WHEP offer to the first complete video frame.
+    pub time_to_first_frame: Stats,
+    /// From the WHEP offer to the first audio packet.
+    pub time_to_first_audio: Stats,
+    /// Frames per second each viewer received over the measured window.
+    pub fps_min: f64,
+    pub fps_mean: f64,
+    /// Standard deviation of frame arrival gaps, ms (worst viewer).
+    pub frame_jitter_ms_max: f64,
+    /// Audio minus video presentation offset from sender reports, ms.
+    pub av_offset_ms_median: f64,
+    pub av_offset_ms_max_abs: f64,
+    /// Packet loss, percent (worst viewer, worst track).
+    pub loss_percent_max: f64,
+}
+
+/// The server process while the load ran (from /proc).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerUsage {
+    /// CPU time over wall time in the measured window; 100 = one core.
+    pub cpu_percent: f64,
+    pub rss_mb_before: f64,
+    pub rss_mb_after: f64,
 }
 
 impl Report {
@@ -98,6 +137,33 @@ impl Report {
             s.push_str(&format!(
                 "{:<20} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
                 name, st.count, st.p50_ms, st.p90_ms, st.p99_ms, st.max_ms
+            ));
+        }
+        let v = &self.viewers;
+        if v.connected > 0 {
+            s.push_str(&format!(
+                "{:<20} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n{:<20} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+                "first video frame", v.time_to_first_frame.count, v.time_to_first_frame.p50_ms,
+                v.time_to_first_frame.p90_ms, v.time_to_first_frame.p99_ms, v.time_to_first_frame.max_ms,
+                "first audio packet", v.time_to_first_audio.count, v.time_to_first_audio.p50_ms,
+                v.time_to_first_audio.p90_ms, v.time_to_first_audio.p99_ms, v.time_to_first_audio.max_ms,
+            ));
+            s.push_str(&format!(
+                "viewers: {} connected; fps mean {:.1}, min {:.1}; frame jitter max {:.1} ms; \
+                 A/V offset median {:.1} ms, max |{:.1}| ms; loss max {:.2} %\n",
+                v.connected,
+                v.fps_mean,
+                v.fps_min,
+                v.frame_jitter_ms_max,
+                v.av_offset_ms_median,
+                v.av_offset_ms_max_abs,
+                v.loss_percent_max
+            ));
+        }
+        if let Some(u) = &self.server {
+            s.push_str(&format!(
+                "server: CPU {:.1} % of one core; RSS {:.1} MB before, {:.1} MB after\n",
+                u.cpu_percent, u.rss_mb_before, u.rss_mb_after
             ));
         }
         s.push_str(&format!("errors: {}\n", self.errors.len()));
@@ -203,31 +269,64 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let avatar_id = avatar_id.context("EnrollAvatar ended without an avatar")?;
     report.enroll = Stats::from(vec![t.elapsed()]);
 
+    let whep_addr = socket_addr(&opts.addr)?;
+    let barrier = Arc::new(tokio::sync::Barrier::new(opts.sessions + 1));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..opts.sessions {
-        let mut client = sessions.clone();
-        let avatar_id = avatar_id.clone();
-        let duration = opts.duration;
-        let period = Duration::from_secs_f64(1.0 / opts.rate.max(0.01));
-        tasks.spawn(async move { drive_session(&mut client, avatar_id, duration, period).await });
+        let client = sessions.clone();
+        let plan = SessionPlan {
+            avatar_id: avatar_id.clone(),
+            duration: opts.duration,
+            period: Duration::from_secs_f64(1.0 / opts.rate.max(0.01)),
+            viewers: opts.viewers,
+            viewer_options: viewer::ViewerOptions {
+                decode: opts.decode,
+                expected: None,
+            },
+            whep_addr,
+            barrier: barrier.clone(),
+        };
+        tasks.spawn(drive_session(client, plan));
     }
+    // Every session is up with its viewers connected: measure from here.
+    barrier.wait().await;
+    let pid = opts.server_pid;
+    let before = pid.map(proc_sample).transpose()?;
+    let window = Instant::now();
     let (mut create, mut first, mut interrupt, mut close) = (vec![], vec![], vec![], vec![]);
+    let mut seen = vec![];
+    let mut after = None;
     while let Some(r) = tasks.join_next().await {
+        if after.is_none() {
+            // The first session to finish ends the measured window.
+            after = pid.map(proc_sample).transpose()?;
+        }
         match r {
             Ok(one) => {
                 create.extend(one.create);
                 first.extend(one.first_event);
                 interrupt.extend(one.interrupts);
                 close.extend(one.close);
+                seen.extend(one.seen);
                 report.errors.extend(one.errors);
             }
             Err(e) => report.errors.push(format!("session task failed: {e}")),
         }
     }
+    let window_s = window.elapsed().as_secs_f64();
     report.create_session = Stats::from(create);
     report.first_watch_event = Stats::from(first);
     report.interrupt = Stats::from(interrupt);
     report.close_session = Stats::from(close);
+    report.viewers = viewer_report(&seen);
+    if let (Some(b), Some(a)) = (before, after) {
+        report.server = Some(ServerUsage {
+            cpu_percent: (a.cpu_s - b.cpu_s) / (a.at - b.at).max(1e-3) * 100.0,
+            rss_mb_before: b.rss_mb,
+            rss_mb_after: a.rss_mb,
+        });
+    }
+    let _ = window_s;
     if let Err(e) = avatars
         .delete_avatar(v1::DeleteAvatarRequest { avatar_id })
         .await
@@ -237,26 +336,170 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The host and port of a loopback URL, as a socket address.
+fn socket_addr(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let uri: http_uri::Uri = url.parse().context("--addr is not a URL")?;
+    let host = match uri.host().unwrap_or_default().trim_matches(['[', ']']) {
+        "localhost" => "127.0.0.1",
+        h => h,
+    };
+    let port = uri.port_u16().unwrap_or(80);
+    Ok(std::net::SocketAddr::new(host.parse()?, port))
+}
+
+#[derive(Clone, Copy)]
+struct ProcSample {
+    at: f64,
+    cpu_s: f64,
+    rss_mb: f64,
+}
+
+/// CPU seconds and resident memory of a process, from /proc.
+fn proc_sample(pid: u32) -> anyhow::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat: is --server-pid right?"))?;
+    // Fields after the command name (which may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after ')'.
+    let hz = clock_ticks();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    Ok(ProcSample {
+        at: viewer::unix_now(),
+        cpu_s: (ticks(11) + ticks(12)) / hz,
+        rss_mb: rss_kb / 1024.0,
+    })
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn viewer_report(seen: &[viewer::Seen]) -> ViewerReport {
+    let connected: Vec<&viewer::Seen> = seen.iter().filter(|s| s.connected).collect();
+    if connected.is_empty() {
+        return ViewerReport::default();
+    }
+    let secs = |a: f64, b: f64| Duration::from_secs_f64((b - a).max(0.0));
+    let ttff = connected
+        .iter()
+        .filter_map(|s| s.first_frame_at.map(|t| secs(s.started_at, t)))
+        .collect();
+    let ttfa = connected
+        .iter()
+        .filter_map(|s| s.first_audio_at.map(|t| secs(s.started_at, t)))
+        .collect();
+    let fps: Vec<f64> = connected
+        .iter()
+        .map(|s| match (s.video_ts.first(), s.video_ts.last()) {
+            (Some(a), Some(b)) if b.1 > a.1 => (s.video_ts.len() - 1) as f64 / (b.1 - a.1),
+            _ => 0.0,
+        })
+        .collect();
+    let mut offsets: Vec<f64> = connected.iter().filter_map(|s| s.av_offset()).collect();
+    offsets.sort_by(|a, b| a.total_cmp(b));
+    ViewerReport {
+        connected: connected.len(),
+        time_to_first_frame: Stats::from(ttff),
+        time_to_first_audio: Stats::from(ttfa),
+        fps_min: fps.iter().copied().fold(f64::INFINITY, f64::min),
+        fps_mean: fps.iter().sum::<f64>() / fps.len() as f64,
+        frame_jitter_ms_max: connected
+            .iter()
+            .map(|s| s.frame_interval_jitter() * 1e3)
+            .fold(0.0, f64::max),
+        av_offset_ms_median: offsets.get(offsets.len() / 2).map_or(0.0, |o| o * 1e3),
+        av_offset_ms_max_abs: offsets.iter().map(|o| o.abs() * 1e3).fold(0.0, f64::max),
+        loss_percent_max: connected
+            .iter()
+            .map(|s| s.video_seq.loss().max(s.audio_seq.loss()) * 100.0)
+            .fold(0.0, f64::max),
+    }
+}
+
+struct SessionPlan {
+    avatar_id: String,
+    duration: Duration,
+    period: Duration,
+    viewers: usize,
+    viewer_options: viewer::ViewerOptions,
+    whep_addr: std::net::SocketAddr,
+    barrier: Arc<tokio::sync::Barrier>,
+}
+
 #[derive(Default)]
 struct OneSession {
     create: Option<Duration>,
     first_event: Option<Duration>,
     interrupts: Vec<Duration>,
     close: Option<Duration>,
+    seen: Vec<viewer::Seen>,
     errors: Vec<String>,
 }
 
-async fn drive_session(
-    client: &mut SessionServiceClient<Svc>,
-    avatar_id: String,
-    duration: Duration,
-    period: Duration,
-) -> OneSession {
+/// Opens one session with its viewers, waits for every other session to be
+/// ready too, drives it for the duration, then closes it.
+async fn drive_session(mut client: SessionServiceClient<Svc>, plan: SessionPlan) -> OneSession {
     let mut out = OneSession::default();
+    let setup = setup_session(&mut client, &plan, &mut out).await;
+    plan.barrier.wait().await;
+    let Some((id, viewers)) = setup else {
+        return out;
+    };
+    let end = Instant::now() + plan.duration;
+    let mut tick = tokio::time::interval(plan.period);
+    while Instant::now() < end {
+        tick.tick().await;
+        let t = Instant::now();
+        match client
+            .interrupt(v1::InterruptRequest {
+                session_id: id.clone(),
+            })
+            .await
+        {
+            Ok(_) => out.interrupts.push(t.elapsed()),
+            Err(e) => out.errors.push(format!("Interrupt: {}", e.message())),
+        }
+    }
+    for v in viewers {
+        out.seen.push(v.seen());
+        if v.hang_up().await != 200 {
+            out.errors.push("WHEP DELETE failed".into());
+        }
+    }
+    let t = Instant::now();
+    match client
+        .close_session(v1::CloseSessionRequest { session_id: id })
+        .await
+    {
+        Ok(_) => out.close = Some(t.elapsed()),
+        Err(e) => out.errors.push(format!("CloseSession: {}", e.message())),
+    }
+    out
+}
+
+async fn setup_session(
+    client: &mut SessionServiceClient<Svc>,
+    plan: &SessionPlan,
+    out: &mut OneSession,
+) -> Option<(String, Vec<viewer::Viewer>)> {
     let t = Instant::now();
     let session = match client
         .create_session(v1::CreateSessionRequest {
-            avatar_id,
+            avatar_id: plan.avatar_id.clone(),
             ..Default::default()
         })
         .await
@@ -265,7 +508,7 @@ async fn drive_session(
         Err(e) => {
             out.errors
                 .push(format!("CreateSession: {:?} {}", e.code(), e.message()));
-            return out;
+            return None;
         }
     };
     out.create = Some(t.elapsed());
@@ -288,30 +531,26 @@ async fn drive_session(
         }
         Err(e) => out.errors.push(format!("WatchSession: {}", e.message())),
     }
-    let end = Instant::now() + duration;
-    let mut tick = tokio::time::interval(period);
-    while Instant::now() < end {
-        tick.tick().await;
-        let t = Instant::now();
-        match client
-            .interrupt(v1::InterruptRequest {
-                session_id: id.clone(),
-            })
-            .await
+    let mut viewers = vec![];
+    for _ in 0..plan.viewers {
+        match viewer::connect(
+            plan.whep_addr,
+            &id,
+            &session.viewer_token,
+            plan.viewer_options.clone(),
+        )
+        .await
         {
-            Ok(_) => out.interrupts.push(t.elapsed()),
-            Err(e) => out.errors.push(format!("Interrupt: {}", e.message())),
+            Ok(v) => viewers.push(v),
+            Err(e) => out.errors.push(format!("viewer: {e}")),
         }
     }
-    let t = Instant::now();
-    match client
-        .close_session(v1::CloseSessionRequest { session_id: id })
-        .await
-    {
-        Ok(_) => out.close = Some(t.elapsed()),
-        Err(e) => out.errors.push(format!("CloseSession: {}", e.message())),
+    // Let the viewers' connections come up before the window starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && viewers.iter().any(|v| !v.seen().connected) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    out
+    Some((id, viewers))
 }
 
 #[cfg(test)]

@@ -26,6 +26,15 @@ struct Args {
     /// Interrupt calls per second per session.
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
+    /// WebRTC viewers per session (WHEP).
+    #[arg(long, short = 'm', default_value_t = 0)]
+    viewers: usize,
+    /// Decode what viewers receive (H.264 + Opus); costs CPU in this process.
+    #[arg(long)]
+    decode: bool,
+    /// The server's process id: report its CPU and memory (same machine).
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Portrait to enroll.
     #[arg(long, default_value = "server/tests/data/astronaut.png")]
     image: PathBuf,
@@ -54,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
         duration: a.duration,
         rate: a.rate,
         image,
+        viewers: a.viewers,
+        decode: a.decode,
+        server_pid: a.server_pid,
     })
     .await?;
     print!("{}", report.table());

@@ -19,9 +19,12 @@ async fn short_run_against_a_real_server() {
         addr: format!("http://{}", server.addr),
         api_key: server.dev_key.clone().unwrap(),
         sessions: 4,
-        duration: Duration::from_millis(500),
+        duration: Duration::from_millis(1500),
         rate: 10.0,
         image,
+        viewers: 2,
+        decode: true,
+        server_pid: Some(std::process::id()),
     })
     .await
     .unwrap();
@@ -32,6 +35,12 @@ async fn short_run_against_a_real_server() {
     assert_eq!(report.close_session.count, 4);
     assert!(report.interrupt.count >= 4);
     assert!(report.create_session.p50_ms > 0.0);
+    // Two viewers per session received live media.
+    assert_eq!(report.viewers.connected, 8);
+    assert_eq!(report.viewers.time_to_first_frame.count, 8);
+    assert!(report.viewers.fps_mean > 5.0, "{:?}", report.viewers);
+    let usage = report.server.as_ref().unwrap();
+    assert!(usage.cpu_percent > 0.0 && usage.rss_mb_after > 0.0);
     assert_eq!(server.sessions.live_count(), 0);
     server.shutdown().await.unwrap();
 }
