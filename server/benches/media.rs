@@ -9,7 +9,11 @@ use huashen::pipeline::portrait;
 use openh264::formats::YUVBuffer;
 
 fn frames(w: u32, h: u32, n: u32) -> Vec<YUVBuffer> {
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/astronaut.png")).unwrap();
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/astronaut.png"
+    ))
+    .unwrap();
     let img = portrait::decode(&bytes).unwrap();
     let base = portrait::letterbox(&img, w, h);
     // Shift the picture a few pixels per frame: motion for the encoder.
@@ -51,7 +55,9 @@ fn audio(c: &mut Criterion) {
     let tone: Vec<i16> = (0..960)
         .map(|i| ((i as f32 * 0.0573).sin() * 8000.0) as i16)
         .collect();
-    c.bench_function("opus_encode_20ms", |b| b.iter(|| enc.encode(&tone).unwrap().len()));
+    c.bench_function("opus_encode_20ms", |b| {
+        b.iter(|| enc.encode(&tone).unwrap().len())
+    });
 }
 
 criterion_group!(benches, video, audio);
