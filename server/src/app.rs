@@ -48,7 +48,15 @@ impl Running {
 /// Opens storage, recovers from any crash, binds and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let data_dir = config.storage.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open_embedded(&data_dir))
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let keys = config.keyring()?;
+    if config.storage.encryption_keys.is_empty() {
+        tracing::warn!(
+            "no storage.encryption_keys configured: encrypting at rest with a generated key kept in the data directory"
+        );
+    }
+    let store = tokio::task::spawn_blocking(move || Store::open_embedded(&data_dir, keys))
         .await?
         .with_context(|| {
             format!(

@@ -89,6 +89,27 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     /// Directory holding the database and stored files. Created if missing.
     pub data_dir: PathBuf,
+    /// Keys for encryption at rest, by id: base64 of 32 random bytes each
+    /// (`openssl rand -base64 32`). Empty: a key is generated on first start
+    /// and kept in `<data_dir>/keys/local.key` (mode 0600) — fine for one
+    /// machine, but set keys here (or by environment) in production so the
+    /// key does not live beside the data.
+    pub encryption_keys: std::collections::BTreeMap<String, Secret>,
+    /// Id of the key new objects are sealed with; old objects open with the
+    /// key that sealed them (rotation: add a key, make it active, keep the
+    /// old one).
+    pub active_key: String,
+}
+
+/// A secret value from the config; never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +160,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(".huashen"),
+            encryption_keys: Default::default(),
+            active_key: String::new(),
         }
     }
 }
@@ -226,6 +249,24 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The keyring for encryption at rest: the configured keys, or the
+    /// generated local key when none are configured.
+    pub fn keyring(&self) -> Result<crate::store::crypto::Keyring, ConfigError> {
+        use crate::store::crypto::Keyring;
+        let s = &self.storage;
+        let r = if s.encryption_keys.is_empty() {
+            Keyring::local(&s.data_dir)
+        } else {
+            let keys = s
+                .encryption_keys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect();
+            Keyring::new(&keys, &s.active_key)
+        };
+        r.map_err(|e| ConfigError::Invalid(format!("storage encryption: {e}")))
+    }
+
     /// Checks relations between values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
@@ -273,6 +314,23 @@ impl Config {
                     "webrtc.ice_servers: every server needs urls starting with stun:, turn: or turns:",
                 );
             }
+        }
+        if !self.storage.encryption_keys.is_empty() {
+            if !self
+                .storage
+                .encryption_keys
+                .contains_key(&self.storage.active_key)
+            {
+                return bad("storage.active_key must name one of storage.encryption_keys");
+            }
+            let keys = self
+                .storage
+                .encryption_keys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect();
+            crate::store::crypto::Keyring::new(&keys, &self.storage.active_key)
+                .map_err(|e| ConfigError::Invalid(format!("storage encryption: {e}")))?;
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty");

@@ -81,13 +81,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn tenant(config: Config, command: TenantCommand) -> anyhow::Result<()> {
-    let store =
-        huashen::store::Store::open_embedded(&config.storage.data_dir).with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                config.storage.data_dir.display()
-            )
-        })?;
+    let store = huashen::store::Store::open_embedded(&config.storage.data_dir, config.keyring()?)
+        .with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.storage.data_dir.display()
+        )
+    })?;
     match command {
         TenantCommand::Create { name } => {
             huashen::auth::validate_tenant_name(&name).map_err(anyhow::Error::msg)?;

@@ -160,17 +160,10 @@ impl AvatarApi {
         mut inbound: Streaming<v1::EnrollAvatarRequest>,
         tx: &EventTx,
     ) -> ApiResult<v1::Avatar> {
-        let mut upload = store
-            .files
-            .begin_upload()
-            .await
-            .map_err(crate::store::StoreError::from)?;
+        let mut upload = store.files.begin_upload();
         let has_inline = !plan.inline.is_empty();
         if has_inline {
-            upload
-                .write(&plan.inline)
-                .await
-                .map_err(crate::store::StoreError::from)?;
+            upload.write(&plan.inline);
         }
         let _ = tx.try_send(Ok(progress(
             v1::EnrollStage::Receiving,
@@ -217,10 +210,7 @@ impl AvatarApi {
                     "the upload is longer than start.total_bytes ({t})"
                 )));
             }
-            upload
-                .write(&chunk)
-                .await
-                .map_err(crate::store::StoreError::from)?;
+            upload.write(&chunk);
             // Progress is advisory: a slow reader misses some, never blocks us.
             let _ = tx.try_send(Ok(progress(
                 v1::EnrollStage::Receiving,
@@ -251,15 +241,9 @@ impl AvatarApi {
             )));
         }
         // The image must decode (within pixel limits) to be a usable portrait.
-        upload
-            .flush()
-            .await
-            .map_err(crate::store::StoreError::from)?;
-        let path = upload.path().to_owned();
-        tokio::task::spawn_blocking(move || -> ApiResult<()> {
-            let bytes = std::fs::read(&path).map_err(crate::store::StoreError::from)?;
-            match crate::pipeline::portrait::decode(&bytes) {
-                Ok(_) => Ok(()),
+        let upload = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+            match crate::pipeline::portrait::decode(upload.bytes()) {
+                Ok(_) => Ok(upload),
                 Err(e @ crate::pipeline::portrait::PortraitError::TooLarge { .. }) => {
                     Err(ApiError::ResourceExhausted(e.to_string()))
                 }

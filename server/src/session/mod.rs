@@ -280,12 +280,8 @@ impl SessionManager {
         spec: &SessionSpec,
         session_id: &str,
     ) -> ApiResult<Arc<MediaPipeline>> {
-        let path = self
-            .inner
-            .store
-            .files
-            .avatar_dir(&avatar.id)
-            .join(format!("original.{}", avatar.image_format.as_str()));
+        let files = self.inner.store.files.clone();
+        let file = format!("original.{}", avatar.image_format.as_str());
         let config = MediaConfig {
             width: spec.width,
             height: spec.height,
@@ -296,11 +292,16 @@ impl SessionManager {
         let name = session_id[ids::SESSION.len()..][..8].to_owned();
         let avatar_id = avatar.id.clone();
         let started = tokio::task::spawn_blocking(move || -> ApiResult<MediaPipeline> {
-            let bytes = std::fs::read(&path).map_err(|e| {
+            let bytes = files.read_avatar_file(&avatar_id, &file).map_err(|e| {
                 tracing::error!(avatar = %avatar_id, error = %e, "cannot read portrait");
-                ApiError::FailedPrecondition(format!(
-                    "the portrait of avatar {avatar_id} is missing from storage; enroll it again"
-                ))
+                match e {
+                    crate::store::files::ReadError::Crypto(e) => ApiError::FailedPrecondition(format!(
+                        "the portrait of avatar {avatar_id} cannot be decrypted ({e})"
+                    )),
+                    crate::store::files::ReadError::Io(_) => ApiError::FailedPrecondition(format!(
+                        "the portrait of avatar {avatar_id} is missing from storage; enroll it again"
+                    )),
+                }
             })?;
             let img = portrait::decode(&bytes).map_err(|e| {
                 ApiError::FailedPrecondition(format!("avatar {avatar_id}: {e}; enroll it again"))

@@ -1,26 +1,34 @@
-//! Files under the data directory, written atomically: uploads stream into
-//! `tmp/`, are fsynced, then renamed into `blobs/` (and the directory
-//! fsynced), so a crash leaves either the whole file or none. Files no record
-//! points to are removed by [`FileStore::sweep`] at startup.
+//! Files under the data directory: encrypted at rest (see [`super::crypto`])
+//! and written atomically — sealed bytes go to `tmp/`, are fsynced, then
+//! renamed into `blobs/` (and the directory fsynced), so a crash leaves
+//! either the whole file or none. Uploads are held in memory until commit,
+//! so no plaintext ever reaches the disk. Files no record points to are
+//! removed by [`FileStore::sweep`] at startup.
 
+use super::crypto::{CryptoError, Keyring};
 use sha2::{Digest, Sha256};
 use std::io;
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Clone)]
 pub struct FileStore {
     tmp: PathBuf,
     avatars: PathBuf,
+    keys: Keyring,
+}
+
+/// Associated data binding a sealed file to its object.
+fn object_aad(avatar_id: &str, name: &str) -> Vec<u8> {
+    format!("avatar/{avatar_id}/{name}").into_bytes()
 }
 
 impl FileStore {
-    pub fn open(data_dir: &Path) -> io::Result<Self> {
+    pub fn open(data_dir: &Path, keys: Keyring) -> io::Result<Self> {
         let tmp = data_dir.join("tmp");
         let avatars = data_dir.join("blobs").join("avatars");
         std::fs::create_dir_all(&tmp)?;
         std::fs::create_dir_all(&avatars)?;
-        Ok(Self { tmp, avatars })
+        Ok(Self { tmp, avatars, keys })
     }
 
     /// Directory of one avatar's files.
@@ -28,54 +36,61 @@ impl FileStore {
         self.avatars.join(avatar_id)
     }
 
-    /// Starts a streamed upload into a temporary file.
-    pub async fn begin_upload(&self) -> io::Result<Upload> {
-        let path = self
-            .tmp
-            .join(format!("upload-{}", uuid::Uuid::now_v7().simple()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await?;
-        Ok(Upload {
-            path,
-            file: Some(file),
+    /// Starts an upload (kept in memory until committed).
+    pub fn begin_upload(&self) -> Upload {
+        Upload {
+            bytes: Vec::new(),
             hasher: Sha256::new(),
-            len: 0,
-            head: Vec::with_capacity(HEAD_LEN),
-            done: false,
-        })
+        }
     }
 
-    /// Moves a finished upload to `<avatar dir>/<name>`, durably.
+    /// Encrypts a finished upload and stores it as `<avatar dir>/<name>`,
+    /// durably.
     pub async fn commit_upload(
         &self,
-        mut upload: Upload,
+        upload: Upload,
         avatar_id: &str,
         name: &str,
     ) -> io::Result<PathBuf> {
-        let mut file = upload.file.take().expect("upload not yet committed");
-        file.flush().await?;
-        file.sync_all().await?;
-        drop(file);
+        let sealed = self.keys.seal(&upload.bytes, &object_aad(avatar_id, name));
+        drop(upload);
         let dir = self.avatar_dir(avatar_id);
         let dest = dir.join(name);
-        let src = upload.path.clone();
+        let tmp = self
+            .tmp
+            .join(format!("write-{}", uuid::Uuid::now_v7().simple()));
         let dest2 = dest.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            std::fs::rename(&src, &dest2)?;
-            sync_dir(&dir)?;
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
+            use std::io::Write;
+            let result = (|| {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)?;
+                f.write_all(&sealed)?;
+                f.sync_all()?;
+                std::fs::create_dir_all(&dir)?;
+                std::fs::rename(&tmp, &dest2)?;
+                sync_dir(&dir)?;
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            Ok(())
+            result
         })
         .await
         .map_err(io::Error::other)??;
-        upload.done = true;
         Ok(dest)
+    }
+
+    /// Reads and decrypts `<avatar dir>/<name>` (blocking).
+    pub fn read_avatar_file(&self, avatar_id: &str, name: &str) -> Result<Vec<u8>, ReadError> {
+        let sealed = std::fs::read(self.avatar_dir(avatar_id).join(name))?;
+        Ok(self.keys.open(&sealed, &object_aad(avatar_id, name))?)
     }
 
     /// Removes every file of an avatar. Missing files are not an error.
@@ -115,71 +130,51 @@ impl FileStore {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+}
+
 const HEAD_LEN: usize = 16;
 
-/// An upload being written. Dropping it without commit removes the file.
+/// An upload being received, in memory (bounded by the caller's size limit).
 pub struct Upload {
-    path: PathBuf,
-    file: Option<tokio::fs::File>,
+    bytes: Vec<u8>,
     hasher: Sha256,
-    len: u64,
-    head: Vec<u8>,
-    done: bool,
 }
 
 impl Upload {
-    pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let file = self.file.as_mut().expect("upload not yet committed");
-        file.write_all(chunk).await?;
+    pub fn write(&mut self, chunk: &[u8]) {
         self.hasher.update(chunk);
-        self.len += chunk.len() as u64;
-        if self.head.len() < HEAD_LEN {
-            let take = (HEAD_LEN - self.head.len()).min(chunk.len());
-            self.head.extend_from_slice(&chunk[..take]);
-        }
-        Ok(())
+        self.bytes.extend_from_slice(chunk);
     }
 
-    /// Where the upload is being written (for validation before commit).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Flushes written bytes so that readers of [`Upload::path`] see them.
-    pub async fn flush(&mut self) -> io::Result<()> {
-        match self.file.as_mut() {
-            Some(f) => f.flush().await,
-            None => Ok(()),
-        }
-    }
-
-    /// Bytes written so far.
+    /// Bytes received so far.
     pub fn len(&self) -> u64 {
-        self.len
+        self.bytes.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.bytes.is_empty()
     }
 
     /// The first bytes of the upload (for format checks).
     pub fn head(&self) -> &[u8] {
-        &self.head
+        &self.bytes[..self.bytes.len().min(HEAD_LEN)]
+    }
+
+    /// Everything received.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// SHA-256 of everything written, hex.
     pub fn sha256_hex(&self) -> String {
         let digest = self.hasher.clone().finalize();
         digest.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.done {
-            // Best effort: a leftover is also removed by the startup sweep.
-            let _ = std::fs::remove_file(&self.path);
-        }
     }
 }
 
@@ -191,29 +186,40 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn store(dir: &Path) -> FileStore {
+        FileStore::open(dir, Keyring::local(dir).unwrap()).unwrap()
+    }
+
     #[tokio::test]
-    async fn upload_commit_and_abort() {
+    async fn upload_commit_read_and_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let fs = FileStore::open(dir.path()).unwrap();
-        let mut up = fs.begin_upload().await.unwrap();
-        up.write(b"hello ").await.unwrap();
-        up.write(b"world").await.unwrap();
+        let fs = store(dir.path());
+        let mut up = fs.begin_upload();
+        up.write(b"hello ");
+        up.write(b"world");
         assert_eq!(up.len(), 11);
         assert_eq!(
             up.sha256_hex(),
             "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
         );
         let p = fs.commit_upload(up, "av_1", "original").await.unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"hello world");
-
-        let mut aborted = fs.begin_upload().await.unwrap();
-        aborted.write(b"partial").await.unwrap();
-        drop(aborted);
+        let raw = std::fs::read(&p).unwrap();
+        assert!(!raw.windows(5).any(|w| w == b"hello"), "stored encrypted");
+        assert_eq!(
+            fs.read_avatar_file("av_1", "original").unwrap(),
+            b"hello world"
+        );
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
-
+        // A sealed file moved to another object does not open.
+        std::fs::create_dir_all(fs.avatar_dir("av_2")).unwrap();
+        std::fs::copy(&p, fs.avatar_dir("av_2").join("original")).unwrap();
+        assert!(matches!(
+            fs.read_avatar_file("av_2", "original"),
+            Err(ReadError::Crypto(_))
+        ));
         fs.remove_avatar("av_1").await.unwrap();
         assert!(!p.exists());
         fs.remove_avatar("av_1").await.unwrap();
@@ -222,10 +228,10 @@ mod tests {
     #[test]
     fn sweep_removes_orphans_only() {
         let dir = tempfile::tempdir().unwrap();
-        let fs = FileStore::open(dir.path()).unwrap();
+        let fs = store(dir.path());
         std::fs::create_dir_all(fs.avatar_dir("av_keep")).unwrap();
         std::fs::create_dir_all(fs.avatar_dir("av_gone")).unwrap();
-        std::fs::write(dir.path().join("tmp").join("upload-x"), b"x").unwrap();
+        std::fs::write(dir.path().join("tmp").join("write-x"), b"x").unwrap();
         let (t, o) = fs.sweep(&["av_keep".to_string()]).unwrap();
         assert_eq!((t, o), (1, 1));
         assert!(fs.avatar_dir("av_keep").exists());

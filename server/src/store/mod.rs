@@ -5,6 +5,7 @@
 //! Backend calls are blocking; [`Store::run`] moves them off the async
 //! runtime.
 
+pub mod crypto;
 pub mod files;
 pub mod sqlite;
 
@@ -35,6 +36,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error("encryption: {0}")]
+    Crypto(#[from] crypto::CryptoError),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -267,11 +270,12 @@ impl Store {
         Self { backend, files }
     }
 
-    /// Opens the default embedded store (SQLite + files) under `data_dir`.
-    pub fn open_embedded(data_dir: &std::path::Path) -> StoreResult<Self> {
+    /// Opens the default embedded store (SQLite + encrypted files) under
+    /// `data_dir`.
+    pub fn open_embedded(data_dir: &std::path::Path, keys: crypto::Keyring) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir)?;
         let backend = sqlite::SqliteBackend::open(&data_dir.join("huashen.db"))?;
-        let files = FileStore::open(data_dir)?;
+        let files = FileStore::open(data_dir, keys)?;
         Ok(Self::new(Arc::new(backend), files))
     }
 

@@ -51,14 +51,20 @@ async fn enroll_list_get_delete() {
     assert_eq!(avatar.consent.as_ref().unwrap().subject_name, "Zhang Min");
     assert_eq!(avatar.labels.get("shop").map(String::as_str), Some("tea"));
 
-    // The image is on disk, whole.
+    // The image is on disk, encrypted: none of its bytes appear raw.
     let file = server
         .dir
         .path()
         .join("blobs/avatars")
         .join(&avatar.avatar_id)
         .join("original.png");
-    assert_eq!(std::fs::read(&file).unwrap(), img);
+    let raw = std::fs::read(&file).unwrap();
+    assert!(raw.len() > img.len(), "sealed file holds the whole image");
+    assert!(
+        !raw.windows(32)
+            .any(|w| w == &img[img.len() / 2..img.len() / 2 + 32]),
+        "image bytes stored in plaintext"
+    );
 
     let got = c
         .avatars

@@ -60,7 +60,8 @@ impl TestServer {
 
     /// A second tenant's key, created as the CLI does.
     pub fn new_tenant(&self, name: &str) -> String {
-        let store = huashen::store::Store::open_embedded(self.dir.path()).unwrap();
+        let keys = huashen::store::crypto::Keyring::local(self.dir.path()).unwrap();
+        let store = huashen::store::Store::open_embedded(self.dir.path(), keys).unwrap();
         huashen::auth::create_tenant(store.blocking(), name, "test")
             .unwrap()
             .1

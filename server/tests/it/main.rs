@@ -9,6 +9,7 @@ mod avatars;
 mod bad_input;
 mod browser;
 mod media;
+mod privacy;
 mod process;
 mod reflection_health_web;
 mod sessions;
