@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "huashen/v1/common.proto",
     "huashen/v1/avatar.proto",
     "huashen/v1/session.proto",
+    "huashen/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -3,10 +3,11 @@
 
 use crate::auth;
 use crate::config::Config;
-use crate::control::{avatars::AvatarApi, sessions::SessionApi};
+use crate::control::{audit::AuditApi, avatars::AvatarApi, sessions::SessionApi};
 use crate::session::{CloseReason, ManagerConfig, SessionManager};
 use crate::store::Store;
 use anyhow::Context;
+use huashen_protos::v1::audit_service_server::AuditServiceServer;
 use huashen_protos::v1::avatar_service_server::AvatarServiceServer;
 use huashen_protos::v1::session_service_server::SessionServiceServer;
 use std::future::Future;
@@ -107,6 +108,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     health
         .set_serving::<SessionServiceServer<SessionApi>>()
         .await;
+    health.set_serving::<AuditServiceServer<AuditApi>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(huashen_protos::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -126,6 +128,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     )
+    .add_service(AuditServiceServer::new(AuditApi {
+        store: store.clone(),
+    }))
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)

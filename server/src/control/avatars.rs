@@ -342,6 +342,8 @@ impl AvatarService for AvatarApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found(format!("avatar {id} not found")))?;
+        self.audit_read(&who, "avatar.read", avatar.id.clone(), "ok".into())
+            .await?;
         Ok(Response::new(avatar_to_proto(&avatar)))
     }
 
@@ -359,6 +361,13 @@ impl AvatarService for AvatarApi {
             .map_err(ApiError::from)?;
         let next_page_token =
             validate::next_token(avatars.len(), size, avatars.last().map(|a| a.id.as_str()));
+        self.audit_read(
+            &who,
+            "avatar.list",
+            String::new(),
+            format!("{} avatars", avatars.len()),
+        )
+        .await?;
         Ok(Response::new(v1::ListAvatarsResponse {
             avatars: avatars.iter().map(avatar_to_proto).collect(),
             next_page_token,
@@ -371,40 +380,73 @@ impl AvatarService for AvatarApi {
     ) -> Result<Response<v1::DeleteAvatarResponse>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let id = ids::parse_id("avatar_id", ids::AVATAR, &request.get_ref().avatar_id)?;
-        let tenant = who.tenant_id.clone();
-        let id2 = id.clone();
-        let exists = self
-            .store
-            .run(move |b| b.get_avatar(&tenant, &id2))
-            .await
-            .map_err(ApiError::from)?
-            .is_some();
-        if !exists {
-            return Err(ApiError::not_found(format!("avatar {id} not found")).into());
-        }
-        // Sessions first, so nothing uses the files while they go.
-        let closed_session_ids = self.sessions.close_for_avatar(&who.tenant_id, &id).await;
-        let tenant = who.tenant_id.clone();
-        let id2 = id.clone();
-        let audit = AuditEntry::new(Some(&who), "avatar.delete", id.clone(), "ok");
-        let deleted = self
-            .store
-            .run(move |b| b.delete_avatar(&tenant, &id2, &audit))
-            .await
-            .map_err(ApiError::from)?;
-        if !deleted {
-            return Err(ApiError::not_found(format!("avatar {id} not found")).into());
-        }
-        // A session created while the row was still there closes too.
-        let mut closed_session_ids = closed_session_ids;
-        closed_session_ids.extend(self.sessions.close_for_avatar(&who.tenant_id, &id).await);
-        if let Err(e) = self.store.files.remove_avatar(&id).await {
-            // The record is gone; the startup sweep removes what is left.
-            tracing::warn!(avatar = %id, error = %e, "could not remove avatar files now");
-        }
-        tracing::info!(avatar = %id, closed = closed_session_ids.len(), "avatar deleted");
+        let closed_session_ids = self.remove(&who, &id, "avatar.delete").await?;
         Ok(Response::new(v1::DeleteAvatarResponse {
             closed_session_ids,
         }))
+    }
+
+    async fn withdraw_consent(
+        &self,
+        request: Request<v1::WithdrawConsentRequest>,
+    ) -> Result<Response<v1::WithdrawConsentResponse>, Status> {
+        let who = authenticate(&self.store, request.metadata()).await?;
+        let id = ids::parse_id("avatar_id", ids::AVATAR, &request.get_ref().avatar_id)?;
+        let closed_session_ids = self.remove(&who, &id, "consent.withdraw").await?;
+        Ok(Response::new(v1::WithdrawConsentResponse {
+            closed_session_ids,
+            withdrawn_at: Some(validate::timestamp(now_ms())),
+        }))
+    }
+}
+
+impl AvatarApi {
+    /// Closes an avatar's sessions, then deletes its records (consent
+    /// included) and files; `action` names why in the audit log. Returns the
+    /// closed sessions.
+    async fn remove(&self, who: &Principal, id: &str, action: &str) -> ApiResult<Vec<String>> {
+        let tenant = who.tenant_id.clone();
+        let id2 = id.to_owned();
+        let exists = self
+            .store
+            .run(move |b| b.get_avatar(&tenant, &id2))
+            .await?
+            .is_some();
+        if !exists {
+            return Err(ApiError::not_found(format!("avatar {id} not found")));
+        }
+        // Sessions first, so nothing uses the files while they go.
+        let mut closed = self.sessions.close_for_avatar(&who.tenant_id, id).await;
+        let tenant = who.tenant_id.clone();
+        let id2 = id.to_owned();
+        let audit = AuditEntry::new(Some(who), action, id, "ok");
+        let deleted = self
+            .store
+            .run(move |b| b.delete_avatar(&tenant, &id2, &audit))
+            .await?;
+        if !deleted {
+            return Err(ApiError::not_found(format!("avatar {id} not found")));
+        }
+        // A session created while the row was still there closes too.
+        closed.extend(self.sessions.close_for_avatar(&who.tenant_id, id).await);
+        if let Err(e) = self.store.files.remove_avatar(id).await {
+            // The record is gone; the startup sweep removes what is left.
+            tracing::warn!(avatar = %id, error = %e, "could not remove avatar files now");
+        }
+        tracing::info!(avatar = %id, closed = closed.len(), action, "avatar removed");
+        Ok(closed)
+    }
+
+    /// Records a read of personal data in the audit log.
+    async fn audit_read(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: String,
+        outcome: String,
+    ) -> ApiResult<()> {
+        let entry = AuditEntry::new(Some(who), action, target, &outcome);
+        self.store.run(move |b| b.append_audit(&entry)).await?;
+        Ok(())
     }
 }

@@ -256,6 +256,15 @@ pub trait Backend: Send + Sync + 'static {
     fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Audit entries of a tenant, oldest first.
     fn audit_for_tenant(&self, tenant_id: &str, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+    /// Audit entries of a tenant with their sequence numbers, newest first,
+    /// below `before_seq`, optionally only about `target`.
+    fn list_audit(
+        &self,
+        tenant_id: &str,
+        target: Option<&str>,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>>;
 }
 
 /// Shared handle to records and files.

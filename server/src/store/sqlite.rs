@@ -507,6 +507,36 @@ impl Backend for SqliteBackend {
         self.with(|c| Ok(insert_audit(c, entry)?))
     }
 
+    fn list_audit(
+        &self,
+        tenant_id: &str,
+        target: Option<&str>,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, at, tenant_id, actor, action, target, outcome FROM audit_log \
+                 WHERE tenant_id = ?1 AND (?2 IS NULL OR target = ?2) AND (?3 IS NULL OR seq < ?3) \
+                 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let rows = st.query_map(params![tenant_id, target, before_seq, limit as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    AuditEntry {
+                        at: r.get(1)?,
+                        tenant_id: r.get(2)?,
+                        actor: r.get(3)?,
+                        action: r.get(4)?,
+                        target: r.get(5)?,
+                        outcome: r.get(6)?,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     fn audit_for_tenant(&self, tenant_id: &str, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         self.with(|c| {
             let mut st = c.prepare(

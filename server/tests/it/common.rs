@@ -100,6 +100,7 @@ type Intercepted = tonic::service::interceptor::InterceptedService<Channel, Auth
 pub struct Client {
     pub avatars: AvatarServiceClient<Intercepted>,
     pub sessions: SessionServiceClient<Intercepted>,
+    pub audit: huashen_protos::v1::audit_service_client::AuditServiceClient<Intercepted>,
 }
 
 impl Client {
@@ -112,7 +113,10 @@ impl Client {
             avatars: AvatarServiceClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(4 << 20)
                 .max_encoding_message_size(4 << 20),
-            sessions: SessionServiceClient::with_interceptor(channel, auth),
+            sessions: SessionServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            audit: huashen_protos::v1::audit_service_client::AuditServiceClient::with_interceptor(
+                channel, auth,
+            ),
         }
     }
 

@@ -100,3 +100,182 @@ async fn portraits_are_encrypted_at_rest_and_keys_rotate() {
     c.create_session(&new.avatar_id).await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn withdrawing_consent_stops_sessions_at_once_and_deletes_the_data() {
+    use huashen_protos::v1;
+    use std::time::{Duration, Instant};
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Withdrawn").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c
+        .sessions
+        .watch_session(v1::WatchSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap();
+    let t = Instant::now();
+    let r = c
+        .avatars
+        .withdraw_consent(v1::WithdrawConsentRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.closed_session_ids, vec![s.session_id.clone()]);
+    // The watcher sees the session end within a second.
+    let mut closed = false;
+    while let Ok(Ok(Some(ev))) = tokio::time::timeout(Duration::from_secs(1), watch.message()).await
+    {
+        if let Some(v1::session_event::Event::Closed(cl)) = ev.event {
+            assert_eq!(cl.reason, v1::CloseReason::AvatarDeleted as i32);
+            closed = true;
+        }
+    }
+    assert!(
+        closed && t.elapsed() < Duration::from_secs(1),
+        "closed in {:?}",
+        t.elapsed()
+    );
+    // Data gone: record, consent, files.
+    let (code, _) = code_of(
+        c.avatars
+            .get_avatar(v1::GetAvatarRequest {
+                avatar_id: avatar.avatar_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+    assert!(
+        !server
+            .dir
+            .path()
+            .join("blobs/avatars")
+            .join(&avatar.avatar_id)
+            .exists()
+    );
+    let (code, _) = code_of(c.create_session(&avatar.avatar_id).await);
+    assert_eq!(code, tonic::Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_log_records_access_for_its_tenant_only_and_holds_no_personal_data() {
+    use huashen_protos::v1;
+    let server = TestServer::start().await;
+    let mut a = server.dev().await;
+    let mut b = server.client(&server.new_tenant("other-studio")).await;
+    let avatar = a.enroll("Audited").await;
+    a.avatars
+        .get_avatar(v1::GetAvatarRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap();
+    a.avatars
+        .list_avatars(v1::ListAvatarsRequest::default())
+        .await
+        .unwrap();
+    let s = a.create_session(&avatar.avatar_id).await.unwrap();
+    a.sessions
+        .close_session(v1::CloseSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap();
+    a.avatars
+        .withdraw_consent(v1::WithdrawConsentRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap();
+    b.enroll("Other").await;
+
+    let all = a
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<(&str, &str)> = all
+        .entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    for want in [
+        ("avatar.enroll", avatar.avatar_id.as_str()),
+        ("avatar.read", avatar.avatar_id.as_str()),
+        ("avatar.list", ""),
+        ("session.create", s.session_id.as_str()),
+        ("session.close", s.session_id.as_str()),
+        ("consent.withdraw", avatar.avatar_id.as_str()),
+    ] {
+        assert!(actions.contains(&want), "{want:?} missing from {actions:?}");
+    }
+    // Newest first, and attributed to the caller's key.
+    assert!(all.entries.windows(2).all(|w| w[0].seq > w[1].seq));
+    assert!(all.entries.iter().any(|e| e.actor.starts_with("ak_")));
+    // Only identifiers: the subject's name and the purpose never appear.
+    let text = format!("{:?}", all.entries);
+    assert!(
+        !text.contains("Zhang Min") && !text.contains("livestreams"),
+        "{text}"
+    );
+    // Filtered by object, and paged.
+    let one = a
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest {
+            page: None,
+            target: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(one.entries.iter().all(|e| e.target == s.session_id) && one.entries.len() == 2);
+    let p1 = a
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest {
+            page: Some(v1::PageRequest {
+                page_size: 2,
+                page_token: String::new(),
+            }),
+            target: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let p2 = a
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest {
+            page: Some(v1::PageRequest {
+                page_size: 2,
+                page_token: p1.next_page_token.clone(),
+            }),
+            target: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.entries.len(), 2);
+    assert!(p2.entries[0].seq < p1.entries[1].seq);
+    // Tenant B sees none of A's entries.
+    let theirs = b
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!theirs.entries.is_empty());
+    assert!(
+        theirs
+            .entries
+            .iter()
+            .all(|e| e.target != avatar.avatar_id && e.target != s.session_id)
+    );
+    server.stop().await;
+}
