@@ -29,6 +29,49 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState,
 };
 
+/// UUID of Huashen's AI-generated label in H.264 SEI user data
+/// (documented in docs/PRIVACY.md).
+pub const AI_LABEL_UUID: [u8; 16] = [
+    0x8f, 0x1d, 0x8e, 0x4a, 0x2b, 0x6c, 0x4f, 0x7e, 0x9a, 0x51, 0x48, 0x55, 0x41, 0x53, 0x48, 0x4e,
+];
+
+/// Finds Huashen's AI-generated label (SEI user data with [`AI_LABEL_UUID`])
+/// in an Annex B access unit and returns its JSON.
+pub fn find_ai_label(au: &[u8]) -> Option<String> {
+    let mut i = 0;
+    while i + 4 < au.len() {
+        if au[i..].starts_with(&[0, 0, 1]) && au[i + 3] & 0x1F == 6 {
+            // Undo emulation prevention up to the next start code.
+            let mut rbsp = vec![];
+            let mut j = i + 4;
+            let mut zeros = 0;
+            while j < au.len() && !(j + 2 < au.len() && au[j..].starts_with(&[0, 0, 1])) {
+                let b = au[j];
+                if !(zeros >= 2 && b == 3) {
+                    rbsp.push(b);
+                }
+                zeros = if b == 0 { zeros + 1 } else { 0 };
+                j += 1;
+            }
+            if rbsp.first() == Some(&5) {
+                let mut k = 1;
+                let mut size = 0usize;
+                while rbsp.get(k) == Some(&0xFF) {
+                    size += 255;
+                    k += 1;
+                }
+                size += usize::from(*rbsp.get(k)?);
+                let payload = rbsp.get(k + 1..k + 1 + size)?;
+                if payload.starts_with(&AI_LABEL_UUID) {
+                    return String::from_utf8(payload[16..].to_vec()).ok();
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 /// What one viewer saw.
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
@@ -56,6 +99,12 @@ pub struct Seen {
     /// for loss: 1 - received / span.
     pub video_seq: SeqCount,
     pub audio_seq: SeqCount,
+    /// AI-generated labels found in the video stream, and the last one.
+    pub ai_labels: usize,
+    pub last_ai_label: Option<String>,
+    /// The last decoded frame as RGB (kept when an expected picture is
+    /// given, for inspection).
+    pub last_frame: Option<Vec<u8>>,
 }
 
 /// Counts received packets against the sequence-number span.
@@ -370,6 +419,10 @@ async fn read_track(track: Arc<dyn TrackRemote>, seen: Arc<Mutex<Seen>>, options
                         continue;
                     }
                     let data = std::mem::take(&mut au);
+                    if let Some(label) = find_ai_label(&data) {
+                        s.ai_labels += 1;
+                        s.last_ai_label = Some(label);
+                    }
                     s.video_ts.push((pkt.header.timestamp, now));
                     s.first_frame_at.get_or_insert(now);
                     let Some(dec) = h264_decoder.as_mut() else {
@@ -393,6 +446,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, seen: Arc<Mutex<Seen>>, options
                                     .sum::<f64>()
                                     / rgb.len() as f64;
                                 s.frame_errors.push(err);
+                                s.last_frame = Some(rgb.clone());
                             } else {
                                 s.frame_errors.push(f64::INFINITY);
                             }

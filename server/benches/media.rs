@@ -5,10 +5,10 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use huashen::pipeline::encode::{AudioEncoder, VideoEncoder};
+use huashen::pipeline::frame::I420;
 use huashen::pipeline::portrait;
-use openh264::formats::YUVBuffer;
 
-fn frames(w: u32, h: u32, n: u32) -> Vec<YUVBuffer> {
+fn frames(w: u32, h: u32, n: u32) -> Vec<I420> {
     let bytes = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/astronaut.png"

@@ -89,6 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             max_sessions_per_tenant: config.limits.max_sessions_per_tenant,
             queue_capacity: config.limits.session_queue,
             event_buffer: config.limits.event_buffer,
+            labels: config.label.clone(),
         },
     );
     let avatar_api = AvatarApi {

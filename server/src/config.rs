@@ -26,6 +26,34 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub auth: AuthConfig,
     pub webrtc: WebrtcConfig,
+    pub label: LabelConfig,
+}
+
+/// Labelling output as AI-generated (on by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelConfig {
+    /// Burn a visible badge into every frame.
+    pub visible: bool,
+    /// Badge wording for Mandarin sessions and for the others.
+    pub text_zh: String,
+    pub text_en: String,
+    /// Corner: top-left, top-right, bottom-left or bottom-right.
+    pub corner: crate::pipeline::label::Corner,
+    /// Put the machine-readable label (H.264 SEI user data) in the stream.
+    pub sei: bool,
+}
+
+impl Default for LabelConfig {
+    fn default() -> Self {
+        Self {
+            visible: true,
+            text_zh: "AI生成".into(),
+            text_en: "AI-generated".into(),
+            corner: crate::pipeline::label::Corner::TopRight,
+            sei: true,
+        }
+    }
 }
 
 /// How viewers connect over WebRTC.
@@ -331,6 +359,16 @@ impl Config {
                 .collect();
             crate::store::crypto::Keyring::new(&keys, &self.storage.active_key)
                 .map_err(|e| ConfigError::Invalid(format!("storage encryption: {e}")))?;
+        }
+        if self.label.visible
+            && (self.label.text_zh.trim().is_empty() || self.label.text_en.trim().is_empty())
+        {
+            return bad(
+                "label.text_zh and label.text_en must not be empty while label.visible is on",
+            );
+        }
+        if self.label.text_zh.chars().count() > 40 || self.label.text_en.chars().count() > 40 {
+            return bad("label.text_zh and label.text_en are at most 40 characters");
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty");

@@ -9,12 +9,15 @@
 
 pub mod clock;
 pub mod encode;
+pub mod frame;
+pub mod label;
 pub mod portrait;
 
 use bytes::Bytes;
 use clock::{AUDIO_FRAME, MediaClock};
 use encode::{AudioEncoder, EncodeError, VideoEncoder};
-use openh264::formats::YUVBuffer;
+use frame::I420;
+use label::VisibleLabel;
 use rtc::rtp;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::codec::opus::OpusPayloader;
@@ -54,17 +57,26 @@ pub struct MediaPacket {
 /// size in I420. Called on the media thread, 25 times a second by default:
 /// it must not block.
 pub trait FrameSource: Send + 'static {
-    fn frame(&mut self, frame: u64, clock_ms: u64) -> &YUVBuffer;
+    fn frame(&mut self, frame: u64, clock_ms: u64) -> &I420;
 }
 
 /// The enrolled portrait as a still: what a session shows until the face
 /// model animates it.
-pub struct StillFrame(pub YUVBuffer);
+pub struct StillFrame(pub I420);
 
 impl FrameSource for StillFrame {
-    fn frame(&mut self, _frame: u64, _clock_ms: u64) -> &YUVBuffer {
+    fn frame(&mut self, _frame: u64, _clock_ms: u64) -> &I420 {
         &self.0
     }
+}
+
+/// How the session's output is labelled as AI-generated.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    /// The visible badge, laid out for the output size.
+    pub visible: Option<VisibleLabel>,
+    /// Session id for the machine-readable SEI label; `None` turns it off.
+    pub sei_session: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -99,10 +111,11 @@ pub struct MediaPipeline {
 }
 
 impl MediaPipeline {
-    /// Starts the media thread, showing the frames of `frames`.
+    /// Starts the media thread, showing the frames of `frames` with `labels`.
     pub fn start(
         config: MediaConfig,
         frames: impl FrameSource,
+        labels: Labels,
         name: &str,
     ) -> Result<Self, EncodeError> {
         let video = VideoEncoder::new(
@@ -122,6 +135,8 @@ impl MediaPipeline {
             video,
             audio,
             frames: Box::new(frames),
+            labels,
+            scratch: None,
             packets: packets.clone(),
             keyframe: keyframe.clone(),
             stop: stop.clone(),
@@ -192,6 +207,9 @@ struct Worker {
     video: VideoEncoder,
     audio: AudioEncoder,
     frames: Box<dyn FrameSource>,
+    labels: Labels,
+    /// Frame buffer the badge is drawn on (the source's frame stays clean).
+    scratch: Option<I420>,
     packets: broadcast::Sender<Arc<MediaPacket>>,
     keyframe: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -280,7 +298,15 @@ impl Worker {
         let t = Instant::now();
         let clock_ms = MediaClock::sample_ms(self.clock.frame_due_sample(n));
         let picture = self.frames.frame(n, clock_ms);
-        let frame = self.video.encode(picture, force)?;
+        let frame = match &self.labels.visible {
+            Some(badge) => {
+                let scratch = self.scratch.get_or_insert_with(|| picture.clone());
+                scratch.copy_from(picture);
+                badge.apply(scratch);
+                self.video.encode(&*scratch, force)?
+            }
+            None => self.video.encode(picture, force)?,
+        };
         self.stats
             .video_encode_us
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -291,9 +317,16 @@ impl Worker {
         if frame.data.is_empty() {
             return Ok(());
         }
+        let mut data = frame.data;
+        if let Some(session) = &self.labels.sei_session
+            && (frame.keyframe || n.is_multiple_of(u64::from(self.clock.fps())))
+        {
+            let sei = label::sei_nal(session, crate::store::now_ms());
+            data = label::insert_before_first_slice(&data, &sei);
+        }
         let payloads = self
             .h264
-            .payload(RTP_PAYLOAD_MTU, &Bytes::from(frame.data))
+            .payload(RTP_PAYLOAD_MTU, &Bytes::from(data))
             .map_err(|e| EncodeError::Video(e.to_string()))?;
         let ts = self.clock.video_rtp(n);
         self.publish(MediaKind::Video, payloads, ts, frame.keyframe);
@@ -323,7 +356,7 @@ mod tests {
             video_bitrate_kbps: 500,
             audio_bitrate_kbps: 32,
         };
-        let p = MediaPipeline::start(config, StillFrame(still), "test").unwrap();
+        let p = MediaPipeline::start(config, StillFrame(still), Labels::default(), "test").unwrap();
         let mut rx = p.subscribe();
         let (a0, v0) = p.clock.bases();
         let mut audio_ts = vec![];

@@ -4,7 +4,6 @@
 //! frame a session shows.
 
 use image::{DynamicImage, ImageReader, Limits, RgbImage, imageops::FilterType};
-use openh264::formats::{RgbSliceU8, YUVBuffer};
 use std::io::Cursor;
 
 /// Largest decoded portrait, in pixels (e.g. 8000 × 8000).
@@ -62,9 +61,8 @@ pub fn letterbox(img: &DynamicImage, width: u32, height: u32) -> RgbImage {
 }
 
 /// RGB to I420 (BT.601), the encoder's input.
-pub fn to_i420(rgb: &RgbImage) -> YUVBuffer {
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    YUVBuffer::from_rgb8_source(RgbSliceU8::new(rgb.as_raw(), (w, h)))
+pub fn to_i420(rgb: &RgbImage) -> super::frame::I420 {
+    super::frame::I420::from_rgb(rgb)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ pub use types::*;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::pipeline::{MediaConfig, MediaPipeline, StillFrame, portrait};
+use crate::pipeline::label::VisibleLabel;
+use crate::pipeline::{Labels, MediaConfig, MediaPipeline, StillFrame, portrait};
 use crate::store::{AuditEntry, Avatar, AvatarState, Principal, SessionRecord, Store, now_ms};
 use admission::{Admission, Refusal};
 use dashmap::DashMap;
@@ -30,6 +31,7 @@ pub struct ManagerConfig {
     pub max_sessions_per_tenant: usize,
     pub queue_capacity: usize,
     pub event_buffer: usize,
+    pub labels: crate::config::LabelConfig,
 }
 
 /// A live session as the control plane sees it.
@@ -290,6 +292,29 @@ impl SessionManager {
             audio_bitrate_kbps: spec.audio_bitrate_kbps,
         };
         let name = session_id[ids::SESSION.len()..][..8].to_owned();
+        let lc = &self.inner.config.labels;
+        let labels = Labels {
+            visible: if lc.visible {
+                let text = if spec.language == "zh-CN" {
+                    &lc.text_zh
+                } else {
+                    &lc.text_en
+                };
+                let badge =
+                    VisibleLabel::new(text, lc.corner, spec.width as usize, spec.height as usize);
+                if badge.is_none() {
+                    tracing::warn!(
+                        "the AI label does not fit a {}x{} frame",
+                        spec.width,
+                        spec.height
+                    );
+                }
+                badge
+            } else {
+                None
+            },
+            sei_session: lc.sei.then(|| session_id.to_owned()),
+        };
         let avatar_id = avatar.id.clone();
         let started = tokio::task::spawn_blocking(move || -> ApiResult<MediaPipeline> {
             let bytes = files.read_avatar_file(&avatar_id, &file).map_err(|e| {
@@ -307,7 +332,7 @@ impl SessionManager {
                 ApiError::FailedPrecondition(format!("avatar {avatar_id}: {e}; enroll it again"))
             })?;
             let still = portrait::to_i420(&portrait::letterbox(&img, config.width, config.height));
-            MediaPipeline::start(config, StillFrame(still), &name).map_err(|e| {
+            MediaPipeline::start(config, StillFrame(still), labels, &name).map_err(|e| {
                 tracing::error!(error = %e, "cannot start media");
                 ApiError::Unavailable(format!("the media pipeline could not start: {e}"))
             })

@@ -42,6 +42,42 @@ fn opts(e: &Expected) -> ViewerOptions {
     }
 }
 
+/// The decoded frame carries the visible AI badge where the server puts it:
+/// inside its box the picture differs from the plain portrait, outside not.
+fn check_badge(i: usize, s: &Seen, expected: &Expected) {
+    let frame = s.last_frame.as_ref().expect("a decoded frame");
+    let badge = huashen::pipeline::label::VisibleLabel::new(
+        "AI-generated",
+        huashen::pipeline::label::Corner::TopRight,
+        W as usize,
+        H as usize,
+    )
+    .unwrap();
+    let (bx, by, bw, bh) = badge.rect();
+    let (mut inside, mut n_in, mut outside, mut n_out) = (0f64, 0f64, 0f64, 0f64);
+    for y in 0..H as usize {
+        for x in 0..W as usize {
+            let o = (y * W as usize + x) * 3;
+            let d = (0..3)
+                .map(|c| (f64::from(frame[o + c]) - f64::from(expected.0[o + c])).abs())
+                .sum::<f64>()
+                / 3.0;
+            if (bx..bx + bw).contains(&x) && (by..by + bh).contains(&y) {
+                inside += d;
+                n_in += 1.0;
+            } else {
+                outside += d;
+                n_out += 1.0;
+            }
+        }
+    }
+    let (inside, outside) = (inside / n_in, outside / n_out);
+    assert!(
+        inside > 25.0 && outside < 10.0,
+        "viewer {i}: badge {inside:.1}, rest {outside:.1}"
+    );
+}
+
 fn check_viewer(i: usize, s: &Seen) {
     assert!(s.connected, "viewer {i} connected");
     assert!(
@@ -60,6 +96,13 @@ fn check_viewer(i: usize, s: &Seen) {
         s.audio_decoded >= 50,
         "viewer {i} decoded {} audio frames",
         s.audio_decoded
+    );
+    // The machine-readable AI label rides in the H.264 stream.
+    assert!(s.ai_labels >= 2, "viewer {i}: {} AI labels", s.ai_labels);
+    let label = s.last_ai_label.as_deref().unwrap();
+    assert!(
+        label.contains("\"ai_generated\":true") && label.contains("\"generator\":\"huashen/"),
+        "{label}"
     );
     // Lockstep: audio advances 960 per 20 ms packet, video 3600 per 40 ms
     // frame (25 fps; a skipped frame makes a multiple).
@@ -128,7 +171,15 @@ async fn ten_viewers_decode_the_portrait_on_one_clock() {
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (i, v) in viewers.iter().enumerate() {
-        check_viewer(i, &v.seen());
+        let seen = v.seen();
+        check_viewer(i, &seen);
+        check_badge(i, &seen, &exp);
+        assert!(
+            seen.last_ai_label
+                .as_deref()
+                .unwrap()
+                .contains(&s.session_id)
+        );
     }
     let live = c
         .sessions
