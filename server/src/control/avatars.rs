@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// File name of the normalised portrait every avatar keeps.
+pub const PORTRAIT_FILE: &str = "portrait.png";
+
 /// Largest `chunk` message accepted.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -72,6 +75,7 @@ pub fn avatar_to_proto(a: &Avatar) -> v1::Avatar {
         }),
         created_at: Some(validate::timestamp(a.created_at)),
         labels: a.labels.clone().into_iter().collect(),
+        original_kept: a.original_kept,
     }
 }
 
@@ -84,6 +88,7 @@ struct EnrollPlan {
     inline: Vec<u8>,
     consent: crate::store::Consent,
     labels: std::collections::BTreeMap<String, String>,
+    keep_original: bool,
 }
 
 type EventTx = mpsc::Sender<Result<v1::EnrollAvatarResponse, Status>>;
@@ -149,6 +154,7 @@ impl AvatarApi {
             inline: start.inline_image,
             consent,
             labels,
+            keep_original: start.keep_original,
         })
     }
 
@@ -241,14 +247,17 @@ impl AvatarApi {
             )));
         }
         // The image must decode (within pixel limits) to be a usable portrait.
-        let upload = tokio::task::spawn_blocking(move || -> ApiResult<_> {
-            match crate::pipeline::portrait::decode(upload.bytes()) {
-                Ok(_) => Ok(upload),
-                Err(e @ crate::pipeline::portrait::PortraitError::TooLarge { .. }) => {
-                    Err(ApiError::ResourceExhausted(e.to_string()))
-                }
-                Err(e) => Err(ApiError::invalid(e.to_string())),
-            }
+        // It must decode (within pixel limits) to be a usable portrait; what
+        // is kept is the normalised portrait derived from it.
+        let (upload, portrait) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+            use crate::pipeline::portrait::{self, PortraitError};
+            let limit = |e: PortraitError| match e {
+                e @ PortraitError::TooLarge { .. } => ApiError::ResourceExhausted(e.to_string()),
+                e => ApiError::invalid(e.to_string()),
+            };
+            let img = portrait::decode(upload.bytes()).map_err(limit)?;
+            let normalised = portrait::normalise(&img).map_err(limit)?;
+            Ok((upload, normalised))
         })
         .await
         .map_err(|e| crate::store::StoreError::Task(e.to_string()))??;
@@ -271,13 +280,25 @@ impl AvatarApi {
             consent: plan.consent,
             labels: plan.labels,
             created_at: now_ms(),
+            original_kept: plan.keep_original,
         };
-        let name = format!("original.{}", plan.format.as_str());
-        store
-            .files
-            .commit_upload(upload, &avatar.id, &name)
-            .await
-            .map_err(crate::store::StoreError::from)?;
+        let stored = async {
+            store
+                .files
+                .write_avatar_file(&avatar.id, PORTRAIT_FILE, &portrait)
+                .await?;
+            if plan.keep_original {
+                let name = format!("original.{}", plan.format.as_str());
+                store.files.commit_upload(upload, &avatar.id, &name).await?;
+            }
+            // Otherwise the upload is dropped here: it never reached the disk.
+            std::io::Result::Ok(())
+        }
+        .await;
+        if let Err(e) = stored {
+            let _ = store.files.remove_avatar(&avatar.id).await;
+            return Err(crate::store::StoreError::from(e).into());
+        }
         let audit = AuditEntry::new(Some(&plan.who), "avatar.enroll", avatar.id.clone(), "ok");
         let rec = avatar.clone();
         if let Err(e) = store.run(move |b| b.insert_avatar(&rec, &audit)).await {

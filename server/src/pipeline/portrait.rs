@@ -38,9 +38,39 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage, PortraitError> {
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 4 + (64 << 20));
     reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| PortraitError::Decode(e.to_string()))
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| PortraitError::Decode(e.to_string()))?;
+    // Phones store portraits sideways with an EXIF orientation tag.
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| PortraitError::Decode(e.to_string()))?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// Longest side of the portrait kept after enrollment.
+pub const NORMALISED_MAX_SIDE: u32 = 2048;
+
+/// The portrait Huashen keeps: upright, at most [`NORMALISED_MAX_SIDE`]
+/// pixels on its longest side, RGB, re-encoded as PNG — so nothing of the
+/// upload's metadata (EXIF GPS position, camera, timestamps) survives.
+pub fn normalise(img: &DynamicImage) -> Result<Vec<u8>, PortraitError> {
+    let rgb = if img.width().max(img.height()) > NORMALISED_MAX_SIDE {
+        img.resize(
+            NORMALISED_MAX_SIDE,
+            NORMALISED_MAX_SIDE,
+            FilterType::Lanczos3,
+        )
+        .to_rgb8()
+    } else {
+        img.to_rgb8()
+    };
+    let mut out = Cursor::new(Vec::new());
+    rgb.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| PortraitError::Decode(e.to_string()))?;
+    Ok(out.into_inner())
 }
 
 /// Scales `img` to fit `width`×`height`, keeping its aspect ratio, centred
@@ -90,6 +120,44 @@ mod tests {
         let yuv = to_i420(&wide);
         use openh264::formats::YUVSource;
         assert_eq!(yuv.dimensions(), (640, 360));
+    }
+
+    #[test]
+    fn normalised_portrait_keeps_pixels_and_drops_metadata() {
+        // A JPEG with an EXIF block (orientation 6: rotate 90° clockwise)
+        // carrying a marker string where GPS data would be.
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(40, 20, |x, _| {
+            image::Rgb([if x < 20 { 250 } else { 5 }, 100, 100])
+        }));
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        let jpeg = jpeg.into_inner();
+        let mut tiff = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x02".to_vec();
+        // Orientation (0x0112), SHORT, 1, value 6.
+        tiff.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0]);
+        // ImageDescription (0x010e), ASCII, 16 bytes at offset 38.
+        tiff.extend_from_slice(&[0x01, 0x0e, 0, 2, 0, 0, 0, 16, 0, 0, 0, 38]);
+        tiff.extend_from_slice(&[0, 0, 0, 0]);
+        tiff.extend_from_slice(b"GPS 31.23N 121.4");
+        let mut with_exif = jpeg[..2].to_vec();
+        with_exif.extend_from_slice(&[0xFF, 0xE1]);
+        with_exif.extend_from_slice(&((tiff.len() + 2) as u16).to_be_bytes());
+        with_exif.extend_from_slice(&tiff);
+        with_exif.extend_from_slice(&jpeg[2..]);
+        assert!(with_exif.windows(16).any(|w| w == b"GPS 31.23N 121.4"));
+        let decoded = decode(&with_exif).unwrap();
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (20, 40),
+            "EXIF rotation applied"
+        );
+        let kept = normalise(&decoded).unwrap();
+        assert!(!kept.windows(3).any(|w| w == b"GPS"), "metadata dropped");
+        let back = image::load_from_memory(&kept).unwrap();
+        assert_eq!((back.width(), back.height()), (20, 40));
+        let big = DynamicImage::ImageRgb8(image::RgbImage::new(4000, 1000));
+        let small = image::load_from_memory(&normalise(&big).unwrap()).unwrap();
+        assert_eq!((small.width(), small.height()), (2048, 512));
     }
 
     #[test]

@@ -283,7 +283,8 @@ impl SessionManager {
         session_id: &str,
     ) -> ApiResult<Arc<MediaPipeline>> {
         let files = self.inner.store.files.clone();
-        let file = format!("original.{}", avatar.image_format.as_str());
+        // Avatars enrolled before minimisation have only their original.
+        let fallback = format!("original.{}", avatar.image_format.as_str());
         let config = MediaConfig {
             width: spec.width,
             height: spec.height,
@@ -317,7 +318,16 @@ impl SessionManager {
         };
         let avatar_id = avatar.id.clone();
         let started = tokio::task::spawn_blocking(move || -> ApiResult<MediaPipeline> {
-            let bytes = files.read_avatar_file(&avatar_id, &file).map_err(|e| {
+            let file = crate::control::avatars::PORTRAIT_FILE;
+            let bytes = match files.read_avatar_file(&avatar_id, file) {
+                Err(crate::store::files::ReadError::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    files.read_avatar_file(&avatar_id, &fallback)
+                }
+                other => other,
+            };
+            let bytes = bytes.map_err(|e| {
                 tracing::error!(avatar = %avatar_id, error = %e, "cannot read portrait");
                 match e {
                     crate::store::files::ReadError::Crypto(e) => ApiError::FailedPrecondition(format!(

@@ -52,8 +52,17 @@ impl FileStore {
         avatar_id: &str,
         name: &str,
     ) -> io::Result<PathBuf> {
-        let sealed = self.keys.seal(&upload.bytes, &object_aad(avatar_id, name));
-        drop(upload);
+        self.write_avatar_file(avatar_id, name, &upload.bytes).await
+    }
+
+    /// Encrypts `plaintext` and stores it as `<avatar dir>/<name>`, durably.
+    pub async fn write_avatar_file(
+        &self,
+        avatar_id: &str,
+        name: &str,
+        plaintext: &[u8],
+    ) -> io::Result<PathBuf> {
+        let sealed = self.keys.seal(plaintext, &object_aad(avatar_id, name));
         let dir = self.avatar_dir(avatar_id);
         let dest = dir.join(name);
         let tmp = self

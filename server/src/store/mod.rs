@@ -142,6 +142,8 @@ pub struct Avatar {
     pub consent: Consent,
     pub labels: BTreeMap<String, String>,
     pub created_at: Millis,
+    /// The uploaded file was kept beside the normalised portrait.
+    pub original_kept: bool,
 }
 
 /// Persisted metadata of a session (live state lives in the session actor).

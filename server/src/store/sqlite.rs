@@ -84,6 +84,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
     "#,
+    // 2: uploads are minimised; record when the original was kept
+    r#"
+    ALTER TABLE avatars ADD COLUMN original_kept INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub struct SqliteBackend {
@@ -158,7 +162,7 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
 const AVATAR_COLS: &str = "a.id, a.tenant_id, a.display_name, a.state, a.failure_reason, a.image_format, \
      a.image_bytes, a.image_sha256, a.labels, a.created_at, c.id, c.uploader, c.subject_name, \
      c.subject_consented, c.subject_is_minor, c.guardian_name, c.purpose, c.consented_at, \
-     c.policy_version, c.recorded_at";
+     c.policy_version, c.recorded_at, a.original_kept";
 
 fn avatar_from_row(r: &Row<'_>) -> rusqlite::Result<(Avatar, String, String, String)> {
     let state: String = r.get(3)?;
@@ -188,6 +192,7 @@ fn avatar_from_row(r: &Row<'_>) -> rusqlite::Result<(Avatar, String, String, Str
             },
             labels: BTreeMap::new(),
             created_at: r.get(9)?,
+            original_kept: r.get(20)?,
         },
         state,
         format,
@@ -310,7 +315,8 @@ impl Backend for SqliteBackend {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO avatars (id, tenant_id, display_name, state, failure_reason, image_format, \
-                 image_bytes, image_sha256, labels, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                 image_bytes, image_sha256, labels, created_at, original_kept) \
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
                 params![
                     a.id,
                     a.tenant_id,
@@ -321,7 +327,8 @@ impl Backend for SqliteBackend {
                     a.image_bytes as i64,
                     a.image_sha256,
                     labels_to_json(&a.labels),
-                    a.created_at
+                    a.created_at,
+                    a.original_kept
                 ],
             )?;
             let k = &a.consent;
@@ -596,6 +603,7 @@ mod tests {
             },
             labels: [("k".to_string(), "v".to_string())].into(),
             created_at: now_ms(),
+            original_kept: false,
         }
     }
 

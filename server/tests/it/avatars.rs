@@ -51,20 +51,21 @@ async fn enroll_list_get_delete() {
     assert_eq!(avatar.consent.as_ref().unwrap().subject_name, "Zhang Min");
     assert_eq!(avatar.labels.get("shop").map(String::as_str), Some("tea"));
 
-    // The image is on disk, encrypted: none of its bytes appear raw.
-    let file = server
+    // Kept: the normalised portrait, encrypted; the upload itself is gone.
+    let dir = server
         .dir
         .path()
         .join("blobs/avatars")
-        .join(&avatar.avatar_id)
-        .join("original.png");
+        .join(&avatar.avatar_id);
+    let file = dir.join("portrait.png");
     let raw = std::fs::read(&file).unwrap();
-    assert!(raw.len() > img.len(), "sealed file holds the whole image");
-    assert!(
-        !raw.windows(32)
-            .any(|w| w == &img[img.len() / 2..img.len() / 2 + 32]),
-        "image bytes stored in plaintext"
-    );
+    assert!(raw.starts_with(b"HSE1"), "sealed");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["portrait.png"]);
+    assert!(!avatar.original_kept);
 
     let got = c
         .avatars
@@ -132,6 +133,32 @@ async fn enroll_list_get_delete() {
             .await,
     );
     assert_eq!(code, tonic::Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_original_is_kept_only_when_asked() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let img = portrait();
+    let mut start = enroll_start("Keep", img.len() as u64);
+    start.keep_original = true;
+    let events = c
+        .enroll_raw(start, img.chunks(64 * 1024).map(|c| c.to_vec()).collect())
+        .await
+        .unwrap();
+    let avatar = match events.last().unwrap().event.clone() {
+        Some(v1::enroll_avatar_response::Event::Avatar(a)) => a,
+        e => panic!("{e:?}"),
+    };
+    assert!(avatar.original_kept);
+    let dir = server
+        .dir
+        .path()
+        .join("blobs/avatars")
+        .join(&avatar.avatar_id);
+    assert!(dir.join("original.png").exists() && dir.join("portrait.png").exists());
+    c.create_session(&avatar.avatar_id).await.unwrap();
     server.stop().await;
 }
 
@@ -244,7 +271,7 @@ async fn restart_keeps_records_and_sweeps_orphans() {
     assert!(
         dir.join("blobs/avatars")
             .join(&avatar.avatar_id)
-            .join("original.png")
+            .join("portrait.png")
             .exists()
     );
     server.stop().await;

@@ -190,6 +190,7 @@ pub fn enroll_start(name: &str, total: u64) -> v1::EnrollStart {
         total_bytes: total,
         inline_image: vec![],
         labels: [("shop".to_string(), "tea".to_string())].into(),
+        keep_original: false,
     }
 }
 
