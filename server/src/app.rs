@@ -21,6 +21,8 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 /// A server that has bound its port and is serving.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The server's storage (for tools and tests that inspect it).
+    pub store: Store,
     /// The development key, when the dev tenant is bootstrapped.
     pub dev_key: Option<String>,
     pub sessions: SessionManager,
@@ -179,8 +181,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Ok(())
         })
     };
+    tokio::spawn(crate::privacy::retention::run(
+        store.clone(),
+        config.retention.clone(),
+        stop.clone(),
+    ));
     Ok(Running {
         addr,
+        store,
         dev_key,
         sessions,
         stop,

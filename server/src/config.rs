@@ -27,6 +27,32 @@ pub struct Config {
     pub auth: AuthConfig,
     pub webrtc: WebrtcConfig,
     pub label: LabelConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How long personal data and records are kept (see docs/PRIVACY.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Audit log entries (operational records) are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub audit: Duration,
+    /// Metadata of closed sessions is deleted this long after they close.
+    #[serde(with = "humantime_serde")]
+    pub session_metadata: Duration,
+    /// How often the purge runs.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            audit: Duration::from_secs(180 * 86_400),
+            session_metadata: Duration::from_secs(30 * 86_400),
+            purge_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Labelling output as AI-generated (on by default).
@@ -369,6 +395,14 @@ impl Config {
         }
         if self.label.text_zh.chars().count() > 40 || self.label.text_en.chars().count() > 40 {
             return bad("label.text_zh and label.text_en are at most 40 characters");
+        }
+        if self.retention.audit.is_zero()
+            || self.retention.session_metadata.is_zero()
+            || self.retention.purge_interval < Duration::from_secs(1)
+        {
+            return bad(
+                "retention periods must be positive and retention.purge_interval at least 1s",
+            );
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty");

@@ -256,6 +256,9 @@ pub trait Backend: Send + Sync + 'static {
     fn close_orphaned_sessions(&self, closed_at: Millis, reason: i32) -> StoreResult<usize>;
 
     fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Deletes audit entries older than `audit_before` and closed sessions
+    /// closed before `sessions_before`; returns (audit, sessions) deleted.
+    fn purge(&self, audit_before: Millis, sessions_before: Millis) -> StoreResult<(usize, usize)>;
     /// Audit entries of a tenant, oldest first.
     fn audit_for_tenant(&self, tenant_id: &str, limit: usize) -> StoreResult<Vec<AuditEntry>>;
     /// Audit entries of a tenant with their sequence numbers, newest first,

@@ -510,6 +510,19 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn purge(&self, audit_before: Millis, sessions_before: Millis) -> StoreResult<(usize, usize)> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let audit = tx.execute("DELETE FROM audit_log WHERE at < ?1", [audit_before])?;
+            let sessions = tx.execute(
+                "DELETE FROM sessions WHERE closed_at IS NOT NULL AND closed_at < ?1",
+                [sessions_before],
+            )?;
+            tx.commit()?;
+            Ok((audit, sessions))
+        })
+    }
+
     fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.with(|c| Ok(insert_audit(c, entry)?))
     }

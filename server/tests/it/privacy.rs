@@ -285,3 +285,74 @@ async fn the_audit_log_records_access_for_its_tenant_only_and_holds_no_personal_
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn retention_purges_old_records_by_an_injected_clock() {
+    use huashen::privacy::retention::{Purged, purge};
+    use huashen_protos::v1;
+    const DAY: i64 = 86_400_000;
+    let server = TestServer::start().await;
+    let store = server.running.as_ref().unwrap().store.clone();
+    let cfg = huashen::config::RetentionConfig::default();
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Retained").await;
+    let closed = c.create_session(&avatar.avatar_id).await.unwrap();
+    c.sessions
+        .close_session(v1::CloseSessionRequest {
+            session_id: closed.session_id.clone(),
+        })
+        .await
+        .unwrap();
+    let open = c.create_session(&avatar.avatar_id).await.unwrap();
+    let now = huashen::store::now_ms();
+
+    // Today nothing is due.
+    assert_eq!(purge(&store, &cfg, now).await.unwrap(), Purged::default());
+    // 31 days on: the closed session's metadata goes; the open one and the
+    // audit log (180 days) stay.
+    let p = purge(&store, &cfg, now + 31 * DAY).await.unwrap();
+    assert_eq!(
+        p,
+        Purged {
+            audit_entries: 0,
+            sessions: 1
+        }
+    );
+    let (code, _) = code_of(
+        c.sessions
+            .get_session(v1::GetSessionRequest {
+                session_id: closed.session_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+    c.sessions
+        .get_session(v1::GetSessionRequest {
+            session_id: open.session_id.clone(),
+        })
+        .await
+        .unwrap();
+    let audit = |c: &mut Client| {
+        let mut a = c.audit.clone();
+        async move {
+            a.list_audit_entries(v1::ListAuditEntriesRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+        }
+    };
+    assert!(!audit(&mut c).await.is_empty());
+    // 181 days on: the audit entries of today go too.
+    let p = purge(&store, &cfg, now + 181 * DAY).await.unwrap();
+    assert!(p.audit_entries >= 5, "{p:?}");
+    assert!(audit(&mut c).await.is_empty());
+    // Records still in use are not touched: the avatar stays until deleted.
+    c.avatars
+        .get_avatar(v1::GetAvatarRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+}
