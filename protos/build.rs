@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "huashen/v1/avatar.proto",
     "huashen/v1/session.proto",
     "huashen/v1/audit.proto",
+    "huashen/v1/privacy.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

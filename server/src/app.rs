@@ -9,6 +9,7 @@ use crate::store::Store;
 use anyhow::Context;
 use huashen_protos::v1::audit_service_server::AuditServiceServer;
 use huashen_protos::v1::avatar_service_server::AvatarServiceServer;
+use huashen_protos::v1::privacy_service_server::PrivacyServiceServer;
 use huashen_protos::v1::session_service_server::SessionServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -112,6 +113,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .set_serving::<SessionServiceServer<SessionApi>>()
         .await;
     health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health
+        .set_serving::<PrivacyServiceServer<crate::control::privacy::PrivacyApi>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(huashen_protos::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -134,6 +138,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .add_service(AuditServiceServer::new(AuditApi {
         store: store.clone(),
     }))
+    .add_service(PrivacyServiceServer::new(
+        crate::control::privacy::PrivacyApi {
+            store: store.clone(),
+            sessions: sessions.clone(),
+        },
+    ))
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)

@@ -2,5 +2,6 @@
 
 pub mod audit;
 pub mod avatars;
+pub mod privacy;
 pub mod sessions;
 pub mod validate;

@@ -46,6 +46,9 @@ pub struct SessionHandle {
     pub cancel_token: CancellationToken,
     /// Connected and connecting viewers, by id; cancelling one ends it.
     pub viewers: DashMap<String, CancellationToken>,
+    /// Cancelled when the actor has finished: closed state published, the
+    /// record updated, the slot freed.
+    finished: CancellationToken,
     commands: mpsc::Sender<Command>,
     cancel: CancellationToken,
     close_reason: Arc<std::sync::Mutex<Option<CloseReason>>>,
@@ -95,8 +98,9 @@ impl SessionHandle {
         self.cancel.cancel();
     }
 
-    /// Waits until the actor has published the closed state.
+    /// Waits until the actor has finished and returns its final snapshot.
     async fn closed(&self) -> Snapshot {
+        self.finished.cancelled().await;
         let mut rx = self.snapshot.clone();
         let waited = rx
             .wait_for(|s| s.state == SessionState::Closed)
@@ -112,11 +116,13 @@ impl SessionHandle {
 struct RemoveOnDrop {
     inner: Arc<Inner>,
     id: String,
+    finished: CancellationToken,
 }
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         self.inner.sessions.remove(&self.id);
+        self.finished.cancel();
     }
 }
 
@@ -237,6 +243,7 @@ impl SessionManager {
             viewer_token: crate::auth::generate_token(),
             cancel_token: cancel.clone(),
             viewers: DashMap::new(),
+            finished: CancellationToken::new(),
             commands: cmd_tx,
             cancel: cancel.clone(),
             close_reason: close_reason.clone(),
@@ -263,6 +270,7 @@ impl SessionManager {
         let cleanup = RemoveOnDrop {
             inner: self.inner.clone(),
             id: record.id.clone(),
+            finished: handle.finished.clone(),
         };
         self.inner.tracker.spawn(
             async move {

@@ -252,6 +252,18 @@ pub trait Backend: Send + Sync + 'static {
         before: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<SessionRecord>>;
+    /// Every session record of a tenant, or of one avatar of it.
+    fn sessions_of(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+    ) -> StoreResult<Vec<SessionRecord>>;
+    /// Deletes closed session records of a tenant (or of one avatar).
+    fn delete_closed_sessions(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+    ) -> StoreResult<usize>;
     /// Marks sessions left open by a crash as closed; returns how many.
     fn close_orphaned_sessions(&self, closed_at: Millis, reason: i32) -> StoreResult<usize>;
 

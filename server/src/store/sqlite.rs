@@ -501,6 +501,34 @@ impl Backend for SqliteBackend {
         raws.into_iter().map(finish_session).collect()
     }
 
+    fn sessions_of(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        let raws = self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE tenant_id = ?1 AND (?2 IS NULL OR avatar_id = ?2) ORDER BY id"
+            ))?;
+            let rows = st.query_map(params![tenant_id, avatar_id], session_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        raws.into_iter().map(finish_session).collect()
+    }
+
+    fn delete_closed_sessions(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+    ) -> StoreResult<usize> {
+        self.with(|c| {
+            Ok(c.execute(
+                "DELETE FROM sessions WHERE tenant_id = ?1 AND (?2 IS NULL OR avatar_id = ?2) AND closed_at IS NOT NULL",
+                params![tenant_id, avatar_id],
+            )?)
+        })
+    }
+
     fn close_orphaned_sessions(&self, closed_at: Millis, reason: i32) -> StoreResult<usize> {
         self.with(|c| {
             Ok(c.execute(

@@ -101,6 +101,7 @@ pub struct Client {
     pub avatars: AvatarServiceClient<Intercepted>,
     pub sessions: SessionServiceClient<Intercepted>,
     pub audit: huashen_protos::v1::audit_service_client::AuditServiceClient<Intercepted>,
+    pub privacy: huashen_protos::v1::privacy_service_client::PrivacyServiceClient<Intercepted>,
 }
 
 impl Client {
@@ -115,8 +116,13 @@ impl Client {
                 .max_encoding_message_size(4 << 20),
             sessions: SessionServiceClient::with_interceptor(channel.clone(), auth.clone()),
             audit: huashen_protos::v1::audit_service_client::AuditServiceClient::with_interceptor(
-                channel, auth,
+                channel.clone(),
+                auth.clone(),
             ),
+            privacy:
+                huashen_protos::v1::privacy_service_client::PrivacyServiceClient::with_interceptor(
+                    channel, auth,
+                ),
         }
     }
 

@@ -356,3 +356,207 @@ async fn retention_purges_old_records_by_an_injected_clock() {
         .unwrap();
     server.stop().await;
 }
+
+/// Runs an export and unpacks the archive: path → bytes.
+async fn export(c: &mut Client, avatar_id: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use huashen_protos::v1;
+    let mut stream = c
+        .privacy
+        .export_subject_data(v1::ExportSubjectDataRequest {
+            avatar_id: avatar_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut archive = vec![];
+    while let Some(chunk) = stream.message().await.unwrap() {
+        assert!(chunk.data.len() <= 64 * 1024);
+        archive.extend_from_slice(&chunk.data);
+    }
+    let mut files = std::collections::BTreeMap::new();
+    let mut tar = tar::Archive::new(std::io::Cursor::new(archive));
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let mut data = vec![];
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        files.insert(path, data);
+    }
+    files
+}
+
+#[tokio::test]
+async fn subjects_can_export_everything_about_them() {
+    use huashen_protos::v1;
+    let server = TestServer::start().await;
+    let mut a = server.dev().await;
+    let mut b = server.client(&server.new_tenant("elsewhere")).await;
+    let subject = a.enroll("Subject").await;
+    let other = a.enroll("Other subject").await;
+    let theirs = b.enroll("Not ours").await;
+    let s = a.create_session(&subject.avatar_id).await.unwrap();
+
+    let files = export(&mut a, &subject.avatar_id).await;
+    let dir = format!("avatars/{}", subject.avatar_id);
+    for want in [
+        "manifest.json",
+        "sessions.json",
+        "audit.json",
+        "recordings.json",
+    ] {
+        assert!(
+            files.contains_key(want),
+            "{want} missing: {:?}",
+            files.keys()
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&files[&format!("{dir}/avatar.json")]).unwrap();
+    assert_eq!(meta["consent"]["subject_name"], "Zhang Min");
+    assert_eq!(meta["avatar_id"], subject.avatar_id.as_str());
+    let img = image::load_from_memory(&files[&format!("{dir}/portrait.png")]).unwrap();
+    assert_eq!((img.width(), img.height()), (512, 512));
+    let sessions: serde_json::Value = serde_json::from_slice(&files["sessions.json"]).unwrap();
+    assert_eq!(sessions[0]["session_id"], s.session_id.as_str());
+    let audit = String::from_utf8(files["audit.json"].clone()).unwrap();
+    assert!(audit.contains("avatar.enroll") && audit.contains(&s.session_id));
+    // Only this subject: not the other avatar, nor another tenant's.
+    assert!(
+        files
+            .keys()
+            .all(|k| !k.contains(&other.avatar_id) && !k.contains(&theirs.avatar_id))
+    );
+    assert!(!audit.contains(&other.avatar_id));
+
+    // The whole tenant: both avatars, still none of the other tenant's.
+    let all = export(&mut a, "").await;
+    assert!(all.contains_key(&format!("avatars/{}/avatar.json", other.avatar_id)));
+    assert!(all.keys().all(|k| !k.contains(&theirs.avatar_id)));
+    // Another tenant cannot export this subject.
+    let (code, _) = code_of(
+        b.privacy
+            .export_subject_data(v1::ExportSubjectDataRequest {
+                avatar_id: subject.avatar_id.clone(),
+            })
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn subjects_can_delete_everything_about_them() {
+    use huashen_protos::v1;
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let subject = c.enroll("Subject").await;
+    let other = c.enroll("Other").await;
+    let old = c.create_session(&subject.avatar_id).await.unwrap();
+    c.sessions
+        .close_session(v1::CloseSessionRequest {
+            session_id: old.session_id.clone(),
+        })
+        .await
+        .unwrap();
+    let live = c.create_session(&subject.avatar_id).await.unwrap();
+    let other_session = c.create_session(&other.avatar_id).await.unwrap();
+
+    let (code, msg) = code_of(
+        c.privacy
+            .delete_subject_data(v1::DeleteSubjectDataRequest {
+                avatar_id: subject.avatar_id.clone(),
+                confirm: false,
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::InvalidArgument, "{msg}");
+    let r = c
+        .privacy
+        .delete_subject_data(v1::DeleteSubjectDataRequest {
+            avatar_id: subject.avatar_id.clone(),
+            confirm: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.deleted_avatar_ids, vec![subject.avatar_id.clone()]);
+    assert_eq!(r.closed_session_ids, vec![live.session_id.clone()]);
+    assert_eq!(r.deleted_session_records, 2);
+    assert_eq!(r.deleted_files, 1);
+    for id in [&old.session_id, &live.session_id] {
+        let (code, _) = code_of(
+            c.sessions
+                .get_session(v1::GetSessionRequest {
+                    session_id: id.clone(),
+                })
+                .await,
+        );
+        assert_eq!(code, tonic::Code::NotFound);
+    }
+    let (code, _) = code_of(
+        c.avatars
+            .get_avatar(v1::GetAvatarRequest {
+                avatar_id: subject.avatar_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+    assert!(
+        !server
+            .dir
+            .path()
+            .join("blobs/avatars")
+            .join(&subject.avatar_id)
+            .exists()
+    );
+    // Nothing else was touched.
+    c.avatars
+        .get_avatar(v1::GetAvatarRequest {
+            avatar_id: other.avatar_id.clone(),
+        })
+        .await
+        .unwrap();
+    let s = c
+        .sessions
+        .get_session(v1::GetSessionRequest {
+            session_id: other_session.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(s.state, v1::SessionState::Closed as i32);
+    // The whole tenant.
+    let r = c
+        .privacy
+        .delete_subject_data(v1::DeleteSubjectDataRequest {
+            avatar_id: String::new(),
+            confirm: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.deleted_avatar_ids, vec![other.avatar_id.clone()]);
+    assert!(
+        c.avatars
+            .list_avatars(v1::ListAvatarsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .avatars
+            .is_empty()
+    );
+    assert!(
+        c.sessions
+            .list_sessions(v1::ListSessionsRequest {
+                page: None,
+                include_closed: true
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .sessions
+            .is_empty()
+    );
+    server.stop().await;
+}
