@@ -281,7 +281,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             viewers: opts.viewers,
             viewer_options: viewer::ViewerOptions {
                 decode: opts.decode,
-                expected: None,
+                ..Default::default()
             },
             whep_addr,
             barrier: barrier.clone(),

@@ -226,6 +226,18 @@ pub struct ViewerOptions {
     pub decode: bool,
     /// Compare decoded frames with this picture.
     pub expected: Option<Expected>,
+    /// Local address for the viewer's media socket (loopback by default).
+    pub bind_ip: std::net::IpAddr,
+}
+
+impl Default for ViewerOptions {
+    fn default() -> Self {
+        Self {
+            decode: false,
+            expected: None,
+            bind_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        }
+    }
 }
 
 pub struct Viewer {
@@ -298,7 +310,7 @@ pub async fn connect(
             tracks: ttx,
             state: stx,
         }))
-        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .with_udp_addrs(vec![SocketAddr::new(options.bind_ip, 0)])
         .build()
         .await
         .map_err(err("peer connection"))?;

@@ -10,6 +10,7 @@ pub mod control;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod logging;
 pub mod pipeline;
 pub mod privacy;
 pub mod rtc;

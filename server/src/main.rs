@@ -50,10 +50,9 @@ enum TenantCommand {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HUASHEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let directives = std::env::var("HUASHEN_LOG").ok();
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(huashen::logging::filter(directives.as_deref()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -8,6 +8,7 @@ mod auth_and_tenancy;
 mod avatars;
 mod bad_input;
 mod browser;
+mod logs;
 mod media;
 mod privacy;
 mod process;

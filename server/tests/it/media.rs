@@ -39,6 +39,7 @@ fn opts(e: &Expected) -> ViewerOptions {
     ViewerOptions {
         decode: true,
         expected: Some(e.clone()),
+        ..Default::default()
     }
 }
 

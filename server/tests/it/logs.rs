@@ -1,0 +1,143 @@
+//! Logs carry no personal data: a whole enroll → session → speak → watch →
+//! export → delete flow, with every crate logging at debug level, must not
+//! log the subject's name, the consent text, spoken text, image bytes, or
+//! the client's IP address (the client connects from 127.0.0.2, the server
+//! listens on 127.0.0.1).
+
+use crate::common::*;
+use base64::Engine;
+use huashen_protos::v1;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_flow_logs_no_personal_data() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    // As an operator would run it with HUASHEN_LOG=debug.
+    tracing_subscriber::fmt()
+        .with_env_filter(huashen::logging::filter(Some("debug")))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let server = TestServer::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut c = Client::new(channel, &server.dev_key);
+    let secret_name = "Ouyang Xiaoxue";
+    let spoken = "大家好，今天的秘密优惠码是 HS-7731。";
+    let img = portrait();
+    let mut start = enroll_start("Private presenter", img.len() as u64);
+    start.consent.as_mut().unwrap().subject_name = secret_name.into();
+    start.consent.as_mut().unwrap().purpose = "private purpose text".into();
+    let events = c
+        .enroll_raw(start, img.chunks(64 * 1024).map(|c| c.to_vec()).collect())
+        .await
+        .unwrap();
+    let avatar = match events.last().unwrap().event.clone() {
+        Some(v1::enroll_avatar_response::Event::Avatar(a)) => a,
+        e => panic!("{e:?}"),
+    };
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c
+        .sessions
+        .watch_session(v1::WatchSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap();
+    // A viewer, also from 127.0.0.2.
+    let viewer = huashen_loadtest::viewer::connect(
+        server.addr,
+        &s.session_id,
+        &s.viewer_token,
+        huashen_loadtest::viewer::ViewerOptions {
+            bind_ip: "127.0.0.2".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let playing = eventually(std::time::Duration::from_secs(10), async || {
+        viewer.seen().frames_decoded > 5
+    })
+    .await;
+    assert!(playing, "the viewer plays");
+    let _ = c
+        .sessions
+        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
+            session_id: s.session_id.clone(),
+            text: spoken.into(),
+            flush: true,
+        }]))
+        .await;
+    c.avatars
+        .get_avatar(v1::GetAvatarRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(viewer.hang_up().await, 200);
+    let mut export = c
+        .privacy
+        .export_subject_data(v1::ExportSubjectDataRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while export.message().await.unwrap().is_some() {}
+    c.privacy
+        .delete_subject_data(v1::DeleteSubjectDataRequest {
+            avatar_id: avatar.avatar_id.clone(),
+            confirm: true,
+        })
+        .await
+        .unwrap();
+    let key = server.dev_key.clone();
+    server.stop().await;
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        text.lines().count() > 20,
+        "debug logging was captured:\n{text}"
+    );
+    assert!(text.contains(&avatar.avatar_id), "identifiers are logged");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&img[1000..1048]);
+    for (what, needle) in [
+        ("subject name", secret_name),
+        ("consent purpose", "private purpose text"),
+        ("spoken text", "秘密优惠码"),
+        ("spoken text", "HS-7731"),
+        ("display name", "Private presenter"),
+        ("image bytes (base64)", &b64[..32]),
+        ("client IP", "127.0.0.2"),
+        ("API key", &key[3..20]),
+    ] {
+        assert!(!text.contains(needle), "{what} found in the logs");
+    }
+    let raw = logs.0.lock().unwrap().clone();
+    assert!(
+        !raw.windows(24).any(|w| w == &img[2000..2024]),
+        "image bytes found in the logs"
+    );
+}
