@@ -40,10 +40,7 @@ async fn enroll_list_get_delete() {
     assert_eq!(last_p.received_bytes, img.len() as u64);
     assert!((last_p.fraction - 1.0).abs() < 1e-6);
 
-    let avatar = match events.last().unwrap().event.clone() {
-        Some(v1::enroll_avatar_response::Event::Avatar(a)) => a,
-        e => panic!("{e:?}"),
-    };
+    let avatar = avatar_of(&events);
     assert!(avatar.avatar_id.starts_with("av_"));
     assert_eq!(avatar.state, v1::AvatarState::Ready as i32);
     assert_eq!(avatar.image_bytes, img.len() as u64);
@@ -143,14 +140,7 @@ async fn the_original_is_kept_only_when_asked() {
     let img = portrait();
     let mut start = enroll_start("Keep", img.len() as u64);
     start.keep_original = true;
-    let events = c
-        .enroll_raw(start, img.chunks(64 * 1024).map(|c| c.to_vec()).collect())
-        .await
-        .unwrap();
-    let avatar = match events.last().unwrap().event.clone() {
-        Some(v1::enroll_avatar_response::Event::Avatar(a)) => a,
-        e => panic!("{e:?}"),
-    };
+    let avatar = c.enroll_with(start).await;
     assert!(avatar.original_kept);
     let dir = server
         .dir
@@ -245,7 +235,9 @@ async fn restart_keeps_records_and_sweeps_orphans() {
     let avatar = c.enroll("Kept").await;
     let dir = server.dir.path().to_path_buf();
     let mut server = server;
-    server.running.take().unwrap().shutdown().await.unwrap();
+    if let Some(r) = server.running.take() {
+        r.shutdown().await.unwrap();
+    }
 
     // What a crash mid-enrollment / mid-deletion would leave behind.
     let orphan = dir.join("blobs/avatars/av_0123456789abcdef0123456789abcdef");
@@ -253,9 +245,7 @@ async fn restart_keeps_records_and_sweeps_orphans() {
     std::fs::write(orphan.join("original.png"), b"x").unwrap();
     std::fs::write(dir.join("tmp/upload-crashed"), b"partial").unwrap();
 
-    let running = huashen::app::start(test_config(&dir)).await.unwrap();
-    server.addr = running.addr;
-    server.running = Some(running);
+    server.restart(|_| {}).await;
     assert!(!orphan.exists());
     assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
     let mut c = server.dev().await;

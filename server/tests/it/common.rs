@@ -75,6 +75,19 @@ impl TestServer {
         self.client(&self.dev_key.clone()).await
     }
 
+    /// Shuts the server down (gracefully) and starts it again on the same
+    /// data directory, with the test config changed by `edit`.
+    pub async fn restart(&mut self, edit: impl FnOnce(&mut Config)) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        let mut config = test_config(self.dir.path());
+        edit(&mut config);
+        let running = start(config).await.expect("server restarts");
+        self.addr = running.addr;
+        self.running = Some(running);
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
@@ -158,10 +171,14 @@ impl Client {
             .enroll_raw(enroll_start(name, img.len() as u64), chunks)
             .await
             .expect("enrolls");
-        match events.last().and_then(|e| e.event.clone()) {
-            Some(v1::enroll_avatar_response::Event::Avatar(a)) => a,
-            other => panic!("last event is not the avatar: {other:?}"),
-        }
+        avatar_of(&events)
+    }
+
+    /// Enrolls the test portrait with `start`, in 64 KiB chunks.
+    pub async fn enroll_with(&mut self, start: v1::EnrollStart) -> v1::Avatar {
+        let img = portrait();
+        let chunks = img.chunks(64 * 1024).map(|c| c.to_vec()).collect();
+        avatar_of(&self.enroll_raw(start, chunks).await.expect("enrolls"))
     }
 
     pub async fn create_session(&mut self, avatar_id: &str) -> Result<v1::Session, tonic::Status> {
@@ -172,6 +189,14 @@ impl Client {
             })
             .await
             .map(|r| r.into_inner())
+    }
+}
+
+/// The avatar that ends a successful enrollment stream.
+pub fn avatar_of(events: &[v1::EnrollAvatarResponse]) -> v1::Avatar {
+    match events.last().and_then(|e| e.event.clone()) {
+        Some(v1::enroll_avatar_response::Event::Avatar(a)) => a,
+        other => panic!("last event is not the avatar: {other:?}"),
     }
 }
 

@@ -47,14 +47,7 @@ async fn a_full_flow_logs_no_personal_data() {
     let mut start = enroll_start("Private presenter", img.len() as u64);
     start.consent.as_mut().unwrap().subject_name = secret_name.into();
     start.consent.as_mut().unwrap().purpose = "private purpose text".into();
-    let events = c
-        .enroll_raw(start, img.chunks(64 * 1024).map(|c| c.to_vec()).collect())
-        .await
-        .unwrap();
-    let avatar = match events.last().unwrap().event.clone() {
-        Some(v1::enroll_avatar_response::Event::Avatar(a)) => a,
-        e => panic!("{e:?}"),
-    };
+    let avatar = c.enroll_with(start).await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
     let mut watch = c
         .sessions

@@ -56,20 +56,16 @@ async fn portraits_are_encrypted_at_rest_and_keys_rotate() {
     assert!(hits.is_empty(), "plaintext in {hits:?}");
     let dir = server.dir.path().to_path_buf();
     let mut server = server;
-    server.running.take().unwrap().shutdown().await.unwrap();
 
     // Rotate: k2 active, k1 kept for old objects.
-    let mut cfg = test_config(&dir);
-    cfg.storage
-        .encryption_keys
-        .insert("k1".into(), huashen::config::Secret(k1));
-    cfg.storage
-        .encryption_keys
-        .insert("k2".into(), huashen::config::Secret(k2.clone()));
-    cfg.storage.active_key = "k2".into();
-    let running = huashen::app::start(cfg).await.unwrap();
-    server.addr = running.addr;
-    server.running = Some(running);
+    let key = |k: &str| huashen::config::Secret(k.to_owned());
+    server
+        .restart(|cfg| {
+            cfg.storage.encryption_keys.insert("k1".into(), key(&k1));
+            cfg.storage.encryption_keys.insert("k2".into(), key(&k2));
+            cfg.storage.active_key = "k2".into();
+        })
+        .await;
     let mut c = server.dev().await;
     let new = c.enroll("Sealed with k2").await;
     c.create_session(&old.avatar_id)
@@ -88,17 +84,14 @@ async fn portraits_are_encrypted_at_rest_and_keys_rotate() {
     let mut hits = find_plaintext(&dir, &img);
     hits.extend(find_plaintext(&dir, &derived));
     assert!(hits.is_empty(), "plaintext in {hits:?}");
-    server.running.take().unwrap().shutdown().await.unwrap();
 
     // Without k1 the old portrait cannot be used, and the error says why.
-    let mut cfg = test_config(&dir);
-    cfg.storage
-        .encryption_keys
-        .insert("k2".into(), huashen::config::Secret(k2));
-    cfg.storage.active_key = "k2".into();
-    let running = huashen::app::start(cfg).await.unwrap();
-    server.addr = running.addr;
-    server.running = Some(running);
+    server
+        .restart(|cfg| {
+            cfg.storage.encryption_keys.insert("k2".into(), key(&k2));
+            cfg.storage.active_key = "k2".into();
+        })
+        .await;
     let mut c = server.dev().await;
     let (code, msg) = code_of(c.create_session(&old.avatar_id).await);
     assert_eq!(code, tonic::Code::FailedPrecondition, "{msg}");

@@ -48,8 +48,9 @@ fn validate_config_accepts_good_and_names_bad_settings() {
     assert!(String::from_utf8_lossy(&typo.stderr).contains("lisen"));
 }
 
-/// Starts `huashen serve`; returns the child, its address and the dev key.
-fn serve(dir: &std::path::Path) -> (std::process::Child, String, String) {
+/// Starts `huashen serve` and reads its banner: the child, its address, and
+/// (with `dev_key`: a fresh data directory) the dev key it prints.
+fn serve(dir: &std::path::Path, dev_key: bool) -> (std::process::Child, String, Option<String>) {
     let mut child = huashen(dir)
         .arg("serve")
         .stdout(Stdio::piped())
@@ -57,20 +58,21 @@ fn serve(dir: &std::path::Path) -> (std::process::Child, String, String) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addr = None;
-    let mut key = None;
-    while addr.is_none() || key.is_none() {
-        let line = lines
-            .next()
-            .expect("server printed its address and key")
-            .unwrap();
-        if let Some(a) = line.strip_prefix("huashen listening on ") {
-            addr = Some(a.to_owned());
-        } else if let Some(k) = line.strip_prefix("dev API key (tenant `dev`): ") {
-            key = Some(k.to_owned());
-        }
-    }
-    (child, addr.unwrap(), key.unwrap())
+    let first = lines.next().expect("a banner").unwrap();
+    let addr = first
+        .strip_prefix("huashen listening on ")
+        .expect("the banner starts with the address")
+        .to_owned();
+    let key = if dev_key {
+        let line = lines.next().expect("a dev key line").unwrap();
+        line.strip_prefix("dev API key (tenant `dev`): ")
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr, key)
 }
 
 /// Waits for the process off the test's runtime, so its client connections
@@ -124,23 +126,7 @@ async fn tenant_cli_and_sigterm_drains_sessions() {
 
     // With a tenant present the server makes no dev tenant; the CLI's key
     // drives it.
-    let mut child = huashen(dir.path())
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        assert!(
-            !line.contains("dev API key"),
-            "no dev tenant once a tenant exists"
-        );
-        if let Some(a) = line.strip_prefix("huashen listening on ") {
-            break a.to_owned();
-        }
-    };
+    let (child, addr, _) = serve(dir.path(), false);
     let mut c = client(&addr, &studio_key).await;
     let avatar = c.enroll("Studio host").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
@@ -176,24 +162,9 @@ async fn tenant_cli_and_sigterm_drains_sessions() {
     assert!(status.success(), "exit status {status:?}");
 
     // After a restart the session is recorded as closed by the shutdown.
-    let (child, addr, _) = {
-        // A tenant existed before the first start, so no dev key was written.
-        assert!(!dir.path().join("dev-api-key").exists());
-        let mut child = huashen(dir.path())
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Some(a) = line.strip_prefix("huashen listening on ") {
-                break a.to_owned();
-            }
-        };
-        (child, addr, ())
-    };
+    // A tenant existed before the first start, so no dev key was written.
+    assert!(!dir.path().join("dev-api-key").exists());
+    let (child, addr, _) = serve(dir.path(), false);
     let mut c = client(&addr, &studio_key).await;
     let got = c
         .sessions
@@ -215,7 +186,8 @@ async fn tenant_cli_and_sigterm_drains_sessions() {
 #[tokio::test]
 async fn fresh_data_dir_prints_a_working_dev_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, addr, key) = serve(dir.path());
+    let (child, addr, key) = serve(dir.path(), true);
+    let key = key.expect("a dev key on a fresh data directory");
     let mut c = client(&addr, &key).await;
     c.avatars
         .list_avatars(v1::ListAvatarsRequest::default())
@@ -227,8 +199,8 @@ async fn fresh_data_dir_prints_a_working_dev_key() {
         .unwrap();
     assert!(wait(child).await.success());
     // The same key is printed again on the next start.
-    let (child, _, key2) = serve(dir.path());
-    assert_eq!(key, key2);
+    let (child, _, key2) = serve(dir.path(), true);
+    assert_eq!(Some(key), key2);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
