@@ -31,5 +31,5 @@ key=$(cat "$data/dev-api-key")
 for m in $VIEWERS; do
   echo "-- 1 session, $m viewers, $DURATION"
   target/release/huashen-loadtest --addr "$addr" --api-key "$key" -n 1 -m "$m" \
-    --duration "$DURATION" --rate 1 --server-pid "$pid" --json "$data/m$m.json" | grep -E 'server:|viewers:|first video'
+    --duration "$DURATION" --rate 1 --json "$data/m$m.json" | grep -E 'server:|viewers:|first video'
 done

@@ -4,8 +4,8 @@
 //! the first event on a watch stream, Interrupt round trips while N sessions
 //! are open, closing; and for M WebRTC viewers per session (WHEP), time to
 //! first frame, received fps and frame-interval jitter, A/V offset from RTP
-//! timestamps and RTCP sender reports, packet loss; and, given the server's
-//! process id, its CPU and memory while it serves them.
+//! timestamps and RTCP sender reports, packet loss; and the server's CPU and
+//! memory while it serves them, from its `/metrics`.
 
 pub mod http;
 pub mod viewer;
@@ -37,8 +37,6 @@ pub struct Options {
     pub viewers: usize,
     /// Decode what viewers receive (H.264 + Opus) instead of only counting.
     pub decode: bool,
-    /// The server's process id, to sample its CPU and memory (same machine).
-    pub server_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -104,7 +102,7 @@ pub struct ViewerReport {
     pub loss_percent_max: f64,
 }
 
-/// The server process while the load ran (from /proc).
+/// The server process while the load ran (from its `/metrics`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerUsage {
     /// CPU time over wall time in the measured window; 100 = one core.
@@ -290,16 +288,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     // Every session is up with its viewers connected: measure from here.
     barrier.wait().await;
-    let pid = opts.server_pid;
-    let before = pid.map(proc_sample).transpose()?;
-    let window = Instant::now();
+    let before = metrics_sample(whep_addr).await;
     let (mut create, mut first, mut interrupt, mut close) = (vec![], vec![], vec![], vec![]);
     let mut seen = vec![];
     let mut after = None;
     while let Some(r) = tasks.join_next().await {
         if after.is_none() {
             // The first session to finish ends the measured window.
-            after = pid.map(proc_sample).transpose()?;
+            after = Some(metrics_sample(whep_addr).await);
         }
         match r {
             Ok(one) => {
@@ -313,20 +309,22 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             Err(e) => report.errors.push(format!("session task failed: {e}")),
         }
     }
-    let window_s = window.elapsed().as_secs_f64();
     report.create_session = Stats::from(create);
     report.first_watch_event = Stats::from(first);
     report.interrupt = Stats::from(interrupt);
     report.close_session = Stats::from(close);
     report.viewers = viewer_report(&seen);
-    if let (Some(b), Some(a)) = (before, after) {
-        report.server = Some(ServerUsage {
-            cpu_percent: (a.cpu_s - b.cpu_s) / (a.at - b.at).max(1e-3) * 100.0,
-            rss_mb_before: b.rss_mb,
-            rss_mb_after: a.rss_mb,
-        });
+    match (&before, &after) {
+        (Ok(b), Some(Ok(a))) => {
+            report.server = Some(ServerUsage {
+                cpu_percent: (a.cpu_s - b.cpu_s) / (a.at - b.at).max(1e-3) * 100.0,
+                rss_mb_before: b.rss_mb,
+                rss_mb_after: a.rss_mb,
+            })
+        }
+        (Err(e), _) | (_, Some(Err(e))) => report.errors.push(format!("server metrics: {e}")),
+        _ => {}
     }
-    let _ = window_s;
     if let Err(e) = avatars
         .delete_avatar(v1::DeleteAvatarRequest { avatar_id })
         .await
@@ -354,38 +352,27 @@ struct ProcSample {
     rss_mb: f64,
 }
 
-/// CPU seconds and resident memory of a process, from /proc.
-fn proc_sample(pid: u32) -> anyhow::Result<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("cannot read /proc/{pid}/stat: is --server-pid right?"))?;
-    // Fields after the command name (which may contain spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat: 11 and 12 after ')'.
-    let hz = clock_ticks();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+/// The server's CPU seconds and resident memory, from its `/metrics`.
+async fn metrics_sample(addr: std::net::SocketAddr) -> anyhow::Result<ProcSample> {
+    let r = http::request(addr, "GET", "/metrics", &[], b"", Duration::from_secs(5)).await?;
+    anyhow::ensure!(r.status == 200, "/metrics answered {}", r.status);
+    let text = r.text();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .with_context(|| format!("{name} missing from /metrics"))
+    };
     Ok(ProcSample {
         at: viewer::unix_now(),
-        cpu_s: (ticks(11) + ticks(12)) / hz,
-        rss_mb: rss_kb / 1024.0,
+        cpu_s: value("huashen_process_cpu_seconds_total")?,
+        rss_mb: value("process_resident_memory_bytes")? / 1048576.0,
     })
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 fn viewer_report(seen: &[viewer::Seen]) -> ViewerReport {

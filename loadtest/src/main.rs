@@ -32,9 +32,6 @@ struct Args {
     /// Decode what viewers receive (H.264 + Opus); costs CPU in this process.
     #[arg(long)]
     decode: bool,
-    /// The server's process id: report its CPU and memory (same machine).
-    #[arg(long)]
-    server_pid: Option<u32>,
     /// Portrait to enroll.
     #[arg(long, default_value = "server/tests/data/astronaut.png")]
     image: PathBuf,
@@ -65,7 +62,6 @@ async fn main() -> anyhow::Result<()> {
         image,
         viewers: a.viewers,
         decode: a.decode,
-        server_pid: a.server_pid,
     })
     .await?;
     print!("{}", report.table());

@@ -24,7 +24,6 @@ async fn short_run_against_a_real_server() {
         image,
         viewers: 2,
         decode: true,
-        server_pid: Some(std::process::id()),
     })
     .await
     .unwrap();

@@ -154,7 +154,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sessions: sessions.clone(),
         settings: crate::rtc::RtcSettings::new(config.webrtc.clone()),
     });
-    let router = crate::http::routes(grpc).merge(whep);
+    let router = crate::http::routes(grpc, sessions.clone()).merge(whep);
 
     let listener = TcpListener::bind(config.server.listen)
         .await

@@ -37,8 +37,22 @@ const PAGES: &[(&str, &str, &str)] = &[
 ];
 
 /// Adds the HTTP routes to the gRPC router.
-pub fn routes(grpc: Router) -> Router {
-    let mut r = grpc.route("/healthz", get(|| async { "ok\n" }));
+pub fn routes(grpc: Router, sessions: crate::session::SessionManager) -> Router {
+    let mut r = grpc.route("/healthz", get(|| async { "ok\n" })).route(
+        "/metrics",
+        get(move || {
+            let sessions = sessions.clone();
+            async move {
+                sessions.refresh_metrics();
+                let mut resp = crate::metrics::render().into_response();
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }
+        }),
+    );
     for &(path, content_type, body) in PAGES {
         r = r.route(
             path,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod privacy;
 pub mod rtc;

@@ -253,6 +253,7 @@ impl Worker {
                 while self.clock.frame_due_sample(video_frame) < next_sample {
                     video_frame += 1;
                     self.stats.late_frames.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::METRICS.frames_late.inc();
                 }
             }
         }
@@ -282,7 +283,11 @@ impl Worker {
     }
 
     fn send_audio(&mut self, pcm: &[i16], sample: u64) -> Result<(), EncodeError> {
+        let t = Instant::now();
         let frame = Bytes::copy_from_slice(self.audio.encode(pcm)?);
+        crate::metrics::METRICS
+            .audio_encode_seconds
+            .observe(t.elapsed().as_secs_f64());
         let payloads = self
             .opus
             .payload(RTP_PAYLOAD_MTU, &frame)
@@ -307,12 +312,17 @@ impl Worker {
             }
             None => self.video.encode(picture, force)?,
         };
+        let spent = t.elapsed();
         self.stats
             .video_encode_us
-            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
+        crate::metrics::METRICS
+            .video_encode_seconds
+            .observe(spent.as_secs_f64());
         self.stats.video_frames.fetch_add(1, Ordering::Relaxed);
         if frame.keyframe {
             self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::METRICS.keyframes.inc();
         }
         if frame.data.is_empty() {
             return Ok(());

@@ -415,6 +415,7 @@ impl Viewer {
             return;
         }
         tracing::info!("viewer connected");
+        let _counted = crate::metrics::Gauged::new(&crate::metrics::METRICS.viewers);
         // Watch the session's events only via the actor; a full queue just
         // delays the count.
         let _ = self
@@ -481,6 +482,7 @@ impl Viewer {
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(missed = n, "viewer fell behind; resuming at a keyframe");
+                        crate::metrics::METRICS.viewer_lag_events.inc();
                         wait_keyframe = true;
                         self.keyframes.request();
                     }

@@ -67,6 +67,7 @@ impl Actor {
     }
 
     pub async fn run(mut self) {
+        let _open = crate::metrics::Gauged::new(&crate::metrics::METRICS.sessions_open);
         tracing::info!("session started");
         // The media pipeline was started before the actor: the session is
         // on air (showing its idle presenter) from here.

@@ -161,6 +161,28 @@ impl SessionManager {
         self.inner.sessions.len()
     }
 
+    /// Refreshes the metrics that are computed from live state.
+    pub fn refresh_metrics(&self) {
+        let m = &crate::metrics::METRICS;
+        let mut counts = std::collections::HashMap::new();
+        let mut queued = 0;
+        for h in self.inner.sessions.iter() {
+            *counts.entry(h.snapshot().state).or_insert(0i64) += 1;
+            queued += h.commands.max_capacity() - h.commands.capacity();
+        }
+        for (state, name) in [
+            (SessionState::Starting, "starting"),
+            (SessionState::Idle, "idle"),
+            (SessionState::Speaking, "speaking"),
+            (SessionState::Listening, "listening"),
+        ] {
+            m.sessions_by_state
+                .with_label_values(&[name])
+                .set(counts.get(&state).copied().unwrap_or(0));
+        }
+        m.session_queue_depth.set(queued as i64);
+    }
+
     /// Creates and starts a session for an avatar of the caller's tenant.
     pub async fn create(
         &self,
@@ -191,6 +213,17 @@ impl SessionManager {
             .inner
             .admission
             .admit(&who.tenant_id)
+            .map_err(|r| {
+                let limit = match r {
+                    Refusal::ServerFull { .. } => "server",
+                    Refusal::TenantFull { .. } => "tenant",
+                };
+                crate::metrics::METRICS
+                    .admission_rejections
+                    .with_label_values(&[limit])
+                    .inc();
+                r
+            })
             .map_err(|r| match r {
                 Refusal::ServerFull { max } => ApiError::ResourceExhausted(format!(
                     "the server is at its limit of {max} open sessions; close one or try later"

@@ -21,7 +21,7 @@ pub struct SessionSpec {
 }
 
 /// Numbers match `huashen.v1.SessionState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionState {
     Starting = 1,
     Idle = 2,

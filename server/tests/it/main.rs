@@ -10,6 +10,7 @@ mod bad_input;
 mod browser;
 mod logs;
 mod media;
+mod metrics;
 mod privacy;
 mod process;
 mod reflection_health_web;

@@ -1,0 +1,175 @@
+//! Prometheus metrics, served at `/metrics`. Gauges of things that exist
+//! (sessions, viewers) are held by guards that decrement in `Drop`, so they
+//! stay right however a session or viewer ends. Metrics carry no personal
+//! data: no ids, no names, no addresses.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Open sessions (held by [`Gauged`] guards).
+    pub sessions_open: IntGauge,
+    /// Live sessions by state, refreshed at scrape time.
+    pub sessions_by_state: IntGaugeVec,
+    pub viewers: IntGauge,
+    pub admission_rejections: IntCounterVec,
+    pub video_encode_seconds: Histogram,
+    pub audio_encode_seconds: Histogram,
+    pub frames_late: IntCounter,
+    pub keyframes: IntCounter,
+    pub viewer_lag_events: IntCounter,
+    /// Commands waiting in session queues, refreshed at scrape time.
+    pub session_queue_depth: IntGauge,
+    /// CPU time of this process at 10 ms resolution (the standard
+    /// `process_cpu_seconds_total` counts whole seconds), refreshed at scrape.
+    pub cpu_seconds: prometheus::Gauge,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique and valid");
+    c
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let r = Registry::new();
+    let buckets = vec![
+        0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064,
+    ];
+    #[cfg(target_os = "linux")]
+    r.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))
+    .expect("process collector registers once");
+    Metrics {
+        sessions_open: register(
+            &r,
+            IntGauge::new("huashen_sessions_open", "Open sessions").unwrap(),
+        ),
+        sessions_by_state: register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("huashen_sessions", "Live sessions by state"),
+                &["state"],
+            )
+            .unwrap(),
+        ),
+        viewers: register(
+            &r,
+            IntGauge::new("huashen_viewers", "Connected WebRTC viewers").unwrap(),
+        ),
+        admission_rejections: register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "huashen_admission_rejections_total",
+                    "CreateSession calls refused by a limit",
+                ),
+                &["limit"],
+            )
+            .unwrap(),
+        ),
+        video_encode_seconds: register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "huashen_video_encode_seconds",
+                    "H.264 encode time per frame",
+                )
+                .buckets(buckets.clone()),
+            )
+            .unwrap(),
+        ),
+        audio_encode_seconds: register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "huashen_audio_encode_seconds",
+                    "Opus encode time per 20 ms frame",
+                )
+                .buckets(buckets),
+            )
+            .unwrap(),
+        ),
+        frames_late: register(
+            &r,
+            IntCounter::new(
+                "huashen_frames_late_total",
+                "Video frames skipped because a media thread fell behind real time",
+            )
+            .unwrap(),
+        ),
+        keyframes: register(
+            &r,
+            IntCounter::new("huashen_keyframes_total", "Keyframes encoded").unwrap(),
+        ),
+        viewer_lag_events: register(
+            &r,
+            IntCounter::new(
+                "huashen_viewer_lag_events_total",
+                "Times a viewer fell behind and resumed at a keyframe",
+            )
+            .unwrap(),
+        ),
+        session_queue_depth: register(
+            &r,
+            IntGauge::new(
+                "huashen_session_queue_depth",
+                "Commands waiting in session queues",
+            )
+            .unwrap(),
+        ),
+        cpu_seconds: register(
+            &r,
+            prometheus::Gauge::new(
+                "huashen_process_cpu_seconds_total",
+                "User and system CPU time of the server process, 10 ms resolution",
+            )
+            .unwrap(),
+        ),
+        registry: r,
+    }
+});
+
+/// User + system CPU seconds of this process, from /proc (Linux; USER_HZ
+/// is 100 there).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// Increments a gauge now and decrements it when dropped.
+pub struct Gauged(&'static IntGauge);
+
+impl Gauged {
+    pub fn new(g: &'static IntGauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for Gauged {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The metrics in Prometheus' text format.
+pub fn render() -> String {
+    if let Some(s) = process_cpu_seconds() {
+        METRICS.cpu_seconds.set(s);
+    }
+    let mut out = vec![];
+    let families = METRICS.registry.gather();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}

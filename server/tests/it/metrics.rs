@@ -1,0 +1,81 @@
+//! `/metrics` in Prometheus text format follows what happens: sessions by
+//! state, viewers, encoding, admission rejections, process CPU and memory;
+//! gauges come back down when sessions and viewers go.
+
+use crate::common::*;
+use huashen_loadtest::viewer::{self, ViewerOptions};
+use huashen_protos::v1;
+use std::time::Duration;
+
+/// The value of one sample line (`name{labels} value`).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+}
+
+async fn scrape(server: &TestServer) -> String {
+    let r = http(server.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    r.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_sessions_viewers_and_limits() {
+    let server = TestServer::start_with(|c| c.limits.max_sessions = 2).await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Measured").await;
+    let s1 = c.create_session(&avatar.avatar_id).await.unwrap();
+    let s2 = c.create_session(&avatar.avatar_id).await.unwrap();
+    assert!(c.create_session(&avatar.avatar_id).await.is_err());
+    let v = viewer::connect(
+        server.addr,
+        &s1.session_id,
+        &s1.viewer_token,
+        ViewerOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || v.seen().frames_decoded
+            > 3)
+        .await
+    );
+
+    let m = scrape(&server).await;
+    assert_eq!(sample(&m, "huashen_sessions_open"), 2.0);
+    assert_eq!(sample(&m, "huashen_sessions{state=\"idle\"}"), 2.0);
+    assert_eq!(sample(&m, "huashen_viewers"), 1.0);
+    assert_eq!(
+        sample(&m, "huashen_admission_rejections_total{limit=\"server\"}"),
+        1.0
+    );
+    assert!(sample(&m, "huashen_video_encode_seconds_count") > 10.0);
+    assert!(sample(&m, "huashen_audio_encode_seconds_count") > 10.0);
+    assert!(sample(&m, "huashen_keyframes_total") >= 2.0);
+    assert!(sample(&m, "process_resident_memory_bytes") > 1e6);
+    assert!(sample(&m, "process_cpu_seconds_total") >= 0.0);
+    assert!(sample(&m, "huashen_process_cpu_seconds_total") > 0.0);
+    // No identifiers in metrics.
+    assert!(!m.contains("se_") && !m.contains("av_") && !m.contains("127.0.0.1"));
+
+    assert_eq!(v.hang_up().await, 200);
+    for s in [s1, s2] {
+        c.sessions
+            .close_session(v1::CloseSessionRequest {
+                session_id: s.session_id,
+            })
+            .await
+            .unwrap();
+    }
+    let down = eventually(Duration::from_secs(5), async || {
+        let m = scrape(&server).await;
+        sample(&m, "huashen_viewers") == 0.0 && sample(&m, "huashen_sessions_open") == 0.0
+    })
+    .await;
+    assert!(down, "gauges return to zero:\n{}", scrape(&server).await);
+    server.stop().await;
+}
