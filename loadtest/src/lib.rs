@@ -109,6 +109,8 @@ pub struct ServerUsage {
     pub cpu_percent: f64,
     pub rss_mb_before: f64,
     pub rss_mb_after: f64,
+    /// Video frames the server skipped because it fell behind real time.
+    pub frames_late: f64,
 }
 
 impl Report {
@@ -160,8 +162,8 @@ impl Report {
         }
         if let Some(u) = &self.server {
             s.push_str(&format!(
-                "server: CPU {:.1} % of one core; RSS {:.1} MB before, {:.1} MB after\n",
-                u.cpu_percent, u.rss_mb_before, u.rss_mb_after
+                "server: CPU {:.1} % of one core; RSS {:.1} MB before, {:.1} MB after; {} frames late\n",
+                u.cpu_percent, u.rss_mb_before, u.rss_mb_after, u.frames_late
             ));
         }
         s.push_str(&format!("errors: {}\n", self.errors.len()));
@@ -320,6 +322,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 cpu_percent: (a.cpu_s - b.cpu_s) / (a.at - b.at).max(1e-3) * 100.0,
                 rss_mb_before: b.rss_mb,
                 rss_mb_after: a.rss_mb,
+                frames_late: a.frames_late - b.frames_late,
             })
         }
         (Err(e), _) | (_, Some(Err(e))) => report.errors.push(format!("server metrics: {e}")),
@@ -350,6 +353,7 @@ struct ProcSample {
     at: f64,
     cpu_s: f64,
     rss_mb: f64,
+    frames_late: f64,
 }
 
 /// The server's CPU seconds and resident memory, from its `/metrics`.
@@ -372,6 +376,7 @@ async fn metrics_sample(addr: std::net::SocketAddr) -> anyhow::Result<ProcSample
         at: viewer::unix_now(),
         cpu_s: value("huashen_process_cpu_seconds_total")?,
         rss_mb: value("process_resident_memory_bytes")? / 1048576.0,
+        frames_late: value("huashen_frames_late_total")?,
     })
 }
 
