@@ -24,7 +24,7 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServer};
+use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -216,6 +216,36 @@ impl Track {
     }
 }
 
+/// Behind a 1:1 NAT, replaces the address of every host candidate in `sdp`
+/// with the public address of the same family (the NAT forwards the
+/// viewer's connectivity checks to the local socket; ICE authenticates them
+/// by credentials, not by destination address).
+fn advertise_public(sdp: &str, public_ips: &[String]) -> String {
+    if public_ips.is_empty() {
+        return sdp.to_owned();
+    }
+    let public: Vec<std::net::IpAddr> = public_ips.iter().filter_map(|s| s.parse().ok()).collect();
+    sdp.split_inclusive('\n')
+        .map(|line| {
+            let body = line.trim_end_matches(['\r', '\n']);
+            if !(body.starts_with("a=candidate:") && body.contains(" typ host")) {
+                return line.to_owned();
+            }
+            let mut f: Vec<String> = body.split(' ').map(str::to_owned).collect();
+            let local: Option<std::net::IpAddr> = f.get(4).and_then(|a| a.parse().ok());
+            match (local, f.len() > 5) {
+                (Some(l), true) => {
+                    if let Some(p) = public.iter().find(|p| p.is_ipv4() == l.is_ipv4()) {
+                        f[4] = p.to_string();
+                    }
+                    format!("{}{}", f.join(" "), &line[body.len()..])
+                }
+                _ => line.to_owned(),
+            }
+        })
+        .collect()
+}
+
 /// A viewer accepted by [`connect`]: its id and the SDP answer.
 pub struct Accepted {
     pub viewer_id: String,
@@ -254,15 +284,11 @@ pub async fn connect(
     let rtc_config = RTCConfigurationBuilder::new()
         .with_ice_servers(ice_servers)
         .build();
-    let mut se = SettingEngineBuilder::new()
-        .with_include_loopback_candidate(settings.config.bind_ip.is_loopback());
-    if !settings.config.nat_1to1_ips.is_empty() {
-        se = se.with_nat_1to1_ips(
-            settings.config.nat_1to1_ips.clone(),
-            RTCIceCandidateType::Host,
-        );
-    }
-    let setting_engine = se.build();
+    // 1:1 NAT is applied to the answer below: webrtc-rs 0.21 accepts the
+    // setting but does not use it.
+    let setting_engine = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(settings.config.bind_ip.is_loopback())
+        .build();
 
     let (events_tx, mut events) = mpsc::channel(16);
     let handler = Arc::new(Events { tx: events_tx });
@@ -343,7 +369,7 @@ pub async fn connect(
                 }
             }
         }
-        Ok((local.sdp, video, audio))
+        Ok((advertise_public(&local.sdp, &settings.config.nat_1to1_ips), video, audio))
     }
     .await;
     let (answer_sdp, video, audio) = match result {
@@ -517,5 +543,25 @@ async fn watch_keyframe_requests(
             Some(_) => {}
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_address_replaces_host_candidates_of_its_family() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.5 50000 typ host\r\n\
+                   a=candidate:2 1 udp 2130706431 fd00::5 50002 typ host\r\n\
+                   a=candidate:3 1 udp 1694498815 198.51.100.1 50001 typ srflx raddr 10.0.0.5 rport 50000\r\n";
+        let out = advertise_public(sdp, &["203.0.113.7".into()]);
+        assert!(out.contains("203.0.113.7 50000 typ host\r\n"), "{out}");
+        assert!(
+            out.contains("fd00::5 50002 typ host"),
+            "no IPv6 public address given: {out}"
+        );
+        assert!(out.contains("198.51.100.1 50001 typ srflx"), "{out}");
+        assert_eq!(advertise_public(sdp, &[]), sdp);
     }
 }

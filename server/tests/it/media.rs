@@ -403,3 +403,111 @@ async fn bad_whep_requests_and_a_killed_viewer_disturb_nobody() {
     assert_eq!(good.hang_up().await, 200);
     server.stop().await;
 }
+
+/// Host candidates in an SDP answer: (address, port).
+fn host_candidates(sdp: &str) -> Vec<(String, u16)> {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ host"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(4)?.to_string(), f.get(5)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_uses_the_configured_port_range_and_public_address() {
+    // A free block of three UDP ports.
+    let base = loop {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p < 65000 && (1..3).all(|i| std::net::UdpSocket::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let server = TestServer::start_with(|c| {
+        c.webrtc.port_min = base;
+        c.webrtc.port_max = base + 2;
+    })
+    .await;
+    let mut c = server.dev().await;
+    let s = session(&mut c).await;
+    let mut viewers = vec![];
+    for _ in 0..3 {
+        let v = viewer::connect(
+            server.addr,
+            &s.session_id,
+            &s.viewer_token,
+            ViewerOptions::default(),
+        )
+        .await
+        .unwrap();
+        let answer = v.pc.remote_description().await.unwrap().sdp;
+        let hosts = host_candidates(&answer);
+        assert!(!hosts.is_empty(), "{answer}");
+        for (_, port) in hosts {
+            assert!(
+                (base..=base + 2).contains(&port),
+                "port {port} outside {base}..={}",
+                base + 2
+            );
+        }
+        viewers.push(v);
+    }
+    // All three ports are taken: a fourth viewer is told so, clearly.
+    let err = viewer::connect(
+        server.addr,
+        &s.session_id,
+        &s.viewer_token,
+        ViewerOptions::default(),
+    )
+    .await
+    .err()
+    .expect("no free port");
+    assert!(err.contains("503") && err.contains("port"), "{err}");
+    for v in viewers {
+        v.hang_up().await;
+    }
+    server.stop().await;
+
+    // Behind a 1:1 NAT the answer advertises the public address instead.
+    // The offer carries no candidates and nobody dials the answer, so no
+    // packet leaves loopback.
+    let server =
+        TestServer::start_with(|c| c.webrtc.nat_1to1_ips = vec!["203.0.113.7".into()]).await;
+    let mut c = server.dev().await;
+    let s = session(&mut c).await;
+    let fingerprint = (0..32)
+        .map(|i| format!("{i:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let offer = format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+         a=fingerprint:sha-256 {fingerprint}\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
+         a=setup:actpass\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
+         m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\n\
+         a=setup:actpass\r\na=rtpmap:102 H264/90000\r\n\
+         a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+    );
+    let auth = format!("Bearer {}", s.viewer_token);
+    let r = http(
+        server.addr,
+        "POST",
+        &s.whep_path,
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
+        offer.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let answer = r.text();
+    let hosts = host_candidates(&answer);
+    assert!(
+        !hosts.is_empty() && hosts.iter().all(|(ip, _)| ip == "203.0.113.7"),
+        "{answer}"
+    );
+    server.stop().await;
+}
