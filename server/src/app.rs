@@ -13,6 +13,7 @@ use huashen_protos::v1::privacy_service_server::PrivacyServiceServer;
 use huashen_protos::v1::session_service_server::SessionServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -103,6 +104,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let session_api = SessionApi {
         store: store.clone(),
         sessions: sessions.clone(),
+        moderator: Arc::new(crate::privacy::moderation::Moderator::new(
+            &config.moderation,
+        )),
+        max_speak_bytes: config.limits.max_speak_bytes,
         default_idle_timeout: config.sessions.idle_timeout,
         max_idle_timeout: config.sessions.max_idle_timeout,
     };

@@ -28,6 +28,28 @@ pub struct Config {
     pub webrtc: WebrtcConfig,
     pub label: LabelConfig,
     pub retention: RetentionConfig,
+    pub moderation: ModerationConfig,
+}
+
+/// Moderation of what sessions would speak (see `privacy::moderation`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModerationConfig {
+    pub enabled: bool,
+    /// Include the built-in blocklists (gambling, fraud, drugs, weapons).
+    pub builtin: bool,
+    /// More blocked terms by category, e.g. `brand = ["竞品店铺"]`.
+    pub blocklist: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            builtin: true,
+            blocklist: Default::default(),
+        }
+    }
 }
 
 /// How long personal data and records are kept (see docs/PRIVACY.md).
@@ -175,6 +197,8 @@ pub struct LimitsConfig {
     pub max_sessions_per_tenant: usize,
     /// Largest accepted portrait upload, in bytes.
     pub max_image_bytes: u64,
+    /// Largest text one Speak call may carry, in bytes.
+    pub max_speak_bytes: u64,
     /// Commands queued per session before callers wait (backpressure).
     pub session_queue: usize,
     /// Events buffered per session for slow watchers before they lag.
@@ -226,6 +250,7 @@ impl Default for LimitsConfig {
             max_sessions: 64,
             max_sessions_per_tenant: 16,
             max_image_bytes: 20 * 1024 * 1024,
+            max_speak_bytes: 1024 * 1024,
             session_queue: 64,
             event_buffer: 1024,
         }
@@ -333,6 +358,9 @@ impl Config {
         if self.limits.max_image_bytes < 1024 {
             return bad("limits.max_image_bytes must be at least 1024");
         }
+        if self.limits.max_speak_bytes < 4096 {
+            return bad("limits.max_speak_bytes must be at least 4096");
+        }
         if self.limits.session_queue == 0 || self.limits.event_buffer == 0 {
             return bad("limits.session_queue and limits.event_buffer must be at least 1");
         }
@@ -403,6 +431,26 @@ impl Config {
             return bad(
                 "retention periods must be positive and retention.purge_interval at least 1s",
             );
+        }
+        for (cat, terms) in &self.moderation.blocklist {
+            let ok_cat = !cat.is_empty()
+                && cat.len() <= 32
+                && cat
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok_cat {
+                return Err(ConfigError::Invalid(format!(
+                    "moderation.blocklist: category {cat:?} must be 1..32 of a-z, 0-9, _"
+                )));
+            }
+            if terms
+                .iter()
+                .any(|t| crate::privacy::moderation::normalise(t).is_empty())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "moderation.blocklist.{cat}: a term has no letters or digits"
+                )));
+            }
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir must not be empty");

@@ -5,12 +5,14 @@ use super::validate;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
+use crate::privacy::moderation::Verdict;
 use crate::session::{
     CloseReason, Command, Event, EventKind, SessionHandle, SessionManager, SessionSpec,
     SessionState, Snapshot,
 };
 use crate::store::{Principal, SessionRecord, Store};
 use futures::Stream;
+use huashen_inference::speech::clauses::ClauseSplitter;
 use huashen_protos::v1;
 use huashen_protos::v1::session_service_server::SessionService;
 use std::pin::Pin;
@@ -30,6 +32,8 @@ pub const MAX_AUDIO_CHUNK: usize = 64 * 1024;
 pub struct SessionApi {
     pub store: Store,
     pub sessions: SessionManager,
+    pub moderator: Arc<crate::privacy::moderation::Moderator>,
+    pub max_speak_bytes: u64,
     pub default_idle_timeout: Duration,
     pub max_idle_timeout: Duration,
 }
@@ -95,7 +99,42 @@ fn ranged(field: &str, v: u32, default: u32, lo: u32, hi: u32) -> ApiResult<u32>
     }
 }
 
+fn check_speak_chunk(m: &v1::SpeakRequest) -> ApiResult<()> {
+    if m.text.len() > MAX_SPEAK_CHUNK {
+        return Err(ApiError::invalid(format!(
+            "text is {} bytes in one message; send at most {MAX_SPEAK_CHUNK} bytes per message",
+            m.text.len()
+        )));
+    }
+    Ok(())
+}
+
 impl SessionApi {
+    /// Checks one clause before it may be spoken. A refused clause is
+    /// reported to the session's watchers and audited (without its text).
+    /// Returns whether it may be spoken.
+    async fn moderate(
+        &self,
+        who: &Principal,
+        handle: &SessionHandle,
+        clause: &str,
+    ) -> ApiResult<bool> {
+        match self.moderator.check(clause) {
+            Verdict::Allow => Ok(true),
+            Verdict::Block { category } => {
+                let entry = crate::store::AuditEntry::new(
+                    Some(who),
+                    "moderation.block",
+                    handle.record.id.clone(),
+                    &category,
+                );
+                self.store.run(move |b| b.append_audit(&entry)).await?;
+                handle.send(Command::ModerationBlocked { category }).await?;
+                Ok(false)
+            }
+        }
+    }
+
     fn spec(&self, req: &v1::CreateSessionRequest) -> ApiResult<SessionSpec> {
         let voice = req.voice.clone().unwrap_or_default();
         let language = if voice.language.is_empty() {
@@ -408,18 +447,58 @@ impl SessionService for SessionApi {
         let first = inbound.message().await?.ok_or_else(|| {
             ApiError::invalid("the Speak stream is empty: the first message must name session_id")
         })?;
-        if first.text.len() > MAX_SPEAK_CHUNK {
-            return Err(ApiError::invalid(format!(
-                "text is {} bytes in one message; send at most {MAX_SPEAK_CHUNK} bytes per message",
-                first.text.len()
-            ))
-            .into());
-        }
+        check_speak_chunk(&first)?;
         let handle = self.find_live(&who, &first.session_id).await?;
         handle.send(Command::Activity).await?;
+        let mut splitter = ClauseSplitter::default();
+        let (mut total, mut allowed, mut blocked) = (0u64, 0usize, 0usize);
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            check_speak_chunk(&msg)?;
+            if !msg.session_id.is_empty() && msg.session_id != handle.record.id {
+                return Err(
+                    ApiError::invalid("session_id must not change within a Speak stream").into(),
+                );
+            }
+            total += msg.text.len() as u64;
+            if total > self.max_speak_bytes {
+                return Err(ApiError::ResourceExhausted(format!(
+                    "one Speak call carries at most {} bytes of text; start another call",
+                    self.max_speak_bytes
+                ))
+                .into());
+            }
+            let mut clauses = splitter.push(&msg.text);
+            if msg.flush {
+                clauses.extend(splitter.flush());
+            }
+            for clause in clauses {
+                if self.moderate(&who, &handle, &clause).await? {
+                    allowed += 1;
+                } else {
+                    blocked += 1;
+                }
+            }
+            next = inbound.message().await?;
+        }
+        if let Some(clause) = splitter.flush() {
+            if self.moderate(&who, &handle, &clause).await? {
+                allowed += 1;
+            } else {
+                blocked += 1;
+            }
+        }
+        if allowed == 0 {
+            // Everything was refused: nothing to speak, and that is no error.
+            return Ok(Response::new(v1::SpeakResponse {
+                accepted_chars: 0,
+                utterance_ids: vec![],
+            }));
+        }
         Err(ApiError::Unimplemented(format!(
             "this server has no text-to-speech engine for {} installed yet, so Speak cannot \
-             be served; the session stays open",
+             be served ({allowed} clause(s) passed moderation, {blocked} were blocked); the \
+             session stays open",
             handle.record.language
         ))
         .into())

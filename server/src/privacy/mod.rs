@@ -2,4 +2,5 @@
 //! validated in `control::validate`, encryption at rest lives in
 //! `store::crypto`, labels in `pipeline::label`; retention is here.
 
+pub mod moderation;
 pub mod retention;

@@ -24,6 +24,8 @@ pub enum Command {
     ViewerJoined { viewer_id: String },
     /// A viewer left (hung up, failed, or was removed).
     ViewerLeft { viewer_id: String },
+    /// Moderation refused a clause (it is not spoken).
+    ModerationBlocked { category: String },
 }
 
 pub(super) struct Actor {
@@ -95,6 +97,15 @@ impl Actor {
                         self.snapshot.send_modify(|s| s.viewer_count += 1);
                         let viewer_count = self.snapshot.borrow().viewer_count;
                         self.emit(EventKind::ViewerJoined { viewer_id, viewer_count });
+                    }
+                    Some(Command::ModerationBlocked { category }) => {
+                        idle_deadline = Instant::now() + self.idle_timeout;
+                        self.emit(EventKind::Error {
+                            code: "MODERATION_BLOCKED",
+                            message: format!(
+                                "a clause was not spoken: it matched the moderation rules ({category})"
+                            ),
+                        });
                     }
                     Some(Command::ViewerLeft { viewer_id }) => {
                         idle_deadline = Instant::now() + self.idle_timeout;

@@ -553,3 +553,103 @@ async fn subjects_can_delete_everything_about_them() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn moderation_refuses_clauses_before_speech_and_the_session_goes_on() {
+    use huashen_protos::v1;
+    use std::time::Duration;
+    let server = TestServer::start_with(|c| {
+        c.moderation
+            .blocklist
+            .insert("brand".into(), vec!["竞品店铺".into()]);
+    })
+    .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Moderated").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c
+        .sessions
+        .watch_session(v1::WatchSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap();
+    let speak = |pieces: Vec<(&str, bool)>| {
+        let id = s.session_id.clone();
+        let msgs: Vec<v1::SpeakRequest> = pieces
+            .into_iter()
+            .map(|(t, flush)| v1::SpeakRequest {
+                session_id: id.clone(),
+                text: t.into(),
+                flush,
+            })
+            .collect();
+        let mut sc = c.sessions.clone();
+        async move { sc.speak(tokio_stream::iter(msgs)).await }
+    };
+    // Evasion split across messages: the clause is checked whole.
+    let r = speak(vec![
+        ("欢迎大家来到直播间。今天教大家网 络", false),
+        ("赌 博的技巧。谢谢！", true),
+    ])
+    .await;
+    let (code, msg) = code_of(r);
+    assert_eq!(
+        code,
+        tonic::Code::Unimplemented,
+        "the rest would be spoken: {msg}"
+    );
+    assert!(msg.contains("1 were blocked"), "{msg}");
+    let ev = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match ev.event {
+        Some(v1::session_event::Event::Error(e)) => {
+            assert_eq!(e.code, "MODERATION_BLOCKED");
+            assert!(
+                e.message.contains("gambling") && !e.message.contains("赌"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Only refused text: nothing to speak, no error.
+    let r = speak(vec![("竞 品 店 铺！", true)])
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.accepted_chars, 0);
+    // Audited, without the text; the session is still live.
+    let audit = c
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let blocks: Vec<_> = audit
+        .entries
+        .iter()
+        .filter(|e| e.action == "moderation.block")
+        .collect();
+    assert!(blocks.len() >= 2 && blocks.iter().all(|e| e.target == s.session_id));
+    assert!(
+        blocks.iter().any(|e| e.outcome == "gambling")
+            && blocks.iter().any(|e| e.outcome == "brand")
+    );
+    assert!(!format!("{:?}", audit.entries).contains("赌"));
+    let now = c
+        .sessions
+        .get_session(v1::GetSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(now.state, v1::SessionState::Closed as i32);
+    server.stop().await;
+}

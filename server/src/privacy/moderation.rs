@@ -1,0 +1,218 @@
+//! Moderation before speech: every clause is checked before it may be
+//! spoken. Built-in rules are blocklists by category (Chinese and English),
+//! extended or replaced from the config; matching is done on a normalised
+//! form, so full-width letters, case, and spaces, punctuation or zero-width
+//! characters inserted between characters do not evade it.
+
+use crate::config::ModerationConfig;
+use std::collections::BTreeMap;
+use unicode_normalization::UnicodeNormalization;
+
+/// Built-in terms by category: clear-cut abuse of a livestream (illegal
+/// gambling, fraud, drugs, weapons). Operators add their own in
+/// `[moderation.blocklist]`, or turn these off with `builtin = false`.
+const BUILTIN: &[(&str, &[&str])] = &[
+    (
+        "gambling",
+        &[
+            "网络赌博",
+            "网上赌场",
+            "博彩网站",
+            "赌博网站",
+            "online casino",
+            "betting site",
+        ],
+    ),
+    (
+        "fraud",
+        &[
+            "代开发票",
+            "洗钱",
+            "刷单返利",
+            "套现",
+            "money laundering",
+            "fake invoices",
+        ],
+    ),
+    (
+        "drugs",
+        &[
+            "冰毒",
+            "海洛因",
+            "摇头丸",
+            "buy cocaine",
+            "buy heroin",
+            "buy meth",
+        ],
+    ),
+    (
+        "weapons",
+        &[
+            "制造炸弹",
+            "自制枪支",
+            "how to make a bomb",
+            "buy a gun without",
+        ],
+    ),
+];
+
+/// The outcome of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Matched a rule of this category.
+    Block {
+        category: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Moderator {
+    enabled: bool,
+    /// (category, normalised term)
+    rules: Vec<(String, String)>,
+}
+
+/// Lowercased NFKC with everything but letters and digits removed.
+pub fn normalise(text: &str) -> String {
+    text.nfkc()
+        .flat_map(char::to_lowercase)
+        .filter(|c| c.is_alphanumeric())
+        .collect()
+}
+
+impl Moderator {
+    pub fn new(config: &ModerationConfig) -> Self {
+        let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if config.builtin {
+            for (cat, terms) in BUILTIN {
+                lists
+                    .entry((*cat).to_owned())
+                    .or_default()
+                    .extend(terms.iter().map(|t| (*t).to_owned()));
+            }
+        }
+        for (cat, terms) in &config.blocklist {
+            lists
+                .entry(cat.clone())
+                .or_default()
+                .extend(terms.iter().cloned());
+        }
+        let rules = lists
+            .into_iter()
+            .flat_map(|(cat, terms)| {
+                terms
+                    .into_iter()
+                    .map(|t| normalise(&t))
+                    .filter(|t| !t.is_empty())
+                    .map(move |t| (cat.clone(), t))
+            })
+            .collect();
+        Self {
+            enabled: config.enabled,
+            rules,
+        }
+    }
+
+    /// Checks what would be spoken.
+    pub fn check(&self, text: &str) -> Verdict {
+        if !self.enabled {
+            return Verdict::Allow;
+        }
+        let n = normalise(text);
+        for (category, term) in &self.rules {
+            if n.contains(term.as_str()) {
+                return Verdict::Block {
+                    category: category.clone(),
+                };
+            }
+        }
+        Verdict::Allow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moderator() -> Moderator {
+        let mut cfg = ModerationConfig::default();
+        cfg.blocklist
+            .insert("brand".into(), vec!["竞品店铺".into(), "Rival Shop".into()]);
+        Moderator::new(&cfg)
+    }
+
+    #[test]
+    fn blocks_terms_despite_evasion() {
+        let m = moderator();
+        let block = |t: &str| m.check(t);
+        assert_eq!(block("欢迎来到直播间"), Verdict::Allow);
+        assert_eq!(
+            block("今天教大家 网络赌博 技巧"),
+            Verdict::Block {
+                category: "gambling".into()
+            }
+        );
+        assert_eq!(
+            block("网 络 赌 博"),
+            Verdict::Block {
+                category: "gambling".into()
+            }
+        );
+        assert_eq!(
+            block("网·络·赌·博"),
+            Verdict::Block {
+                category: "gambling".into()
+            }
+        );
+        assert_eq!(
+            block("网\u{200b}络赌博"),
+            Verdict::Block {
+                category: "gambling".into()
+            }
+        );
+        assert_eq!(
+            block("ＯＮＬＩＮＥ ＣＡＳＩＮＯ"),
+            Verdict::Block {
+                category: "gambling".into()
+            }
+        );
+        assert_eq!(
+            block("try our On-Line Casino!"),
+            Verdict::Block {
+                category: "gambling".into()
+            }
+        );
+        assert_eq!(
+            block("去 竞品 店铺 看看"),
+            Verdict::Block {
+                category: "brand".into()
+            }
+        );
+        assert_eq!(
+            block("rival-shop"),
+            Verdict::Block {
+                category: "brand".into()
+            }
+        );
+        assert_eq!(
+            block("Casino Royale is streaming online tonight"),
+            Verdict::Allow
+        );
+        assert_eq!(block("洗手液买一送一"), Verdict::Allow);
+    }
+
+    #[test]
+    fn can_be_turned_off_or_reduced() {
+        let cfg = ModerationConfig {
+            builtin: false,
+            ..Default::default()
+        };
+        assert_eq!(Moderator::new(&cfg).check("网络赌博"), Verdict::Allow);
+        let cfg = ModerationConfig {
+            enabled: false,
+            ..Default::default()
+        };
+        assert_eq!(Moderator::new(&cfg).check("网络赌博"), Verdict::Allow);
+    }
+}
