@@ -40,6 +40,16 @@ pub struct ModerationConfig {
     pub builtin: bool,
     /// More blocked terms by category, e.g. `brand = ["竞品店铺"]`.
     pub blocklist: std::collections::BTreeMap<String, Vec<String>>,
+    /// Optional moderation service (`http://…`), asked about every clause
+    /// that passes the blocklists: POST JSON `{"text", "language",
+    /// "session_id"}`, answering `{"allow": bool, "category": "…"}`. Note
+    /// that it receives the text to be spoken.
+    pub webhook_url: String,
+    /// How long to wait for the webhook.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Speak when the webhook cannot be reached (default: refuse).
+    pub webhook_fail_open: bool,
 }
 
 impl Default for ModerationConfig {
@@ -48,6 +58,9 @@ impl Default for ModerationConfig {
             enabled: true,
             builtin: true,
             blocklist: Default::default(),
+            webhook_url: String::new(),
+            webhook_timeout: Duration::from_millis(800),
+            webhook_fail_open: false,
         }
     }
 }
@@ -431,6 +444,17 @@ impl Config {
             return bad(
                 "retention periods must be positive and retention.purge_interval at least 1s",
             );
+        }
+        if !self.moderation.webhook_url.is_empty() {
+            let ok = self
+                .moderation
+                .webhook_url
+                .parse::<http::Uri>()
+                .map(|u| u.scheme_str() == Some("http") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return bad("moderation.webhook_url must be an http:// URL");
+            }
         }
         for (cat, terms) in &self.moderation.blocklist {
             let ok_cat = !cat.is_empty()

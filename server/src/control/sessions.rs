@@ -119,7 +119,11 @@ impl SessionApi {
         handle: &SessionHandle,
         clause: &str,
     ) -> ApiResult<bool> {
-        match self.moderator.check(clause) {
+        match self
+            .moderator
+            .review(clause, &handle.record.language, &handle.record.id)
+            .await
+        {
             Verdict::Allow => Ok(true),
             Verdict::Block { category } => {
                 let entry = crate::store::AuditEntry::new(

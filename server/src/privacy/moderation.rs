@@ -66,12 +66,29 @@ pub enum Verdict {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Moderator {
     enabled: bool,
     /// (category, normalised term)
     rules: Vec<(String, String)>,
+    webhook: Option<Webhook>,
 }
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+#[derive(Clone)]
+struct Webhook {
+    url: http::Uri,
+    timeout: std::time::Duration,
+    fail_open: bool,
+    client: HttpClient,
+}
+
+/// Category given when the webhook cannot answer and the clause is refused.
+pub const WEBHOOK_UNAVAILABLE: &str = "moderation_unavailable";
 
 /// Lowercased NFKC with everything but letters and digits removed.
 pub fn normalise(text: &str) -> String {
@@ -108,9 +125,42 @@ impl Moderator {
                     .map(move |t| (cat.clone(), t))
             })
             .collect();
+        let webhook = config
+            .webhook_url
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|_| !config.webhook_url.is_empty())
+            .map(|url| Webhook {
+                url,
+                timeout: config.webhook_timeout,
+                fail_open: config.webhook_fail_open,
+                client: hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http(),
+            });
         Self {
             enabled: config.enabled,
             rules,
+            webhook,
+        }
+    }
+
+    /// Checks a clause: the blocklists first, then the webhook (if any).
+    pub async fn review(&self, text: &str, language: &str, session_id: &str) -> Verdict {
+        let verdict = self.check(text);
+        if verdict != Verdict::Allow || !self.enabled {
+            return verdict;
+        }
+        match &self.webhook {
+            None => Verdict::Allow,
+            Some(w) => {
+                match tokio::time::timeout(w.timeout, w.ask(text, language, session_id)).await {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => w.unavailable(&e),
+                    Err(_) => w.unavailable("no answer in time"),
+                }
+            }
         }
     }
 
@@ -128,6 +178,58 @@ impl Moderator {
             }
         }
         Verdict::Allow
+    }
+}
+
+impl Webhook {
+    async fn ask(&self, text: &str, language: &str, session_id: &str) -> Result<Verdict, String> {
+        use http_body_util::BodyExt;
+        let body =
+            serde_json::json!({"text": text, "language": language, "session_id": session_id});
+        let req = http::Request::post(self.url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let bytes = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("answered {status}"));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        match v.get("allow").and_then(serde_json::Value::as_bool) {
+            Some(true) => Ok(Verdict::Allow),
+            Some(false) => Ok(Verdict::Block {
+                category: v
+                    .get("category")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|c| !c.is_empty() && c.len() <= 32)
+                    .unwrap_or("webhook")
+                    .to_owned(),
+            }),
+            None => Err("the answer has no boolean `allow`".into()),
+        }
+    }
+
+    fn unavailable(&self, why: &str) -> Verdict {
+        tracing::warn!(
+            reason = why,
+            fail_open = self.fail_open,
+            "moderation webhook failed"
+        );
+        if self.fail_open {
+            Verdict::Allow
+        } else {
+            Verdict::Block {
+                category: WEBHOOK_UNAVAILABLE.into(),
+            }
+        }
     }
 }
 

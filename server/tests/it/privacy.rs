@@ -653,3 +653,119 @@ async fn moderation_refuses_clauses_before_speech_and_the_session_goes_on() {
     assert_ne!(now.state, v1::SessionState::Closed as i32);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_moderation_webhook_is_asked_and_fails_closed() {
+    use axum::Json;
+    use axum::routing::post;
+    use huashen_protos::v1;
+    use std::sync::{Arc, Mutex};
+    // A moderation service on loopback: refuses one phrase; another route
+    // never answers in time.
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = asked.clone();
+    let app = axum::Router::new()
+        .route(
+            "/moderate",
+            post(move |Json(v): Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    let text = v["text"].as_str().unwrap_or("").to_owned();
+                    assert!(v["session_id"].as_str().unwrap().starts_with("se_"));
+                    let allow = !text.contains("webhook-says-no");
+                    seen.lock().unwrap().push(text);
+                    Json(serde_json::json!({"allow": allow, "category": "policy"}))
+                }
+            }),
+        )
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                Json(serde_json::json!({"allow": true}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let speak = |c: &Client, id: &str, text: &str| {
+        let mut sc = c.sessions.clone();
+        let msgs = vec![v1::SpeakRequest {
+            session_id: id.into(),
+            text: text.into(),
+            flush: true,
+        }];
+        async move { sc.speak(tokio_stream::iter(msgs)).await }
+    };
+    let server =
+        TestServer::start_with(|c| c.moderation.webhook_url = format!("http://{hook}/moderate"))
+            .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Webhooked").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let (code, msg) = code_of(
+        speak(
+            &c,
+            &s.session_id,
+            "Hello there. Now webhook-says-no please. 网络赌博!",
+        )
+        .await,
+    );
+    assert_eq!(code, tonic::Code::Unimplemented);
+    assert!(
+        msg.contains("1 clause(s) passed moderation, 2 were blocked"),
+        "{msg}"
+    );
+    // The blocklist answered for the last clause; the webhook saw the others.
+    let asked_now = asked.lock().unwrap().clone();
+    assert_eq!(
+        asked_now,
+        vec!["Hello there.", "Now webhook-says-no please."]
+    );
+    let audit = c
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes: Vec<&str> = audit
+        .entries
+        .iter()
+        .filter(|e| e.action == "moderation.block")
+        .map(|e| e.outcome.as_str())
+        .collect();
+    assert!(
+        outcomes.contains(&"policy") && outcomes.contains(&"gambling"),
+        "{outcomes:?}"
+    );
+    server.stop().await;
+
+    // A webhook that does not answer in time: clauses are refused.
+    let server = TestServer::start_with(|c| {
+        c.moderation.webhook_url = format!("http://{hook}/slow");
+        c.moderation.webhook_timeout = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Unreachable").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let r = speak(&c, &s.session_id, "Hello.")
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.accepted_chars, 0);
+    let audit = c
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        audit
+            .entries
+            .iter()
+            .any(|e| e.outcome == "moderation_unavailable")
+    );
+    server.stop().await;
+}
