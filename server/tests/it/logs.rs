@@ -2,7 +2,7 @@
 //! export → delete flow, with every crate logging at debug level, must not
 //! log the subject's name, the consent text, spoken text, image bytes, or
 //! the client's IP address (the client connects from 127.0.0.2, the server
-//! listens on 127.0.0.1).
+//! listens on 127.0.0.1). Spoken text is not written to disk either.
 
 use crate::common::*;
 use base64::Engine;
@@ -107,7 +107,26 @@ async fn a_full_flow_logs_no_personal_data() {
         .await
         .unwrap();
     let key = server.dev_key.clone();
+    let data_dir = server.dir.path().to_path_buf();
     server.stop().await;
+    // Spoken text is processed in memory only: no file holds it.
+    let mut stack = vec![data_dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                let needle = "秘密优惠码".as_bytes();
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "spoken text in {}",
+                    p.display()
+                );
+            }
+        }
+    }
 
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(
