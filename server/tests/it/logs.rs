@@ -108,7 +108,6 @@ async fn a_full_flow_logs_no_personal_data() {
         .unwrap();
     let key = server.dev_key.clone();
     let data_dir = server.dir.path().to_path_buf();
-    server.stop().await;
     // Spoken text is processed in memory only: no file holds it.
     let mut stack = vec![data_dir];
     while let Some(d) = stack.pop() {
@@ -127,6 +126,7 @@ async fn a_full_flow_logs_no_personal_data() {
             }
         }
     }
+    server.stop().await;
 
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(
