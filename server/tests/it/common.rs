@@ -88,6 +88,19 @@ impl TestServer {
         self.running = Some(running);
     }
 
+    /// Asserts an avatar is gone: its record (NOT_FOUND) and its files.
+    pub async fn assert_avatar_gone(&self, c: &mut Client, avatar_id: &str) {
+        let r = c
+            .avatars
+            .get_avatar(v1::GetAvatarRequest {
+                avatar_id: avatar_id.to_owned(),
+            })
+            .await;
+        assert_eq!(code_of(r).0, tonic::Code::NotFound, "record of {avatar_id}");
+        let dir = self.dir.path().join("blobs/avatars").join(avatar_id);
+        assert!(!dir.exists(), "files of {avatar_id}");
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");

@@ -142,22 +142,7 @@ async fn withdrawing_consent_stops_sessions_at_once_and_deletes_the_data() {
         t.elapsed()
     );
     // Data gone: record, consent, files.
-    let (code, _) = code_of(
-        c.avatars
-            .get_avatar(v1::GetAvatarRequest {
-                avatar_id: avatar.avatar_id.clone(),
-            })
-            .await,
-    );
-    assert_eq!(code, tonic::Code::NotFound);
-    assert!(
-        !server
-            .dir
-            .path()
-            .join("blobs/avatars")
-            .join(&avatar.avatar_id)
-            .exists()
-    );
+    server.assert_avatar_gone(&mut c, &avatar.avatar_id).await;
     let (code, _) = code_of(c.create_session(&avatar.avatar_id).await);
     assert_eq!(code, tonic::Code::NotFound);
     server.stop().await;
@@ -487,22 +472,7 @@ async fn subjects_can_delete_everything_about_them() {
         );
         assert_eq!(code, tonic::Code::NotFound);
     }
-    let (code, _) = code_of(
-        c.avatars
-            .get_avatar(v1::GetAvatarRequest {
-                avatar_id: subject.avatar_id.clone(),
-            })
-            .await,
-    );
-    assert_eq!(code, tonic::Code::NotFound);
-    assert!(
-        !server
-            .dir
-            .path()
-            .join("blobs/avatars")
-            .join(&subject.avatar_id)
-            .exists()
-    );
+    server.assert_avatar_gone(&mut c, &subject.avatar_id).await;
     // Nothing else was touched.
     c.avatars
         .get_avatar(v1::GetAvatarRequest {
