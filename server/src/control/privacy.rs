@@ -285,12 +285,11 @@ impl PrivacyService for PrivacyApi {
                 .await
                 .map_err(ApiError::from)?;
             out.deleted_session_records += sessions as u32;
-            let dir = self.store.files.avatar_dir(&a.id);
-            out.deleted_files += std::fs::read_dir(&dir)
-                .map(|d| d.count() as u32)
-                .unwrap_or(0);
-            if let Err(e) = self.store.files.remove_avatar(&a.id).await {
-                tracing::warn!(avatar = %a.id, error = %e, "files left for the startup sweep");
+            match self.store.files.remove_avatar(&a.id).await {
+                Ok(n) => out.deleted_files += n as u32,
+                Err(e) => {
+                    tracing::warn!(avatar = %a.id, error = %e, "files left for the startup sweep")
+                }
             }
             out.deleted_avatar_ids.push(a.id);
         }

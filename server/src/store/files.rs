@@ -102,12 +102,23 @@ impl FileStore {
         Ok(self.keys.open(&sealed, &object_aad(avatar_id, name))?)
     }
 
-    /// Removes every file of an avatar. Missing files are not an error.
-    pub async fn remove_avatar(&self, avatar_id: &str) -> io::Result<()> {
-        match tokio::fs::remove_dir_all(self.avatar_dir(avatar_id)).await {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            r => r,
-        }
+    /// Removes every file of an avatar and returns how many there were.
+    /// Missing files are not an error.
+    pub async fn remove_avatar(&self, avatar_id: &str) -> io::Result<usize> {
+        let dir = self.avatar_dir(avatar_id);
+        tokio::task::spawn_blocking(move || {
+            let n = match std::fs::read_dir(&dir) {
+                Ok(d) => d.count(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+                r => r.map(|_| n),
+            }
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Deletes leftover temporary files and avatar directories whose id is

@@ -194,6 +194,24 @@ impl Client {
         avatar_of(&self.enroll_raw(start, chunks).await.expect("enrolls"))
     }
 
+    /// Opens a WatchSession stream and reads its first event (the state at
+    /// the time of the call).
+    pub async fn watch(&mut self, session_id: &str) -> tonic::Streaming<v1::SessionEvent> {
+        let mut w = self
+            .sessions
+            .watch_session(v1::WatchSessionRequest {
+                session_id: session_id.to_owned(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        w.message()
+            .await
+            .expect("first event")
+            .expect("first event");
+        w
+    }
+
     pub async fn create_session(&mut self, avatar_id: &str) -> Result<v1::Session, tonic::Status> {
         self.sessions
             .create_session(v1::CreateSessionRequest {

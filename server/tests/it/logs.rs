@@ -49,15 +49,7 @@ async fn a_full_flow_logs_no_personal_data() {
     start.consent.as_mut().unwrap().purpose = "private purpose text".into();
     let avatar = c.enroll_with(start).await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
-    let mut watch = c
-        .sessions
-        .watch_session(v1::WatchSessionRequest {
-            session_id: s.session_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    watch.message().await.unwrap();
+    let _watch = c.watch(&s.session_id).await;
     // A viewer, also from 127.0.0.2.
     let viewer = huashen_loadtest::viewer::connect(
         server.addr,

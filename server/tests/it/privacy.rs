@@ -108,15 +108,7 @@ async fn withdrawing_consent_stops_sessions_at_once_and_deletes_the_data() {
     let mut c = server.dev().await;
     let avatar = c.enroll("Withdrawn").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
-    let mut watch = c
-        .sessions
-        .watch_session(v1::WatchSessionRequest {
-            session_id: s.session_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    watch.message().await.unwrap();
+    let mut watch = c.watch(&s.session_id).await;
     let t = Instant::now();
     let r = c
         .avatars
@@ -537,15 +529,7 @@ async fn moderation_refuses_clauses_before_speech_and_the_session_goes_on() {
     let mut c = server.dev().await;
     let avatar = c.enroll("Moderated").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
-    let mut watch = c
-        .sessions
-        .watch_session(v1::WatchSessionRequest {
-            session_id: s.session_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    watch.message().await.unwrap();
+    let mut watch = c.watch(&s.session_id).await;
     let speak = |pieces: Vec<(&str, bool)>| {
         let id = s.session_id.clone();
         let msgs: Vec<v1::SpeakRequest> = pieces

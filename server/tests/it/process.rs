@@ -130,15 +130,7 @@ async fn tenant_cli_and_sigterm_drains_sessions() {
     let mut c = client(&addr, &studio_key).await;
     let avatar = c.enroll("Studio host").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
-    let mut watch = c
-        .sessions
-        .watch_session(v1::WatchSessionRequest {
-            session_id: s.session_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    watch.message().await.unwrap().unwrap();
+    let mut watch = c.watch(&s.session_id).await;
 
     let pid = child.id().to_string();
     assert!(
