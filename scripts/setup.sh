@@ -6,8 +6,11 @@
 set -euo pipefail
 
 # Debian packages the build needs: C/C++ toolchain (bundled SQLite and
-# OpenH264), nasm (OpenH264's assembly: about twice as fast), libopus.
-APT_PACKAGES=(build-essential pkg-config ca-certificates curl nasm libopus-dev)
+# OpenH264), nasm (OpenH264's assembly: about twice as fast), libopus,
+# espeak-ng (English phonemes for the TTS; GPL-3.0, linked dynamically),
+# python3 (unpacks the model wheels in fetch-models.sh).
+APT_PACKAGES=(build-essential pkg-config ca-certificates curl nasm libopus-dev
+  libespeak-ng-dev espeak-ng-data python3 python3-pip)
 if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=(chromium chromium-driver)
 fi
@@ -39,3 +42,6 @@ if [ "$rust_minor" -lt 88 ]; then
   echo "setup: Rust $(rustc --version) is too old; Huashen needs 1.88 or newer (rustup update)" >&2
   exit 1
 fi
+
+# Model weights (registry packages, pinned by version and sha256).
+bash scripts/fetch-models.sh

@@ -5,4 +5,12 @@
 //! Every streaming stage follows one shape: feed a chunk, get whatever output
 //! is ready, flush at the end, reset to start over.
 
+pub mod nn;
+pub mod onnx;
 pub mod speech;
+
+/// The CPU backend: burn's `flex` (im2col + gemm convolutions). burn's
+/// ndarray backend computes the same results but its direct convolution is
+/// 17–60× slower on these networks (measured in docs/BENCHMARKS.md), too
+/// slow for real-time speech.
+pub type Cpu = burn::backend::Flex;

@@ -1,3 +1,4 @@
-//! Speech: text front end and (with their issue) the TTS models.
+//! Speech: text front ends, the TTS networks and their timelines.
 
 pub mod clauses;
+pub mod piper;
