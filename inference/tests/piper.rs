@@ -102,3 +102,72 @@ fn chunked_decoding_equals_one_pass() {
         .fold(0.0f32, f32::max);
     assert!(max_err < 1e-4, "chunk edges differ by {max_err}");
 }
+
+mod english {
+    use super::models_dir;
+    use huashen_inference::Cpu;
+    use huashen_inference::speech::timeline::Viseme;
+    use huashen_inference::speech::tts::EnglishTts;
+
+    fn rms(x: &[f32]) -> f32 {
+        (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt()
+    }
+
+    #[test]
+    fn sentence_audio_matches_its_timeline() {
+        let tts = EnglishTts::<Cpu>::load(&models_dir(), &Default::default()).unwrap();
+        let text = "Hello world, this is Huashen speaking to 42 viewers.";
+        let (timeline, audio) = tts.synthesize(text, 1.0).unwrap();
+        // Audio length is exactly the summed phoneme durations.
+        assert_eq!(audio.len() as u64, timeline.samples);
+        let secs = audio.len() as f32 / timeline.sample_rate as f32;
+        assert!((1.5..8.0).contains(&secs), "{secs} s");
+        let words: Vec<&str> = timeline.words.iter().map(|w| w.value.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "Hello", "world", "this", "is", "Huashen", "speaking", "to", "42", "viewers"
+            ]
+        );
+        assert!(timeline.words.windows(2).all(|w| w[0].end <= w[1].start));
+        assert!(timeline.visemes.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!(timeline.visemes.last().unwrap().end, timeline.samples);
+        // Intelligibility proxy: open vowels are loud, silences are quiet,
+        // and the speech is mostly voiced.
+        let span = |s: u64, e: u64| &audio[s as usize..e as usize];
+        let vowel: Vec<f32> = timeline
+            .visemes
+            .iter()
+            .filter(|v| matches!(v.value, Viseme::AA | Viseme::E | Viseme::OH))
+            .flat_map(|v| span(v.start, v.end).to_vec())
+            .collect();
+        let silence: Vec<f32> = timeline
+            .visemes
+            .iter()
+            .filter(|v| v.value == Viseme::Sil && v.end - v.start > 2000)
+            .flat_map(|v| span(v.start + 500, v.end - 500).to_vec())
+            .collect();
+        assert!(!vowel.is_empty() && !silence.is_empty());
+        assert!(
+            rms(&vowel) > 5.0 * rms(&silence),
+            "vowels {} vs silence {}",
+            rms(&vowel),
+            rms(&silence)
+        );
+        let frames: Vec<f32> = audio.chunks(441).map(rms).collect();
+        let loud = frames.iter().filter(|&&r| r > 0.02).count() as f32 / frames.len() as f32;
+        assert!((0.4..0.98).contains(&loud), "voiced fraction {loud}");
+        assert!(audio.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+    }
+
+    #[test]
+    fn deterministic_and_speed_scales_length() {
+        let tts = EnglishTts::<Cpu>::load(&models_dir(), &Default::default()).unwrap();
+        let (_, a) = tts.synthesize("The same words twice.", 1.0).unwrap();
+        let (_, b) = tts.synthesize("The same words twice.", 1.0).unwrap();
+        assert_eq!(a, b);
+        let (_, fast) = tts.synthesize("The same words twice.", 1.5).unwrap();
+        let ratio = a.len() as f32 / fast.len() as f32;
+        assert!((1.2..1.8).contains(&ratio), "{ratio}");
+    }
+}

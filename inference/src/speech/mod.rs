@@ -1,4 +1,7 @@
 //! Speech: text front ends, the TTS networks and their timelines.
 
 pub mod clauses;
+pub mod espeak;
 pub mod piper;
+pub mod timeline;
+pub mod tts;
