@@ -73,6 +73,10 @@ pub fn find_ai_label(au: &[u8]) -> Option<String> {
 }
 
 /// What one viewer saw.
+/// RMS (full scale 1) above which a decoded audio frame counts as speech;
+/// the server's silence decodes to exactly 0.
+pub const SPEECH_RMS: f64 = 0.01;
+
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
     /// When the WHEP offer was sent (Unix seconds).
@@ -88,6 +92,14 @@ pub struct Seen {
     pub frame_errors: Vec<f64>,
     pub audio_packets: usize,
     pub audio_decoded: usize,
+    /// Decoded 20 ms audio frames louder than [`SPEECH_RMS`] (speech, not
+    /// silence), and the arrival of the first one (Unix seconds).
+    pub audio_loud_frames: usize,
+    pub first_loud_audio_at: Option<f64>,
+    /// RTP timestamp of the first loud audio frame.
+    pub first_loud_audio_ts: Option<u32>,
+    /// Highest RMS of a decoded audio frame (full scale = 1).
+    pub audio_peak_rms: f64,
     /// (RTP timestamp, arrival as Unix seconds) of audio packets.
     pub audio_ts: Vec<(u32, f64)>,
     /// (RTP timestamp, arrival) of complete video frames.
@@ -472,8 +484,22 @@ async fn read_track(track: Arc<dyn TrackRemote>, seen: Arc<Mutex<Seen>>, options
                     s.first_audio_at.get_or_insert(now);
                     match opus_decoder.as_mut() {
                         Some(d) => {
-                            if d.decode(&pkt.payload, &mut pcm, false).unwrap_or(0) > 0 {
+                            let n = d.decode(&pkt.payload, &mut pcm, false).unwrap_or(0);
+                            if n > 0 {
                                 s.audio_decoded += 1;
+                                let samples = &pcm[..n * 2];
+                                let rms = (samples
+                                    .iter()
+                                    .map(|&v| (f64::from(v) / 32768.0).powi(2))
+                                    .sum::<f64>()
+                                    / samples.len() as f64)
+                                    .sqrt();
+                                s.audio_peak_rms = s.audio_peak_rms.max(rms);
+                                if rms > SPEECH_RMS {
+                                    s.audio_loud_frames += 1;
+                                    s.first_loud_audio_at.get_or_insert(now);
+                                    s.first_loud_audio_ts.get_or_insert(pkt.header.timestamp);
+                                }
                             }
                         }
                         None => s.audio_decoded += 1,

@@ -86,6 +86,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
 
+    let speech = {
+        let cfg = crate::pipeline::speech::EngineConfig {
+            models_dir: config.speech.models_dir.clone(),
+            workers: config.speech.workers,
+            gain: config.speech.gain,
+            queue: config.limits.max_sessions.max(1),
+        };
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::pipeline::speech::SpeechEngine::start(&cfg))
+                .await?,
+        )
+    };
     let sessions = SessionManager::new(
         store.clone(),
         ManagerConfig {
@@ -95,6 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             event_buffer: config.limits.event_buffer,
             labels: config.label.clone(),
         },
+        speech,
     );
     let avatar_api = AvatarApi {
         store: store.clone(),

@@ -29,6 +29,29 @@ pub struct Config {
     pub label: LabelConfig,
     pub retention: RetentionConfig,
     pub moderation: ModerationConfig,
+    pub speech: SpeechConfig,
+}
+
+/// Text-to-speech (see docs/BENCHMARKS.md for its cost).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    /// Where `scripts/fetch-models.sh` put the model files.
+    pub models_dir: PathBuf,
+    /// Synthesis threads shared by all sessions (each clause runs on one).
+    pub workers: usize,
+    /// Output gain applied before a soft limiter (the voice peaks near 0.5).
+    pub gain: f32,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            models_dir: PathBuf::from("models"),
+            workers: 2,
+            gain: 1.6,
+        }
+    }
 }
 
 /// Moderation of what sessions would speak (see `privacy::moderation`).
@@ -362,6 +385,12 @@ impl Config {
     /// Checks relations between values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !(1..=64).contains(&self.speech.workers) {
+            return bad("speech.workers must be 1..64");
+        }
+        if !(self.speech.gain > 0.0 && self.speech.gain <= 8.0) {
+            return bad("speech.gain must be in (0, 8]");
+        }
         if self.limits.max_sessions == 0 {
             return bad("limits.max_sessions must be at least 1");
         }

@@ -19,6 +19,14 @@ pub struct Metrics {
     pub admission_rejections: IntCounterVec,
     pub video_encode_seconds: Histogram,
     pub audio_encode_seconds: Histogram,
+    /// Clause text → its first audio chunk buffered (phonemes, encoder,
+    /// durations, flow, first decoder window).
+    pub tts_first_chunk_seconds: Histogram,
+    /// Synthesis time per second of audio (real-time factor) per clause.
+    pub tts_seconds_per_audio_second: Histogram,
+    /// Speak requests to the first audio of their first clause on the
+    /// session clock (TTS + queueing), seconds.
+    pub speech_start_seconds: Histogram,
     pub frames_late: IntCounter,
     pub keyframes: IntCounter,
     pub viewer_lag_events: IntCounter,
@@ -93,6 +101,41 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                     "Opus encode time per 20 ms frame",
                 )
                 .buckets(buckets),
+            )
+            .unwrap(),
+        ),
+        tts_first_chunk_seconds: register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "huashen_tts_first_chunk_seconds",
+                    "Time from a clause to its first synthesised audio chunk",
+                )
+                .buckets(vec![
+                    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0,
+                ]),
+            )
+            .unwrap(),
+        ),
+        tts_seconds_per_audio_second: register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "huashen_tts_real_time_factor",
+                    "Synthesis seconds per second of speech, per clause",
+                )
+                .buckets(vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0]),
+            )
+            .unwrap(),
+        ),
+        speech_start_seconds: register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "huashen_speech_start_seconds",
+                    "Time from a clause's arrival to its first audio on air",
+                )
+                .buckets(vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0]),
             )
             .unwrap(),
         ),

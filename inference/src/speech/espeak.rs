@@ -121,9 +121,11 @@ pub fn phonemize(text: &str, voice: &str) -> Result<Vec<PhonemizedPiece>, Espeak
 }
 
 fn phonemize_segment(seg: &str, voice: &str) -> Result<Vec<PhonemizedWord>, EspeakError> {
+    // Only Latin-script words (and numbers) are English: espeak-ng would
+    // spell other scripts out letter by letter ("Chinese letter …").
     let written: Vec<&str> = seg
         .split_whitespace()
-        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .filter(|w| w.chars().any(char::is_alphanumeric) && w.chars().all(is_latin))
         .collect();
     if written.is_empty() {
         return Ok(Vec::new());
@@ -150,6 +152,10 @@ fn phonemize_segment(seg: &str, voice: &str) -> Result<Vec<PhonemizedWord>, Espe
         return Ok(pair(&written, groups));
     }
     Ok(pair(&written, alone.into_iter()))
+}
+
+fn is_latin(c: char) -> bool {
+    c.is_ascii() || ('\u{00C0}'..='\u{024F}').contains(&c) || "’‘“”–—…".contains(c)
 }
 
 fn pair(written: &[&str], spoken: impl Iterator<Item = String>) -> Vec<PhonemizedWord> {
@@ -228,5 +234,18 @@ mod tests {
             p[0].words[2]
         );
         assert!(p[0].words.iter().all(|w| !w.ipa.is_empty()));
+    }
+
+    #[test]
+    fn other_scripts_are_not_spelled_out() {
+        let p = phonemize("你好 world", "en-us").unwrap();
+        let words: Vec<&str> = p[0].words.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(words, ["world"]);
+        assert!(
+            phonemize("你好。", "en-us")
+                .unwrap()
+                .iter()
+                .all(|p| p.words.is_empty())
+        );
     }
 }

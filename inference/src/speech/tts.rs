@@ -34,7 +34,7 @@ pub enum TtsError {
     Voice(#[from] VoiceError),
     #[error(transparent)]
     Phonemes(#[from] EspeakError),
-    #[error("the text has nothing to speak")]
+    #[error("the clause has nothing this voice can read (text in other scripts is skipped)")]
     Empty,
 }
 

@@ -5,6 +5,7 @@ use super::validate;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
+use crate::pipeline::speech::Utterance;
 use crate::privacy::moderation::Verdict;
 use crate::session::{
     CloseReason, Command, Event, EventKind, SessionHandle, SessionManager, SessionSpec,
@@ -137,6 +138,35 @@ impl SessionApi {
                 Ok(false)
             }
         }
+    }
+
+    /// Moderates one clause and, when allowed, queues it on the session.
+    async fn queue_clause(
+        &self,
+        who: &Principal,
+        handle: &Arc<SessionHandle>,
+        clause: String,
+        queued: &mut Queued,
+    ) -> ApiResult<()> {
+        if !self.moderate(who, handle, &clause).await? {
+            return Ok(());
+        }
+        let chars = clause.chars().count() as u64;
+        let utterance = Utterance {
+            id: ids::new_id(ids::UTTERANCE),
+            text: clause,
+        };
+        let id = utterance.id.clone();
+        let (reply, rx) = oneshot::channel();
+        handle.send(Command::Speak { utterance, reply }).await?;
+        rx.await
+            .map_err(|_| {
+                ApiError::FailedPrecondition(format!("session {} closed", handle.record.id))
+            })?
+            .map_err(ApiError::ResourceExhausted)?;
+        queued.chars += chars;
+        queued.ids.push(id);
+        Ok(())
     }
 
     fn spec(&self, req: &v1::CreateSessionRequest) -> ApiResult<SessionSpec> {
@@ -275,6 +305,48 @@ fn event_to_proto(e: &Event) -> v1::SessionEvent {
         EventKind::Error { code, message } => E::Error(v1::SessionError {
             code: (*code).to_owned(),
             message: message.clone(),
+        }),
+        EventKind::SpeechStarted {
+            utterance_id,
+            text,
+            clock_ms,
+        } => E::SpeechStarted(v1::SpeechStarted {
+            utterance_id: utterance_id.clone(),
+            text: text.clone(),
+            clock_ms: *clock_ms,
+        }),
+        EventKind::SpeechFinished {
+            utterance_id,
+            interrupted,
+            clock_ms,
+        } => E::SpeechFinished(v1::SpeechFinished {
+            utterance_id: utterance_id.clone(),
+            interrupted: *interrupted,
+            clock_ms: *clock_ms,
+        }),
+        EventKind::Word {
+            utterance_id,
+            word,
+            start_ms,
+            end_ms,
+        } => E::Word(v1::WordTiming {
+            utterance_id: utterance_id.clone(),
+            word: word.clone(),
+            start_ms: *start_ms,
+            end_ms: *end_ms,
+        }),
+        EventKind::Phoneme {
+            utterance_id,
+            phoneme,
+            viseme,
+            start_ms,
+            end_ms,
+        } => E::Phoneme(v1::PhonemeTiming {
+            utterance_id: utterance_id.clone(),
+            phoneme: phoneme.clone(),
+            viseme: (*viseme).to_string(),
+            start_ms: *start_ms,
+            end_ms: *end_ms,
         }),
         EventKind::Closed { reason } => E::Closed(v1::SessionClosed {
             reason: *reason as i32,
@@ -454,8 +526,13 @@ impl SessionService for SessionApi {
         check_speak_chunk(&first)?;
         let handle = self.find_live(&who, &first.session_id).await?;
         handle.send(Command::Activity).await?;
+        self.sessions
+            .speech()
+            .check_voice(&handle.record.language, &handle.record.voice_id)
+            .map_err(ApiError::FailedPrecondition)?;
         let mut splitter = ClauseSplitter::default();
-        let (mut total, mut allowed, mut blocked) = (0u64, 0usize, 0usize);
+        let mut total = 0u64;
+        let mut queued = Queued::default();
         let mut next = Some(first);
         while let Some(msg) = next {
             check_speak_chunk(&msg)?;
@@ -477,35 +554,21 @@ impl SessionService for SessionApi {
                 clauses.extend(splitter.flush());
             }
             for clause in clauses {
-                if self.moderate(&who, &handle, &clause).await? {
-                    allowed += 1;
-                } else {
-                    blocked += 1;
-                }
+                self.queue_clause(&who, &handle, clause, &mut queued)
+                    .await?;
             }
             next = inbound.message().await?;
         }
         if let Some(clause) = splitter.flush() {
-            if self.moderate(&who, &handle, &clause).await? {
-                allowed += 1;
-            } else {
-                blocked += 1;
-            }
+            self.queue_clause(&who, &handle, clause, &mut queued)
+                .await?;
         }
-        if allowed == 0 {
-            // Everything was refused: nothing to speak, and that is no error.
-            return Ok(Response::new(v1::SpeakResponse {
-                accepted_chars: 0,
-                utterance_ids: vec![],
-            }));
-        }
-        Err(ApiError::Unimplemented(format!(
-            "this server has no text-to-speech engine for {} installed yet, so Speak cannot \
-             be served ({allowed} clause(s) passed moderation, {blocked} were blocked); the \
-             session stays open",
-            handle.record.language
-        ))
-        .into())
+        // Clauses refused by moderation are not spoken and not counted;
+        // the session's watchers got an error event for each.
+        Ok(Response::new(v1::SpeakResponse {
+            accepted_chars: queued.chars,
+            utterance_ids: queued.ids,
+        }))
     }
 
     async fn push_audio(
@@ -579,6 +642,28 @@ impl SessionService for SessionApi {
         }))
     }
 
+    async fn list_voices(
+        &self,
+        request: Request<v1::ListVoicesRequest>,
+    ) -> Result<Response<v1::ListVoicesResponse>, Status> {
+        authenticate(&self.store, request.metadata()).await?;
+        let voices = self
+            .sessions
+            .speech()
+            .voices()
+            .into_iter()
+            .map(|v| v1::Voice {
+                voice_id: v.id,
+                language: v.language,
+                display_name: v.display_name,
+                sample_rate_hz: v.sample_rate,
+                model: v.model,
+                license: v.license,
+            })
+            .collect();
+        Ok(Response::new(v1::ListVoicesResponse { voices }))
+    }
+
     type WatchSessionStream = EventStream;
 
     async fn watch_session(
@@ -598,4 +683,11 @@ impl SessionService for SessionApi {
             ))))),
         }
     }
+}
+
+/// What one Speak call queued.
+#[derive(Default)]
+struct Queued {
+    chars: u64,
+    ids: Vec<String>,
 }

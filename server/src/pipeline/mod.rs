@@ -2,8 +2,8 @@
 //! packets out, encoded once and published to every viewer.
 //!
 //! A dedicated thread per session runs the session clock in real time: every
-//! 20 ms it encodes one audio frame (silence until speech is attached — real
-//! Opus frames, so the track never starves) and every video frame that has
+//! 20 ms it encodes one audio frame (the session's speech from its playback
+//! buffer, or silence — real Opus frames, so the track never starves) and every video frame that has
 //! come due on the audio clock. Packets go to a bounded broadcast channel;
 //! a viewer that falls behind loses packets, never slows the session.
 
@@ -12,6 +12,8 @@ pub mod encode;
 pub mod frame;
 pub mod label;
 pub mod portrait;
+pub mod resample;
+pub mod speech;
 
 use bytes::Bytes;
 use clock::{AUDIO_FRAME, MediaClock};
@@ -22,10 +24,11 @@ use rtc::rtp;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::codec::opus::OpusPayloader;
 use rtc::rtp::packetizer::Payloader;
+use speech::{Playback, PlaybackEvent};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// RTP payload size: fits a 1500-byte MTU with IP/UDP/SRTP overhead.
 pub const RTP_PAYLOAD_MTU: usize = 1188;
@@ -98,6 +101,15 @@ pub struct MediaStats {
     pub late_frames: AtomicU64,
     /// Total time spent encoding video, microseconds.
     pub video_encode_us: AtomicU64,
+    /// Session-clock sample of the audio frame encoded last.
+    pub clock_sample: AtomicU64,
+}
+
+/// Where a session's audio comes from and where playback progress goes.
+pub struct AudioInput {
+    pub playback: Arc<Playback>,
+    /// Playback events for the session actor (bounded; dropped when full).
+    pub events: mpsc::Sender<PlaybackEvent>,
 }
 
 pub struct MediaPipeline {
@@ -107,6 +119,7 @@ pub struct MediaPipeline {
     pub stats: Arc<MediaStats>,
     pub clock: MediaClock,
     pub config: MediaConfig,
+    pub playback: Arc<Playback>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -116,6 +129,7 @@ impl MediaPipeline {
         config: MediaConfig,
         frames: impl FrameSource,
         labels: Labels,
+        audio_in: AudioInput,
         name: &str,
     ) -> Result<Self, EncodeError> {
         let video = VideoEncoder::new(
@@ -130,7 +144,9 @@ impl MediaPipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::default());
         let clock = MediaClock::new(config.fps);
+        let playback = audio_in.playback.clone();
         let worker = Worker {
+            audio_in,
             clock,
             video,
             audio,
@@ -156,6 +172,7 @@ impl MediaPipeline {
             stats,
             clock,
             config,
+            playback,
             thread: Some(thread),
         })
     }
@@ -203,6 +220,7 @@ impl KeyframeRequester {
 }
 
 struct Worker {
+    audio_in: AudioInput,
     clock: MediaClock,
     video: VideoEncoder,
     audio: AudioEncoder,
@@ -225,10 +243,18 @@ impl Worker {
         let start = Instant::now();
         let mut audio_frame: u64 = 0;
         let mut video_frame: u64 = 0;
-        let silence = [0i16; AUDIO_FRAME as usize];
+        let mut pcm = [0i16; AUDIO_FRAME as usize];
+        let mut events = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             let sample = audio_frame * u64::from(AUDIO_FRAME);
-            if let Err(e) = self.send_audio(&silence, sample) {
+            self.stats.clock_sample.store(sample, Ordering::Relaxed);
+            self.audio_in.playback.fill(&mut pcm, sample, &mut events);
+            for ev in events.drain(..) {
+                // A full queue means the actor is gone or far behind; the
+                // audio plays on regardless.
+                let _ = self.audio_in.events.try_send(ev);
+            }
+            if let Err(e) = self.send_audio(&pcm, sample) {
                 tracing::error!(error = %e, "audio encoding failed; stopping media");
                 return;
             }
@@ -366,7 +392,19 @@ mod tests {
             video_bitrate_kbps: 500,
             audio_bitrate_kbps: 32,
         };
-        let p = MediaPipeline::start(config, StillFrame(still), Labels::default(), "test").unwrap();
+        let (events, _rx) = mpsc::channel(16);
+        let audio_in = AudioInput {
+            playback: Arc::new(Playback::new(48000)),
+            events,
+        };
+        let p = MediaPipeline::start(
+            config,
+            StillFrame(still),
+            Labels::default(),
+            audio_in,
+            "test",
+        )
+        .unwrap();
         let mut rx = p.subscribe();
         let (a0, v0) = p.clock.bases();
         let mut audio_ts = vec![];

@@ -6,7 +6,10 @@
 use super::Inner;
 use super::admission::Permit;
 use super::types::*;
+use crate::pipeline::clock::MediaClock;
+use crate::pipeline::speech::{PlaybackEvent, SpeechEngine, Utterance};
 use crate::store::{AuditEntry, now_ms};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -26,7 +29,16 @@ pub enum Command {
     ViewerLeft { viewer_id: String },
     /// Moderation refused a clause (it is not spoken).
     ModerationBlocked { category: String },
+    /// A clause to speak after those queued; the reply says whether it was
+    /// queued (the queue is bounded).
+    Speak {
+        utterance: Utterance,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
+
+/// Clauses a session may have waiting for synthesis.
+pub const MAX_PENDING_CLAUSES: usize = 256;
 
 pub(super) struct Actor {
     pub id: String,
@@ -42,6 +54,15 @@ pub(super) struct Actor {
     /// Held until the session is closed; `None` once released.
     pub permit: Option<Permit>,
     pub media: Arc<crate::pipeline::MediaPipeline>,
+    pub speech: Arc<SpeechEngine>,
+    pub speed: f32,
+    pub playback_events: mpsc::Receiver<PlaybackEvent>,
+    /// Clauses waiting for synthesis, with their arrival time.
+    pub pending: VecDeque<(Utterance, Instant)>,
+    /// The clause being synthesised: fires when all its audio is buffered.
+    pub in_flight: Option<oneshot::Receiver<Result<(), String>>>,
+    /// Arrival times of clauses submitted and not yet on air.
+    pub arrivals: VecDeque<(String, Instant)>,
 }
 
 impl Actor {
@@ -68,6 +89,99 @@ impl Actor {
         self.emit(EventKind::StateChanged { previous, current });
     }
 
+    /// Hands the next clause to the speech engine when none is in flight.
+    fn pump(&mut self) {
+        while self.in_flight.is_none() {
+            let Some((utterance, arrived)) = self.pending.pop_front() else {
+                return;
+            };
+            let id = utterance.id.clone();
+            match self
+                .speech
+                .submit(utterance, self.speed, self.media.playback.clone())
+            {
+                Ok(rx) => {
+                    self.arrivals.push_back((id, arrived));
+                    self.in_flight = Some(rx);
+                }
+                Err(message) => {
+                    self.emit(EventKind::Error {
+                        code: "SPEECH_FAILED",
+                        message: format!("an utterance was not spoken: {message}"),
+                    });
+                }
+            }
+        }
+    }
+
+    fn settle_state(&mut self) {
+        if self.pending.is_empty() && self.in_flight.is_none() && !self.media.playback.is_active() {
+            self.set_state(SessionState::Idle);
+        }
+    }
+
+    fn on_playback(&mut self, ev: PlaybackEvent) {
+        let ms = MediaClock::sample_ms;
+        match ev {
+            PlaybackEvent::Started {
+                utterance_id,
+                text,
+                sample,
+            } => {
+                while let Some((id, arrived)) = self.arrivals.pop_front() {
+                    if id == utterance_id {
+                        crate::metrics::METRICS
+                            .speech_start_seconds
+                            .observe(arrived.elapsed().as_secs_f64());
+                        break;
+                    }
+                }
+                self.set_state(SessionState::Speaking);
+                self.emit(EventKind::SpeechStarted {
+                    utterance_id,
+                    text,
+                    clock_ms: ms(sample),
+                });
+            }
+            PlaybackEvent::Word {
+                utterance_id,
+                word,
+                start,
+                end,
+            } => self.emit(EventKind::Word {
+                utterance_id,
+                word,
+                start_ms: ms(start),
+                end_ms: ms(end),
+            }),
+            PlaybackEvent::Phoneme {
+                utterance_id,
+                phoneme,
+                viseme,
+                start,
+                end,
+            } => self.emit(EventKind::Phoneme {
+                utterance_id,
+                phoneme,
+                viseme,
+                start_ms: ms(start),
+                end_ms: ms(end),
+            }),
+            PlaybackEvent::Finished {
+                utterance_id,
+                interrupted,
+                sample,
+            } => {
+                self.emit(EventKind::SpeechFinished {
+                    utterance_id,
+                    interrupted,
+                    clock_ms: ms(sample),
+                });
+                self.settle_state();
+            }
+        }
+    }
+
     pub async fn run(mut self) {
         let _open = crate::metrics::Gauged::new(&crate::metrics::METRICS.sessions_open);
         tracing::info!("session started");
@@ -85,9 +199,37 @@ impl Actor {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Interrupt { reply }) => {
                         idle_deadline = Instant::now() + self.idle_timeout;
-                        // Nothing is queued until a speech engine is attached.
-                        let _ = reply.send(0);
+                        let queued = self.pending.len() as u32;
+                        self.pending.clear();
+                        self.arrivals.clear();
+                        // The clause in flight is dropped by its worker at
+                        // its next chunk (the playback generation moved on).
+                        let in_flight = u32::from(self.in_flight.take().is_some());
+                        let sample = self
+                            .media
+                            .stats
+                            .clock_sample
+                            .load(std::sync::atomic::Ordering::Relaxed);
+                        let mut events = Vec::new();
+                        let playing = self.media.playback.interrupt(sample, &mut events);
+                        for ev in events {
+                            self.on_playback(ev);
+                        }
+                        let _ = reply.send(queued + in_flight.max(playing));
                         self.set_state(SessionState::Idle);
+                    }
+                    Some(Command::Speak { utterance, reply }) => {
+                        idle_deadline = Instant::now() + self.idle_timeout;
+                        if self.pending.len() >= MAX_PENDING_CLAUSES {
+                            let _ = reply.send(Err(format!(
+                                "the session already has {MAX_PENDING_CLAUSES} clauses waiting; \
+                                 wait for speech to catch up or Interrupt"
+                            )));
+                        } else {
+                            self.pending.push_back((utterance, Instant::now()));
+                            let _ = reply.send(Ok(()));
+                            self.pump();
+                        }
                     }
                     Some(Command::Activity) => {
                         idle_deadline = Instant::now() + self.idle_timeout;
@@ -116,7 +258,31 @@ impl Actor {
                     // Every sender is gone: the handle was dropped.
                     None => break CloseReason::Error,
                 },
+                Some(ev) = self.playback_events.recv() => {
+                    idle_deadline = Instant::now() + self.idle_timeout;
+                    self.on_playback(ev);
+                }
+                done = async {
+                    match self.in_flight.as_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.in_flight = None;
+                    if let Ok(Err(message)) = done {
+                        self.emit(EventKind::Error {
+                            code: "SPEECH_FAILED",
+                            message: format!("an utterance could not be synthesised: {message}"),
+                        });
+                    }
+                    self.pump();
+                    self.settle_state();
+                }
                 _ = sleep_until(idle_deadline) => {
+                    if self.media.playback.is_active() || self.in_flight.is_some() {
+                        idle_deadline = Instant::now() + self.idle_timeout;
+                        continue;
+                    }
                     if self.snapshot.borrow().viewer_count == 0 {
                         break CloseReason::IdleTimeout;
                     }

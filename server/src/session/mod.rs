@@ -12,7 +12,8 @@ pub use types::*;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::pipeline::label::VisibleLabel;
-use crate::pipeline::{Labels, MediaConfig, MediaPipeline, StillFrame, portrait};
+use crate::pipeline::speech::{Playback, PlaybackEvent, SpeechEngine};
+use crate::pipeline::{AudioInput, Labels, MediaConfig, MediaPipeline, StillFrame, portrait};
 use crate::store::{AuditEntry, Avatar, AvatarState, Principal, SessionRecord, Store, now_ms};
 use admission::{Admission, Refusal};
 use dashmap::DashMap;
@@ -134,6 +135,7 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     accepting: AtomicBool,
+    speech: Arc<SpeechEngine>,
 }
 
 #[derive(Clone)]
@@ -142,7 +144,7 @@ pub struct SessionManager {
 }
 
 impl SessionManager {
-    pub fn new(store: Store, config: ManagerConfig) -> Self {
+    pub fn new(store: Store, config: ManagerConfig, speech: Arc<SpeechEngine>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sessions: DashMap::new(),
@@ -152,8 +154,14 @@ impl SessionManager {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 accepting: AtomicBool::new(true),
+                speech,
             }),
         }
+    }
+
+    /// The text-to-speech engine sessions speak with.
+    pub fn speech(&self) -> &Arc<SpeechEngine> {
+        &self.inner.speech
     }
 
     /// Open sessions on the server.
@@ -233,7 +241,7 @@ impl SessionManager {
                 )),
             })?;
         let session_id = ids::new_id(ids::SESSION);
-        let media = self.start_media(&avatar, &spec, &session_id).await?;
+        let (media, playback_events) = self.start_media(&avatar, &spec, &session_id).await?;
         let record = SessionRecord {
             id: session_id,
             tenant_id: who.tenant_id.clone(),
@@ -298,6 +306,12 @@ impl SessionManager {
             inner: self.inner.clone(),
             permit: Some(permit),
             media,
+            speech: self.inner.speech.clone(),
+            speed: spec.speed,
+            playback_events,
+            pending: Default::default(),
+            in_flight: None,
+            arrivals: Default::default(),
         };
         let span = tracing::info_span!("session", id = %record.id);
         let cleanup = RemoveOnDrop {
@@ -322,7 +336,7 @@ impl SessionManager {
         avatar: &Avatar,
         spec: &SessionSpec,
         session_id: &str,
-    ) -> ApiResult<Arc<MediaPipeline>> {
+    ) -> ApiResult<(Arc<MediaPipeline>, mpsc::Receiver<PlaybackEvent>)> {
         let files = self.inner.store.files.clone();
         // Avatars enrolled before minimisation have only their original.
         let fallback = format!("original.{}", avatar.image_format.as_str());
@@ -358,6 +372,10 @@ impl SessionManager {
             sei_session: lc.sei.then(|| session_id.to_owned()),
         };
         let avatar_id = avatar.id.clone();
+        // Up to 30 s of synthesised speech waits in the playback buffer.
+        let playback = Arc::new(Playback::new(30 * 48_000));
+        let (events, playback_events) = mpsc::channel(1024);
+        let audio_in = AudioInput { playback, events };
         let started = tokio::task::spawn_blocking(move || -> ApiResult<MediaPipeline> {
             let file = crate::control::avatars::PORTRAIT_FILE;
             let bytes = match files.read_avatar_file(&avatar_id, file) {
@@ -383,14 +401,14 @@ impl SessionManager {
                 ApiError::FailedPrecondition(format!("avatar {avatar_id}: {e}; enroll it again"))
             })?;
             let still = portrait::to_i420(&portrait::letterbox(&img, config.width, config.height));
-            MediaPipeline::start(config, StillFrame(still), labels, &name).map_err(|e| {
+            MediaPipeline::start(config, StillFrame(still), labels, audio_in, &name).map_err(|e| {
                 tracing::error!(error = %e, "cannot start media");
                 ApiError::Unavailable(format!("the media pipeline could not start: {e}"))
             })
         })
         .await
         .map_err(|e| ApiError::Unavailable(format!("the media pipeline could not start: {e}")))??;
-        Ok(Arc::new(started))
+        Ok((Arc::new(started), playback_events))
     }
 
     /// A live session by id alone, for viewers (who hold a viewer token,

@@ -102,4 +102,28 @@ pub enum EventKind {
     Closed {
         reason: CloseReason,
     },
+    /// Times are on the session clock, in milliseconds.
+    SpeechStarted {
+        utterance_id: String,
+        text: String,
+        clock_ms: u64,
+    },
+    SpeechFinished {
+        utterance_id: String,
+        interrupted: bool,
+        clock_ms: u64,
+    },
+    Word {
+        utterance_id: String,
+        word: String,
+        start_ms: u64,
+        end_ms: u64,
+    },
+    Phoneme {
+        utterance_id: String,
+        phoneme: String,
+        viseme: &'static str,
+        start_ms: u64,
+        end_ms: u64,
+    },
 }

@@ -24,7 +24,13 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.server.shutdown_grace = Duration::from_secs(5);
     c.storage.data_dir = dir.to_path_buf();
+    // The models fetched by scripts/fetch-models.sh (setup runs it).
+    c.speech.models_dir = models_dir();
     c
+}
+
+pub fn models_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
 
 impl TestServer {

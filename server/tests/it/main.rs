@@ -15,3 +15,4 @@ mod privacy;
 mod process;
 mod reflection_health_web;
 mod sessions;
+mod speech;

@@ -267,19 +267,28 @@ async fn idle_sessions_close_themselves_and_activity_keeps_them() {
 }
 
 #[tokio::test]
-async fn speech_without_an_engine_is_a_clear_error_and_the_session_survives() {
-    let server = TestServer::start().await;
+async fn speech_without_a_voice_is_a_clear_error_and_the_session_survives() {
+    // No models installed: the server runs, Speak says what to install.
+    let empty = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| c.speech.models_dir = empty.path().to_path_buf()).await;
     let mut c = server.dev().await;
+    let voices = c
+        .sessions
+        .list_voices(v1::ListVoicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(voices.voices.is_empty());
     let avatar = c.enroll("Host").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
     let speak = vec![v1::SpeakRequest {
         session_id: s.session_id.clone(),
-        text: "你好，欢迎来到直播间。".into(),
+        text: "Hello, welcome to the show.".into(),
         flush: true,
     }];
     let (code, msg) = code_of(c.sessions.speak(tokio_stream::iter(speak)).await);
-    assert_eq!(code, tonic::Code::Unimplemented);
-    assert!(msg.contains("text-to-speech"), "{msg}");
+    assert_eq!(code, tonic::Code::FailedPrecondition);
+    assert!(msg.contains("fetch-models"), "{msg}");
     let got = c
         .sessions
         .get_session(v1::GetSessionRequest {
@@ -289,5 +298,33 @@ async fn speech_without_an_engine_is_a_clear_error_and_the_session_survives() {
         .unwrap()
         .into_inner();
     assert_ne!(got.state, v1::SessionState::Closed as i32);
+    server.stop().await;
+
+    // With the English voice installed, a Mandarin session is told which
+    // voices exist.
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c
+        .sessions
+        .create_session(v1::CreateSessionRequest {
+            avatar_id: avatar.avatar_id,
+            voice: Some(v1::VoiceOptions {
+                language: "zh-CN".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let speak = vec![v1::SpeakRequest {
+        session_id: s.session_id.clone(),
+        text: "你好，欢迎来到直播间。".into(),
+        flush: true,
+    }];
+    let (code, msg) = code_of(c.sessions.speak(tokio_stream::iter(speak)).await);
+    assert_eq!(code, tonic::Code::FailedPrecondition);
+    assert!(msg.contains("zh-CN") && msg.contains("en-US-joe"), "{msg}");
     server.stop().await;
 }
