@@ -29,8 +29,12 @@ pub struct Options {
     pub sessions: usize,
     /// How long to keep them open and driven.
     pub duration: Duration,
-    /// Interrupt calls per second per session while open.
+    /// Interrupt calls (or, with `speak`, utterances) per second per
+    /// session while open.
     pub rate: f64,
+    /// Text each session speaks at `rate` (then interrupts after a second);
+    /// `None`: only Interrupt calls.
+    pub speak: Option<String>,
     /// Portrait to enroll (PNG or JPEG).
     pub image: Vec<u8>,
     /// WebRTC viewers per session.
@@ -76,6 +80,14 @@ pub struct Report {
     pub create_session: Stats,
     pub first_watch_event: Stats,
     pub interrupt: Stats,
+    /// Speak call → the utterance's first audio on the session clock
+    /// (`SpeechStarted` event).
+    pub speech_started: Stats,
+    /// Speak call → the first speech audio heard by a viewer (decoded Opus
+    /// louder than silence; needs `decode`).
+    pub speech_heard: Stats,
+    /// Interrupt call while speaking → the session reports idle.
+    pub interrupt_to_idle: Stats,
     pub close_session: Stats,
     pub viewers: ViewerReport,
     pub server: Option<ServerUsage>,
@@ -132,6 +144,9 @@ impl Report {
             ("CreateSession", &self.create_session),
             ("first watch event", &self.first_watch_event),
             ("Interrupt", &self.interrupt),
+            ("Speak→on air", &self.speech_started),
+            ("Speak→heard", &self.speech_heard),
+            ("Interrupt→idle", &self.interrupt_to_idle),
             ("CloseSession", &self.close_session),
         ] {
             s.push_str(&format!(
@@ -278,6 +293,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             avatar_id: avatar_id.clone(),
             duration: opts.duration,
             period: Duration::from_secs_f64(1.0 / opts.rate.max(0.01)),
+            speak: opts.speak.clone(),
             viewers: opts.viewers,
             viewer_options: viewer::ViewerOptions {
                 decode: opts.decode,
@@ -292,6 +308,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     barrier.wait().await;
     let before = metrics_sample(whep_addr).await;
     let (mut create, mut first, mut interrupt, mut close) = (vec![], vec![], vec![], vec![]);
+    let (mut started, mut heard, mut to_idle) = (vec![], vec![], vec![]);
     let mut seen = vec![];
     let mut after = None;
     while let Some(r) = tasks.join_next().await {
@@ -304,6 +321,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 create.extend(one.create);
                 first.extend(one.first_event);
                 interrupt.extend(one.interrupts);
+                started.extend(one.speech_started);
+                heard.extend(one.speech_heard);
+                to_idle.extend(one.interrupt_to_idle);
                 close.extend(one.close);
                 seen.extend(one.seen);
                 report.errors.extend(one.errors);
@@ -314,6 +334,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     report.create_session = Stats::from(create);
     report.first_watch_event = Stats::from(first);
     report.interrupt = Stats::from(interrupt);
+    report.speech_started = Stats::from(started);
+    report.speech_heard = Stats::from(heard);
+    report.interrupt_to_idle = Stats::from(to_idle);
     report.close_session = Stats::from(close);
     report.viewers = viewer_report(&seen);
     match (&before, &after) {
@@ -426,6 +449,7 @@ struct SessionPlan {
     avatar_id: String,
     duration: Duration,
     period: Duration,
+    speak: Option<String>,
     viewers: usize,
     viewer_options: viewer::ViewerOptions,
     whep_addr: std::net::SocketAddr,
@@ -437,6 +461,9 @@ struct OneSession {
     create: Option<Duration>,
     first_event: Option<Duration>,
     interrupts: Vec<Duration>,
+    speech_started: Vec<Duration>,
+    speech_heard: Vec<Duration>,
+    interrupt_to_idle: Vec<Duration>,
     close: Option<Duration>,
     seen: Vec<viewer::Seen>,
     errors: Vec<String>,
@@ -453,7 +480,27 @@ async fn drive_session(mut client: SessionServiceClient<Svc>, plan: SessionPlan)
     };
     let end = Instant::now() + plan.duration;
     let mut tick = tokio::time::interval(plan.period);
-    while Instant::now() < end {
+    if let Some(text) = &plan.speak {
+        let mut watch = match client
+            .watch_session(v1::WatchSessionRequest {
+                session_id: id.clone(),
+            })
+            .await
+        {
+            Ok(w) => Some(w.into_inner()),
+            Err(e) => {
+                out.errors.push(format!("WatchSession: {}", e.message()));
+                None
+            }
+        };
+        while let Some(w) = watch.as_mut()
+            && Instant::now() < end
+        {
+            tick.tick().await;
+            speak_once(&mut client, w, &id, text, &viewers, &mut out).await;
+        }
+    }
+    while plan.speak.is_none() && Instant::now() < end {
         tick.tick().await;
         let t = Instant::now();
         match client
@@ -481,6 +528,97 @@ async fn drive_session(mut client: SessionServiceClient<Svc>, plan: SessionPlan)
         Err(e) => out.errors.push(format!("CloseSession: {}", e.message())),
     }
     out
+}
+
+/// Waits for the first event `want` accepts (at most `timeout`).
+async fn wait_event(
+    watch: &mut tonic::Streaming<v1::SessionEvent>,
+    timeout: Duration,
+    mut want: impl FnMut(&v1::session_event::Event) -> bool,
+) -> bool {
+    let end = tokio::time::Instant::now() + timeout;
+    while let Ok(Ok(Some(ev))) = tokio::time::timeout_at(end, watch.message()).await {
+        if ev.event.as_ref().is_some_and(&mut want) {
+            return true;
+        }
+    }
+    false
+}
+
+/// One utterance: Speak, see it start (events) and be heard (viewers), let
+/// it play a second, Interrupt, see the session idle.
+async fn speak_once(
+    client: &mut SessionServiceClient<Svc>,
+    watch: &mut tonic::Streaming<v1::SessionEvent>,
+    id: &str,
+    text: &str,
+    viewers: &[viewer::Viewer],
+    out: &mut OneSession,
+) {
+    use v1::session_event::Event as E;
+    let t0 = Instant::now();
+    let wall0 = viewer::unix_now();
+    let req = v1::SpeakRequest {
+        session_id: id.to_owned(),
+        text: text.to_owned(),
+        flush: true,
+    };
+    if let Err(e) = client.speak(tokio_stream::iter(vec![req])).await {
+        out.errors
+            .push(format!("Speak: {:?} {}", e.code(), e.message()));
+        return;
+    }
+    if wait_event(watch, Duration::from_secs(20), |e| {
+        matches!(e, E::SpeechStarted(_))
+    })
+    .await
+    {
+        out.speech_started.push(t0.elapsed());
+    } else {
+        out.errors.push("no SpeechStarted within 20 s".into());
+        return;
+    }
+    // Each viewer's first speech onset after the call.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut pending: Vec<&viewer::Viewer> = viewers.iter().collect();
+    while !pending.is_empty() && Instant::now() < deadline {
+        pending.retain(|v| {
+            let seen = v.seen();
+            match seen.speech_onsets.iter().find(|&&t| t >= wall0) {
+                Some(&t) => {
+                    out.speech_heard
+                        .push(Duration::from_secs_f64((t - wall0).max(0.0)));
+                    false
+                }
+                None => true,
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t1 = Instant::now();
+    if let Err(e) = client
+        .interrupt(v1::InterruptRequest {
+            session_id: id.to_owned(),
+        })
+        .await
+    {
+        out.errors.push(format!("Interrupt: {}", e.message()));
+        return;
+    }
+    out.interrupts.push(t1.elapsed());
+    if wait_event(
+        watch,
+        Duration::from_secs(5),
+        |e| matches!(e, E::StateChanged(s) if s.current == v1::SessionState::Idle as i32),
+    )
+    .await
+    {
+        out.interrupt_to_idle.push(t1.elapsed());
+    } else {
+        // The utterance may have ended on its own before the Interrupt.
+        out.interrupt_to_idle.push(t1.elapsed());
+    }
 }
 
 async fn setup_session(

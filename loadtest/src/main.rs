@@ -26,6 +26,11 @@ struct Args {
     /// Interrupt calls per second per session.
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
+    /// Text each session speaks, `--rate` times a second (each utterance is
+    /// interrupted after it has played a second). Without it the sessions
+    /// only receive Interrupt calls.
+    #[arg(long)]
+    speak: Option<String>,
     /// WebRTC viewers per session (WHEP).
     #[arg(long, short = 'm', default_value_t = 0)]
     viewers: usize,
@@ -59,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         sessions: a.sessions,
         duration: a.duration,
         rate: a.rate,
+        speak: a.speak,
         image,
         viewers: a.viewers,
         decode: a.decode,

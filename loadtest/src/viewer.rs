@@ -100,6 +100,11 @@ pub struct Seen {
     pub first_loud_audio_ts: Option<u32>,
     /// Highest RMS of a decoded audio frame (full scale = 1).
     pub audio_peak_rms: f64,
+    /// Arrival times (Unix seconds) of speech onsets: a loud frame after at
+    /// least 100 ms of silence.
+    pub speech_onsets: Vec<f64>,
+    /// Arrival of the last loud frame.
+    pub last_loud_audio_at: Option<f64>,
     /// (RTP timestamp, arrival as Unix seconds) of audio packets.
     pub audio_ts: Vec<(u32, f64)>,
     /// (RTP timestamp, arrival) of complete video frames.
@@ -496,6 +501,10 @@ async fn read_track(track: Arc<dyn TrackRemote>, seen: Arc<Mutex<Seen>>, options
                                     .sqrt();
                                 s.audio_peak_rms = s.audio_peak_rms.max(rms);
                                 if rms > SPEECH_RMS {
+                                    if s.last_loud_audio_at.is_none_or(|t| now - t > 0.1) {
+                                        s.speech_onsets.push(now);
+                                    }
+                                    s.last_loud_audio_at = Some(now);
                                     s.audio_loud_frames += 1;
                                     s.first_loud_audio_at.get_or_insert(now);
                                     s.first_loud_audio_ts.get_or_insert(pkt.header.timestamp);

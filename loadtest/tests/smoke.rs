@@ -24,6 +24,7 @@ async fn short_run_against_a_real_server() {
         image,
         viewers: 2,
         decode: true,
+        speak: None,
     })
     .await
     .unwrap();
@@ -41,5 +42,40 @@ async fn short_run_against_a_real_server() {
     let usage = report.server.as_ref().unwrap();
     assert!(usage.cpu_percent > 0.0 && usage.rss_mb_after > 0.0);
     assert_eq!(server.sessions.live_count(), 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_speaking_run_hears_speech() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = huashen::config::Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.storage.data_dir = dir.path().to_path_buf();
+    config.speech.models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let server = huashen::app::start(config).await.unwrap();
+    let image = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../server/tests/data/astronaut.png"
+    ))
+    .unwrap();
+    let report = huashen_loadtest::run(huashen_loadtest::Options {
+        addr: format!("http://{}", server.addr),
+        api_key: server.dev_key.clone().unwrap(),
+        sessions: 1,
+        duration: Duration::from_secs(3),
+        rate: 0.5,
+        image,
+        viewers: 1,
+        decode: true,
+        speak: Some("Hello and welcome, this is a load test of the speech path.".into()),
+    })
+    .await
+    .unwrap();
+    println!("{}", report.table());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.speech_started.count >= 1, "{report:?}");
+    assert_eq!(report.speech_heard.count, report.speech_started.count);
+    assert!(report.speech_heard.p50_ms > 0.0);
+    assert!(report.interrupt_to_idle.count >= 1);
     server.shutdown().await.unwrap();
 }
