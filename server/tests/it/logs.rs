@@ -42,7 +42,7 @@ async fn a_full_flow_logs_no_personal_data() {
         .unwrap();
     let mut c = Client::new(channel, &server.dev_key);
     let secret_name = "Ouyang Xiaoxue";
-    let spoken = "大家好，今天的秘密优惠码是 HS-7731。";
+    let spoken = "大家好，今天的秘密优惠码是 HS-7731, use it before Friday.";
     let img = portrait();
     let mut start = enroll_start("Private presenter", img.len() as u64);
     start.consent.as_mut().unwrap().subject_name = secret_name.into();
@@ -57,6 +57,7 @@ async fn a_full_flow_logs_no_personal_data() {
         &s.viewer_token,
         huashen_loadtest::viewer::ViewerOptions {
             bind_ip: "127.0.0.2".parse().unwrap(),
+            decode: true,
             ..Default::default()
         },
     )
@@ -75,6 +76,12 @@ async fn a_full_flow_logs_no_personal_data() {
             flush: true,
         }]))
         .await;
+    // The text went through moderation, the TTS and the playback buffer.
+    let heard = eventually(std::time::Duration::from_secs(20), async || {
+        viewer.seen().audio_loud_frames > 10
+    })
+    .await;
+    assert!(heard, "the viewer hears the speech");
     c.avatars
         .get_avatar(v1::GetAvatarRequest {
             avatar_id: avatar.avatar_id.clone(),
@@ -132,6 +139,7 @@ async fn a_full_flow_logs_no_personal_data() {
         ("consent purpose", "private purpose text"),
         ("spoken text", "秘密优惠码"),
         ("spoken text", "HS-7731"),
+        ("spoken text", "before Friday"),
         ("display name", "Private presenter"),
         ("image bytes (base64)", &b64[..32]),
         ("client IP", "127.0.0.2"),

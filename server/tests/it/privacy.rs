@@ -552,22 +552,25 @@ async fn moderation_refuses_clauses_before_speech_and_the_session_goes_on() {
     // The other two clauses are queued for speech.
     let r = r.expect("the allowed clauses are accepted").into_inner();
     assert_eq!(r.utterance_ids.len(), 2, "{r:?}");
-    let ev = tokio::time::timeout(Duration::from_secs(5), watch.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    match ev.event {
-        Some(v1::session_event::Event::Error(e)) => {
-            assert_eq!(e.code, "MODERATION_BLOCKED");
-            assert!(
-                e.message.contains("gambling") && !e.message.contains("赌"),
-                "{}",
-                e.message
-            );
+    // The refusal reaches the watchers (other events, e.g. of the allowed
+    // clauses' speech, may come before it).
+    let blocked = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("a moderation event within 5 s")
+            .unwrap()
+            .unwrap();
+        if let Some(v1::session_event::Event::Error(e)) = ev.event
+            && e.code == "MODERATION_BLOCKED"
+        {
+            break e;
         }
-        other => panic!("{other:?}"),
-    }
+    };
+    assert!(
+        blocked.message.contains("gambling") && !blocked.message.contains("赌"),
+        "{}",
+        blocked.message
+    );
     // Only refused text: nothing to speak, no error.
     let r = speak(vec![("竞 品 店 铺！", true)])
         .await
