@@ -14,5 +14,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo check --features cuda (the GPU backend builds without CUDA installed)"
+cargo check --locked -p huashen-inference --features cuda --all-targets
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -14,3 +14,13 @@ pub mod speech;
 /// 17–60× slower on these networks (measured in docs/BENCHMARKS.md), too
 /// slow for real-time speech.
 pub type Cpu = burn::backend::Flex;
+
+/// The CUDA backend (feature `cuda`; needs the NVIDIA driver at run time:
+/// probe with [`cuda_available`] before using it, burn panics without it).
+#[cfg(feature = "cuda")]
+pub type Gpu = burn::backend::Cuda;
+
+/// Whether an NVIDIA driver is present (its device nodes exist).
+pub fn cuda_available() -> bool {
+    std::path::Path::new("/dev/nvidiactl").exists() && std::path::Path::new("/dev/nvidia0").exists()
+}

@@ -171,3 +171,29 @@ mod english {
         assert!((1.2..1.8).contains(&ratio), "{ratio}");
     }
 }
+
+/// The same reference on the CUDA backend (skipped without a GPU).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_the_reference() {
+    use huashen_inference::Gpu;
+    if !huashen_inference::cuda_available() {
+        eprintln!("no NVIDIA driver: skipped");
+        return;
+    }
+    let path = models_dir().join("piper/en_US-joe-medium.onnx");
+    let voice = PiperVoice::<Gpu>::load(&path, &Default::default()).expect("voice loads");
+    let r = reference();
+    let p = voice.prepare(&r.ids, NO_NOISE, &mut || 0.0);
+    assert_eq!(p.durations, r.frames);
+    let audio = voice.decode_all(&p);
+    let err: f32 = audio
+        .iter()
+        .zip(&r.audio)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f32>();
+    let energy: f32 = r.audio.iter().map(|v| v * v).sum();
+    let snr_db = 10.0 * (energy / err.max(1e-20)).log10();
+    eprintln!("CUDA SNR {snr_db:.1} dB");
+    assert!(snr_db > 40.0, "SNR {snr_db} dB");
+}

@@ -3,18 +3,26 @@
 
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_run_against_a_real_server() {
-    let dir = tempfile::tempdir().unwrap();
+/// A real server on loopback (with the fetched speech models) and the test
+/// portrait.
+async fn start(data: &std::path::Path) -> (huashen::app::Running, Vec<u8>) {
     let mut config = huashen::config::Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.storage.data_dir = dir.path().to_path_buf();
+    config.storage.data_dir = data.to_path_buf();
+    config.speech.models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let server = huashen::app::start(config).await.unwrap();
     let image = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../server/tests/data/astronaut.png"
     ))
     .unwrap();
+    (server, image)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_run_against_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, image) = start(dir.path()).await;
     let report = huashen_loadtest::run(huashen_loadtest::Options {
         addr: format!("http://{}", server.addr),
         api_key: server.dev_key.clone().unwrap(),
@@ -48,16 +56,7 @@ async fn short_run_against_a_real_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_speaking_run_hears_speech() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = huashen::config::Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.storage.data_dir = dir.path().to_path_buf();
-    config.speech.models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let server = huashen::app::start(config).await.unwrap();
-    let image = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../server/tests/data/astronaut.png"
-    ))
-    .unwrap();
+    let (server, image) = start(dir.path()).await;
     let report = huashen_loadtest::run(huashen_loadtest::Options {
         addr: format!("http://{}", server.addr),
         api_key: server.dev_key.clone().unwrap(),
