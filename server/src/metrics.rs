@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Speak requests to the first audio of their first clause on the
     /// session clock (TTS + queueing), seconds.
     pub speech_start_seconds: Histogram,
+    /// Silence played inside utterances because synthesis fell behind.
+    pub speech_underrun_seconds: prometheus::Counter,
     pub frames_late: IntCounter,
     pub keyframes: IntCounter,
     pub viewer_lag_events: IntCounter,
@@ -136,6 +138,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                     "Time from a clause's arrival to its first audio on air",
                 )
                 .buckets(vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0]),
+            )
+            .unwrap(),
+        ),
+        speech_underrun_seconds: register(
+            &r,
+            prometheus::Counter::new(
+                "huashen_speech_underrun_seconds_total",
+                "Silence played inside utterances because synthesis fell behind",
             )
             .unwrap(),
         ),

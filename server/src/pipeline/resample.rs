@@ -85,11 +85,7 @@ impl Resampler {
         self.buf.extend(std::iter::repeat_n(0.0, HALF_TAPS + 1));
         let available = self.received + HALF_TAPS as u64 + 1;
         self.produce_until(available, total_out, out);
-        *self = Self {
-            table: self.table.clone(),
-            buf: Vec::new(),
-            ..*self
-        };
+        self.buf.clear();
         self.buf_start = 0;
         self.received = 0;
         self.next_out = 0;

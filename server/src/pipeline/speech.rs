@@ -74,9 +74,6 @@ struct PlayState {
     segments: VecDeque<Segment>,
     buffered: usize,
     generation: u64,
-    /// Samples output while a segment was waiting for audio (synthesis
-    /// slower than real time).
-    underrun_samples: u64,
 }
 
 /// The audio a session is about to play.
@@ -107,11 +104,6 @@ impl Playback {
     /// Whether anything is playing or waiting to play.
     pub fn is_active(&self) -> bool {
         !self.lock().segments.is_empty()
-    }
-
-    /// Total output samples spent waiting for synthesis.
-    pub fn underrun_samples(&self) -> u64 {
-        self.lock().underrun_samples
     }
 
     /// Opens a segment for `utt` with its timeline. False when `generation`
@@ -270,7 +262,9 @@ impl Playback {
                     s.segments.pop_front();
                 } else {
                     // Synthesis is behind: the rest of the frame is silent.
-                    s.underrun_samples += (out.len() - pos) as u64;
+                    crate::metrics::METRICS
+                        .speech_underrun_seconds
+                        .inc_by((out.len() - pos) as f64 / f64::from(AUDIO_RATE));
                     break;
                 }
             }
@@ -298,7 +292,6 @@ pub struct SpeechEngine {
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     /// Why no voice is available, for the error clients get.
     unavailable: Option<String>,
-    gain: f32,
 }
 
 /// Speech settings of the engine.
@@ -347,7 +340,6 @@ impl SpeechEngine {
                     english: Some(tts),
                     jobs: Some(tx),
                     unavailable: None,
-                    gain: config.gain,
                 }
             }
             Err(e) => {
@@ -365,7 +357,6 @@ impl SpeechEngine {
             english: None,
             jobs: None,
             unavailable: Some(reason),
-            gain: 1.0,
         }
     }
 
@@ -400,10 +391,6 @@ impl SpeechEngine {
                 list.join(", ")
             ))
         }
-    }
-
-    pub fn gain(&self) -> f32 {
-        self.gain
     }
 
     /// Queues synthesis of `utterance` into `playback`; the receiver fires
@@ -573,6 +560,26 @@ mod tests {
         assert!(!p.is_active());
         p.fill(&mut frame, 2880, &mut ev);
         assert!(frame.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn a_writer_waiting_on_a_full_buffer_is_released_by_interrupt() {
+        let p = Arc::new(Playback::new(9600));
+        let g = p.generation();
+        let utt = Utterance {
+            id: "u".into(),
+            text: "t".into(),
+        };
+        assert!(p.begin(g, &utt, &timeline(100_000)));
+        assert!(p.append(g, &vec![1i16; 9600]));
+        let writer = {
+            let p = p.clone();
+            std::thread::spawn(move || p.append(g, &[1i16; 960]))
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!writer.is_finished(), "the writer waits for space");
+        p.interrupt(0, &mut Vec::new());
+        assert!(!writer.join().unwrap(), "released, told it was interrupted");
     }
 
     #[test]

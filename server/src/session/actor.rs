@@ -295,8 +295,12 @@ impl Actor {
 
     async fn finish(mut self, reason: CloseReason) {
         let closed_at = now_ms();
-        // Stop encoding at once; viewers see their streams end.
+        // Stop encoding at once; viewers see their streams end. Drop queued
+        // speech: a TTS worker waiting for room in this session's playback
+        // buffer (which nobody drains any more) is released.
         self.media.stop();
+        self.pending.clear();
+        self.media.playback.interrupt(0, &mut Vec::new());
         // Free the admission slot before anyone can observe the closed state,
         // so a client that saw the close can open a new session at once.
         drop(self.permit.take());
