@@ -207,3 +207,163 @@ fn group_photo_landmarks_land_on_each_face() {
         ],
     );
 }
+
+mod render {
+    use super::{data, models};
+    use huashen_inference::face::render::Renderer;
+    use huashen_inference::face::rig::{FaceCheck, FaceParams, Framing, Rig, check_face};
+
+    const W: usize = 512;
+
+    fn renderer() -> Renderer {
+        let img = image::open(data("astronaut.png")).unwrap().to_rgb8();
+        let faces = models().find_faces(&img).unwrap();
+        let pts = &faces[0].landmarks.points;
+        check_face(pts).unwrap();
+        let framing = Framing::head_and_shoulders(pts, W as u32, W as u32);
+        Renderer::new(Rig::new(&img, pts, &framing))
+    }
+
+    fn render(r: &mut Renderer, p: FaceParams) -> Vec<u8> {
+        let mut y = vec![0u8; W * W];
+        let mut u = vec![0u8; W * W / 4];
+        let mut v = vec![0u8; W * W / 4];
+        r.render(&p, &mut y, &mut u, &mut v);
+        y
+    }
+
+    /// Bounding box (x0, y0, x1, y1) of mesh points `idx` at rest, grown.
+    fn region(r: &Renderer, idx: &[usize], grow: f32) -> [usize; 4] {
+        let pose = r.rig().pose(&FaceParams::default());
+        let xs = idx.iter().map(|&i| pose[i][0]);
+        let ys = idx.iter().map(|&i| pose[i][1]);
+        let (x0, x1) = (xs.clone().fold(f32::MAX, f32::min), xs.fold(0.0, f32::max));
+        let (y0, y1) = (ys.clone().fold(f32::MAX, f32::min), ys.fold(0.0, f32::max));
+        [
+            (x0 - grow).max(0.0) as usize,
+            (y0 - grow).max(0.0) as usize,
+            (x1 + grow) as usize,
+            (y1 + grow) as usize,
+        ]
+    }
+
+    #[test]
+    fn an_open_viseme_shows_more_mouth_interior_than_a_closed_one() {
+        let mut r = renderer();
+        let mw = r.rig().mouth_width;
+        let b = region(&r, &[61, 291, 0, 17], 0.1 * mw);
+        let dark = |y: &[u8]| {
+            (b[1]..b[3])
+                .flat_map(|yy| (b[0]..b[2]).map(move |x| (x, yy)))
+                .filter(|&(x, yy)| y[yy * W + x] < 70)
+                .count()
+        };
+        let closed = dark(&render(&mut r, FaceParams::default()));
+        let open = dark(&render(
+            &mut r,
+            FaceParams {
+                jaw_open: 0.9,
+                ..Default::default()
+            },
+        ));
+        eprintln!("dark mouth pixels: closed {closed}, open {open} (mouth {mw:.0} px wide)");
+        assert!(
+            open as f32 > closed as f32 + 0.03 * mw * mw,
+            "closed {closed}, open {open}"
+        );
+    }
+
+    #[test]
+    fn blink_frames_have_closed_eyes() {
+        let mut r = renderer();
+        let eyes = r.rig().eyes;
+        let iod = r.rig().eye_distance;
+        let boxes: Vec<[usize; 4]> = eyes
+            .iter()
+            .map(|(upper, lower)| {
+                // The middle of the eye opening (iris and pupil).
+                region(&r, &[upper[3], upper[5], lower[3], lower[5]], 0.0)
+            })
+            .collect();
+        // An open eye shows a dark iris as tall as the opening; a closed
+        // one only its lash line. Measured: rows of the eye's middle with
+        // dark pixels.
+        let spread = |y: &[u8], b: [usize; 4]| {
+            (b[1].saturating_sub(4)..=b[3] + 4)
+                .filter(|&yy| (b[0]..=b[2]).filter(|&x| y[yy * W + x] < 80).count() >= 2)
+                .count() as f32
+        };
+        let open = render(&mut r, FaceParams::default());
+        let shut = render(
+            &mut r,
+            FaceParams {
+                blink_left: 1.0,
+                blink_right: 1.0,
+                ..Default::default()
+            },
+        );
+        for b in boxes {
+            let (o, s) = (spread(&open, b), spread(&shut, b));
+            eprintln!("dark eye rows: open {o}, blink {s} (IOD {iod:.0} px)");
+            assert!(o >= 6.0 && s <= 0.5 * o, "open {o}, blink {s}");
+        }
+    }
+
+    #[test]
+    fn pixels_far_from_the_face_never_move() {
+        let mut r = renderer();
+        let rest = render(&mut r, FaceParams::default());
+        let pose = r.rig().pose(&FaceParams::default());
+        let chin_y = pose[152][1] as usize;
+        let face_l = pose[234][0];
+        let face_r = pose[454][0];
+        let half = (face_r - face_l) / 2.0;
+        // Background beside the head, above the chin, more than a face
+        // width away from the face's side.
+        let far = |x: usize, y: usize| {
+            y < chin_y && ((x as f32) < face_l - 2.0 * half || (x as f32) > face_r + 2.0 * half)
+        };
+        let n_far = (0..W * W).filter(|&i| far(i % W, i / W)).count();
+        assert!(n_far > 10_000, "{n_far} far pixels");
+        for p in [
+            FaceParams {
+                jaw_open: 1.0,
+                lip_spread: 1.0,
+                blink_left: 1.0,
+                brow: 1.0,
+                ..Default::default()
+            },
+            FaceParams {
+                yaw: 0.15,
+                pitch: -0.1,
+                roll: 0.12,
+                breath: 1.0,
+                ..Default::default()
+            },
+        ] {
+            let y = render(&mut r, p);
+            let moved = (0..W * W)
+                .filter(|&i| far(i % W, i / W) && y[i] != rest[i])
+                .count();
+            assert_eq!(moved, 0, "{moved} far pixels changed");
+            // ...while the face did move.
+            assert!((0..W * W).filter(|&i| y[i] != rest[i]).count() > 500);
+        }
+    }
+
+    #[test]
+    fn unusable_faces_are_refused_with_reasons() {
+        // No face: the astronaut's suit.
+        let img = image::open(data("astronaut.png")).unwrap().to_rgb8();
+        let suit = image::imageops::crop_imm(&img, 0, 300, 512, 212).to_image();
+        assert!(models().find_faces(&suit).unwrap().is_empty());
+        // Too small: the portrait shrunk to 96 px.
+        let small = image::imageops::resize(&img, 96, 96, image::imageops::FilterType::Triangle);
+        if let Some(f) = models().find_faces(&small).unwrap().first() {
+            assert!(matches!(
+                check_face(&f.landmarks.points),
+                Err(FaceCheck::TooSmall { .. })
+            ));
+        }
+    }
+}

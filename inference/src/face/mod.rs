@@ -1,9 +1,12 @@
 //! Face models: detection (BlazeFace) and the 468-point mesh, both MediaPipe
 //! networks read from their `.tflite` files and run on burn.
 
+pub mod animate;
 pub mod detect;
 pub mod graph;
 pub mod mesh;
+pub mod render;
+pub mod rig;
 pub mod sample;
 
 pub use detect::{Detection, FaceDetector};

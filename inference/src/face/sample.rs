@@ -6,7 +6,7 @@ use image::RgbImage;
 
 /// Maps output pixel centres to source coordinates: `src = o + u·ax + v·ay`
 /// where (u, v) is the output pixel centre.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Affine {
     pub origin: [f32; 2],
     pub ax: [f32; 2],
@@ -29,18 +29,27 @@ impl Affine {
     }
 }
 
-/// Bilinear sample at a source position (pixel centres at +0.5); outside
-/// the picture gives `fill`.
-fn bilinear(img: &RgbImage, x: f32, y: f32, fill: [f32; 3]) -> [f32; 3] {
+/// What sampling outside the source picture reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Edge {
+    Fill([f32; 3]),
+    /// The nearest edge pixel (extends the border outwards).
+    Clamp,
+}
+
+/// Bilinear sample at a source position (pixel centres at +0.5).
+fn bilinear(img: &RgbImage, x: f32, y: f32, edge: Edge) -> [f32; 3] {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let (fx, fy) = (x - 0.5, y - 0.5);
     let (x0, y0) = (fx.floor() as i64, fy.floor() as i64);
     let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
     let raw = img.as_raw();
     let px = |xx: i64, yy: i64| -> [f32; 3] {
-        if xx < 0 || yy < 0 || xx >= w || yy >= h {
-            return fill;
-        }
+        let (xx, yy) = match edge {
+            Edge::Fill(fill) if xx < 0 || yy < 0 || xx >= w || yy >= h => return fill,
+            Edge::Fill(_) => (xx, yy),
+            Edge::Clamp => (xx.clamp(0, w - 1), yy.clamp(0, h - 1)),
+        };
         let i = ((yy * w + xx) * 3) as usize;
         [raw[i] as f32, raw[i + 1] as f32, raw[i + 2] as f32]
     };
@@ -59,12 +68,18 @@ fn bilinear(img: &RgbImage, x: f32, y: f32, fill: [f32; 3]) -> [f32; 3] {
     out
 }
 
-/// Samples a `w`×`h` RGB picture (channel-planar floats, 0..255) through
-/// `map`; points outside the source are `fill`.
-pub fn warp_planar(img: &RgbImage, w: usize, h: usize, map: Affine, fill: [f32; 3]) -> Vec<f32> {
+/// Samples a `w`×`h` picture through `map`, calling `put(u, v, rgb)` per
+/// output pixel (supersampled when the map shrinks).
+fn warp_with(
+    img: &RgbImage,
+    w: usize,
+    h: usize,
+    map: Affine,
+    edge: Edge,
+    mut put: impl FnMut(usize, usize, [f32; 3]),
+) {
     let k = (map.scale().ceil() as usize).clamp(1, 8);
     let inv = 1.0 / (k * k) as f32;
-    let mut out = vec![0.0f32; 3 * w * h];
     for v in 0..h {
         for u in 0..w {
             let mut acc = [0.0f32; 3];
@@ -73,17 +88,39 @@ pub fn warp_planar(img: &RgbImage, w: usize, h: usize, map: Affine, fill: [f32; 
                     let uu = u as f32 + (sx as f32 + 0.5) / k as f32;
                     let vv = v as f32 + (sy as f32 + 0.5) / k as f32;
                     let [x, y] = map.apply(uu, vv);
-                    let p = bilinear(img, x, y, fill);
+                    let p = bilinear(img, x, y, edge);
                     for c in 0..3 {
                         acc[c] += p[c];
                     }
                 }
             }
-            for c in 0..3 {
-                out[c * w * h + v * w + u] = acc[c] * inv;
-            }
+            put(u, v, acc.map(|a| a * inv));
         }
     }
+}
+
+/// Samples a `w`×`h` RGB picture (channel-planar floats, 0..255) through
+/// `map`; points outside the source are `fill`.
+pub fn warp_planar(img: &RgbImage, w: usize, h: usize, map: Affine, fill: [f32; 3]) -> Vec<f32> {
+    let mut out = vec![0.0f32; 3 * w * h];
+    warp_with(img, w, h, map, Edge::Fill(fill), |u, v, p| {
+        for c in 0..3 {
+            out[c * w * h + v * w + u] = p[c];
+        }
+    });
+    out
+}
+
+/// Samples a `w`×`h` RGB picture through `map`.
+pub fn warp_rgb(img: &RgbImage, w: u32, h: u32, map: Affine, edge: Edge) -> RgbImage {
+    let mut out = RgbImage::new(w, h);
+    warp_with(img, w as usize, h as usize, map, edge, |u, v, p| {
+        out.put_pixel(
+            u as u32,
+            v as u32,
+            image::Rgb(p.map(|c| c.round().clamp(0.0, 255.0) as u8)),
+        );
+    });
     out
 }
 
