@@ -24,7 +24,7 @@ echo "== CPU per viewer (release server, loadtest in another process)"
 cargo build --locked --release -p huashen -p huashen-loadtest
 data=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
-HUASHEN_STORAGE__DATA_DIR="$data" HUASHEN_SPEECH__MODELS_DIR="$PWD/models" HUASHEN_SERVER__LISTEN=127.0.0.1:0 HUASHEN_LOG=warn \
+HUASHEN_STORAGE__DATA_DIR="$data" HUASHEN_SPEECH__MODELS_DIR="$PWD/models" HUASHEN_FACE__MODELS_DIR="$PWD/models" HUASHEN_SERVER__LISTEN=127.0.0.1:0 HUASHEN_LOG=warn \
   target/release/huashen serve > "$data/out" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$data/out" && break; sleep 0.1; done

@@ -122,6 +122,10 @@ pub struct Seen {
     /// The last decoded frame as RGB (kept when an expected picture is
     /// given, for inspection).
     pub last_frame: Option<Vec<u8>>,
+    /// Per decoded frame, when a region is watched: (RTP timestamp, arrival
+    /// as Unix seconds, mean luma of the region, share of its pixels darker
+    /// than luma 60).
+    pub watched: Vec<(u32, f64, f64, f64)>,
 }
 
 /// Counts received packets against the sequence-number span.
@@ -245,6 +249,9 @@ pub struct ViewerOptions {
     pub expected: Option<Expected>,
     /// Local address for the viewer's media socket (loopback by default).
     pub bind_ip: std::net::IpAddr,
+    /// A rectangle of the picture (x0, y0, x1, y1) whose brightness is
+    /// recorded for every decoded frame (e.g. the avatar's mouth).
+    pub watch: Option<[usize; 4]>,
 }
 
 impl Default for ViewerOptions {
@@ -253,6 +260,7 @@ impl Default for ViewerOptions {
             decode: false,
             expected: None,
             bind_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            watch: None,
         }
     }
 }
@@ -460,6 +468,27 @@ async fn read_track(track: Arc<dyn TrackRemote>, seen: Arc<Mutex<Seen>>, options
                     };
                     if let Ok(Some(yuv)) = dec.decode(&data) {
                         s.frames_decoded += 1;
+                        if let Some([x0, y0, x1, y1]) = options.watch {
+                            use openh264::formats::YUVSource;
+                            let (w, h) = yuv.dimensions();
+                            let stride = yuv.strides().0;
+                            let (x1, y1) = (x1.min(w), y1.min(h));
+                            let (mut sum, mut dark, mut n) = (0u64, 0u64, 0u64);
+                            for yy in y0..y1 {
+                                for &l in &yuv.y()[yy * stride + x0..yy * stride + x1] {
+                                    sum += u64::from(l);
+                                    dark += u64::from(l < 60);
+                                    n += 1;
+                                }
+                            }
+                            let n = n.max(1) as f64;
+                            s.watched.push((
+                                pkt.header.timestamp,
+                                now,
+                                sum as f64 / n,
+                                dark as f64 / n,
+                            ));
+                        }
                         if let Some(exp) = &options.expected
                             && s.frames_decoded % 5 == 1
                         {

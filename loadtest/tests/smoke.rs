@@ -9,7 +9,9 @@ async fn start(data: &std::path::Path) -> (huashen::app::Running, Vec<u8>) {
     let mut config = huashen::config::Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.storage.data_dir = data.to_path_buf();
-    config.speech.models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    config.speech.models_dir = models.clone();
+    config.face.models_dir = models;
     let server = huashen::app::start(config).await.unwrap();
     let image = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

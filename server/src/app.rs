@@ -98,6 +98,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .await?,
         )
     };
+    let face = {
+        let dir = config.face.models_dir.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::pipeline::face::FaceEngine::load(&dir))
+                .await?,
+        )
+    };
     let sessions = SessionManager::new(
         store.clone(),
         ManagerConfig {
@@ -108,6 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             labels: config.label.clone(),
         },
         speech,
+        face,
     );
     let avatar_api = AvatarApi {
         store: store.clone(),

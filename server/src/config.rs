@@ -30,6 +30,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub moderation: ModerationConfig,
     pub speech: SpeechConfig,
+    pub face: FaceConfig,
 }
 
 /// Text-to-speech (see docs/BENCHMARKS.md for its cost).
@@ -50,6 +51,22 @@ impl Default for SpeechConfig {
             models_dir: PathBuf::from("models"),
             workers: 2,
             gain: 1.6,
+        }
+    }
+}
+
+/// Face detection, landmarks and animation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaceConfig {
+    /// Where `scripts/fetch-models.sh` put the model files (`face/` inside).
+    pub models_dir: PathBuf,
+}
+
+impl Default for FaceConfig {
+    fn default() -> Self {
+        Self {
+            models_dir: PathBuf::from("models"),
         }
     }
 }

@@ -5,12 +5,14 @@ use super::validate;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
+use crate::pipeline::face::{FACE_FILE, FaceEngine, FaceError};
 use crate::session::SessionManager;
 use crate::store::{AuditEntry, Avatar, AvatarState, ImageFormat, Principal, Store, now_ms};
 use futures::Stream;
 use huashen_protos::v1;
 use huashen_protos::v1::avatar_service_server::AvatarService;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -76,6 +78,10 @@ pub fn avatar_to_proto(a: &Avatar) -> v1::Avatar {
         created_at: Some(validate::timestamp(a.created_at)),
         labels: a.labels.clone().into_iter().collect(),
         original_kept: a.original_kept,
+        face: Some(v1::FaceSummary {
+            faces_found: a.face.faces_found,
+            score: a.face.score,
+        }),
     }
 }
 
@@ -165,6 +171,7 @@ impl AvatarApi {
         plan: EnrollPlan,
         mut inbound: Streaming<v1::EnrollAvatarRequest>,
         tx: &EventTx,
+        face: Arc<FaceEngine>,
     ) -> ApiResult<v1::Avatar> {
         let mut upload = store.files.begin_upload();
         let has_inline = !plan.inline.is_empty();
@@ -246,10 +253,12 @@ impl AvatarApi {
                 plan.format.as_str().to_uppercase()
             )));
         }
-        // The image must decode (within pixel limits) to be a usable portrait.
         // It must decode (within pixel limits) to be a usable portrait; what
-        // is kept is the normalised portrait derived from it.
-        let (upload, portrait) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        // is kept is the normalised portrait derived from it, and the face
+        // found in it.
+        let detect_tx = tx.clone();
+        let total = plan.total;
+        let (upload, portrait, record) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
             use crate::pipeline::portrait::{self, PortraitError};
             let limit = |e: PortraitError| match e {
                 e @ PortraitError::TooLarge { .. } => ApiError::ResourceExhausted(e.to_string()),
@@ -257,7 +266,21 @@ impl AvatarApi {
             };
             let img = portrait::decode(upload.bytes()).map_err(limit)?;
             let normalised = portrait::normalise(&img).map_err(limit)?;
-            Ok((upload, normalised))
+            let _ = detect_tx.try_send(Ok(progress(
+                v1::EnrollStage::Detecting,
+                upload.len(),
+                total,
+            )));
+            // Analysed exactly as sessions will see it: the normalised copy.
+            let kept = portrait::decode(&normalised).map_err(limit)?.to_rgb8();
+            let record = face.analyze(&kept).map_err(|e| match e {
+                FaceError::Unusable(check) => {
+                    ApiError::invalid(format!("this photo cannot be animated: {check}"))
+                }
+                FaceError::Unavailable(r) => ApiError::FailedPrecondition(r),
+                e => ApiError::Unavailable(e.to_string()),
+            })?;
+            Ok((upload, normalised, record))
         })
         .await
         .map_err(|e| crate::store::StoreError::Task(e.to_string()))??;
@@ -270,8 +293,6 @@ impl AvatarApi {
             id: ids::new_id(ids::AVATAR),
             tenant_id: plan.who.tenant_id.clone(),
             display_name: plan.display_name,
-            // The image is kept as an opaque file; face processing plugs in
-            // here and will move avatars through PROCESSING.
             state: AvatarState::Ready,
             failure_reason: String::new(),
             image_format: plan.format,
@@ -281,11 +302,19 @@ impl AvatarApi {
             labels: plan.labels,
             created_at: now_ms(),
             original_kept: plan.keep_original,
+            face: crate::store::FaceSummary {
+                faces_found: record.faces_found,
+                score: record.score,
+            },
         };
         let stored = async {
             store
                 .files
                 .write_avatar_file(&avatar.id, PORTRAIT_FILE, &portrait)
+                .await?;
+            store
+                .files
+                .write_avatar_file(&avatar.id, FACE_FILE, &record.to_json())
                 .await?;
             if plan.keep_original {
                 let name = format!("original.{}", plan.format.as_str());
@@ -332,11 +361,17 @@ impl AvatarService for AvatarApi {
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
         let plan = self.plan(who, first)?;
+        let face = self.sessions.face().clone();
+        face.available().map_err(|reason| {
+            ApiError::FailedPrecondition(format!(
+                "avatars cannot be enrolled: the face models are not installed ({reason})"
+            ))
+        })?;
         let (tx, rx) = mpsc::channel(16);
         let store = self.store.clone();
         let max = self.max_image_bytes;
         tokio::spawn(async move {
-            let result = AvatarApi::receive_and_store(store, max, plan, inbound, &tx).await;
+            let result = AvatarApi::receive_and_store(store, max, plan, inbound, &tx, face).await;
             let last = match result {
                 Ok(avatar) => Ok(v1::EnrollAvatarResponse {
                     event: Some(v1::enroll_avatar_response::Event::Avatar(avatar)),

@@ -68,6 +68,8 @@ fn avatar_json(a: &Avatar) -> serde_json::Value {
         "image_sha256": a.image_sha256,
         "labels": a.labels,
         "original_kept": a.original_kept,
+        "faces_found": a.face.faces_found,
+        "face_score": a.face.score,
         "created_at_ms": a.created_at,
         "consent": {
             "uploader": c.uploader,

@@ -27,6 +27,17 @@ impl I420 {
         }
     }
 
+    /// A black frame (even width and height).
+    pub fn black(width: usize, height: usize) -> Self {
+        let mut data = vec![16u8; width * height * 3 / 2];
+        data[width * height..].fill(128);
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
     pub fn width(&self) -> usize {
         self.width
     }

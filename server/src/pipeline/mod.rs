@@ -9,6 +9,7 @@
 
 pub mod clock;
 pub mod encode;
+pub mod face;
 pub mod frame;
 pub mod label;
 pub mod portrait;
@@ -60,7 +61,9 @@ pub struct MediaPacket {
 /// size in I420. Called on the media thread, 25 times a second by default:
 /// it must not block.
 pub trait FrameSource: Send + 'static {
-    fn frame(&mut self, frame: u64, clock_ms: u64) -> &I420;
+    /// Picture number `frame`, shown at session-clock sample `sample`
+    /// (48 kHz).
+    fn frame(&mut self, frame: u64, sample: u64) -> &I420;
 }
 
 /// The enrolled portrait as a still: what a session shows until the face
@@ -68,7 +71,7 @@ pub trait FrameSource: Send + 'static {
 pub struct StillFrame(pub I420);
 
 impl FrameSource for StillFrame {
-    fn frame(&mut self, _frame: u64, _clock_ms: u64) -> &I420 {
+    fn frame(&mut self, _frame: u64, _sample: u64) -> &I420 {
         &self.0
     }
 }
@@ -327,8 +330,7 @@ impl Worker {
     fn send_video(&mut self, n: u64) -> Result<(), EncodeError> {
         let force = self.keyframe.swap(false, Ordering::Relaxed);
         let t = Instant::now();
-        let clock_ms = MediaClock::sample_ms(self.clock.frame_due_sample(n));
-        let picture = self.frames.frame(n, clock_ms);
+        let picture = self.frames.frame(n, self.clock.frame_due_sample(n));
         let frame = match &self.labels.visible {
             Some(badge) => {
                 let scratch = self.scratch.get_or_insert_with(|| picture.clone());

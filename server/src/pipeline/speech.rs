@@ -12,7 +12,7 @@
 use super::clock::{AUDIO_FRAME, AUDIO_RATE};
 use super::resample::Resampler;
 use huashen_inference::Cpu;
-use huashen_inference::speech::timeline::Timeline;
+use huashen_inference::speech::timeline::{Timeline, Viseme};
 use huashen_inference::speech::tts::{EnglishTts, VoiceInfo};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -59,7 +59,7 @@ struct Segment {
     text: String,
     /// (word, start, end) in 48 kHz samples from the segment's start.
     words: Vec<(String, u64, u64)>,
-    phonemes: Vec<(String, &'static str, u64, u64)>,
+    phonemes: Vec<(String, Viseme, u64, u64)>,
     pcm: VecDeque<i16>,
     complete: bool,
     played: u64,
@@ -129,9 +129,9 @@ impl Playback {
                     let v = p
                         .value
                         .chars()
-                        .find_map(huashen_inference::speech::timeline::Viseme::for_ipa)
-                        .unwrap_or(huashen_inference::speech::timeline::Viseme::Sil);
-                    (p.value.clone(), v.name(), scale(p.start), scale(p.end))
+                        .find_map(Viseme::for_ipa)
+                        .unwrap_or(Viseme::Sil);
+                    (p.value.clone(), v, scale(p.start), scale(p.end))
                 })
                 .collect(),
             pcm: VecDeque::new(),
@@ -174,6 +174,30 @@ impl Playback {
             && let Some(seg) = s.segments.back_mut()
         {
             seg.complete = true;
+        }
+    }
+
+    /// Reports the visemes of what is playing (and of what follows it
+    /// seamlessly) that overlap session samples [`from`, `to`), as
+    /// `f(viseme, start, end)` in session samples. Speech not yet started
+    /// has no place on the clock and is left out.
+    pub fn visemes(&self, from: u64, to: u64, f: &mut dyn FnMut(Viseme, u64, u64)) {
+        let s = self.lock();
+        let mut next_start = None;
+        for seg in &s.segments {
+            let Some(base) = seg.start.or(next_start) else {
+                break;
+            };
+            for &(_, v, a, b) in &seg.phonemes {
+                if base + b > from && base + a < to && v != Viseme::Sil {
+                    f(v, base + a, base + b);
+                }
+            }
+            if !seg.complete {
+                break;
+            }
+            // The next clause starts when this one's audio runs out.
+            next_start = Some(base + seg.played + seg.pcm.len() as u64);
         }
     }
 
@@ -246,7 +270,7 @@ impl Playback {
                 events.push(PlaybackEvent::Phoneme {
                     utterance_id: seg.id.clone(),
                     phoneme: p.clone(),
-                    viseme: v,
+                    viseme: v.name(),
                     start: base + a,
                     end: base + b,
                 });

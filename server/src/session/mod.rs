@@ -11,9 +11,10 @@ pub use types::*;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
+use crate::pipeline::face::{AnimatedFace, FACE_FILE, FaceEngine, FaceRecord};
 use crate::pipeline::label::VisibleLabel;
 use crate::pipeline::speech::{Playback, PlaybackEvent, SpeechEngine};
-use crate::pipeline::{AudioInput, Labels, MediaConfig, MediaPipeline, StillFrame, portrait};
+use crate::pipeline::{AudioInput, Labels, MediaConfig, MediaPipeline, portrait};
 use crate::store::{AuditEntry, Avatar, AvatarState, Principal, SessionRecord, Store, now_ms};
 use admission::{Admission, Refusal};
 use dashmap::DashMap;
@@ -136,6 +137,7 @@ pub(crate) struct Inner {
     tracker: TaskTracker,
     accepting: AtomicBool,
     speech: Arc<SpeechEngine>,
+    face: Arc<FaceEngine>,
 }
 
 #[derive(Clone)]
@@ -144,7 +146,12 @@ pub struct SessionManager {
 }
 
 impl SessionManager {
-    pub fn new(store: Store, config: ManagerConfig, speech: Arc<SpeechEngine>) -> Self {
+    pub fn new(
+        store: Store,
+        config: ManagerConfig,
+        speech: Arc<SpeechEngine>,
+        face: Arc<FaceEngine>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sessions: DashMap::new(),
@@ -155,8 +162,14 @@ impl SessionManager {
                 tracker: TaskTracker::new(),
                 accepting: AtomicBool::new(true),
                 speech,
+                face,
             }),
         }
+    }
+
+    /// The face models (enrollment analyses portraits with them).
+    pub fn face(&self) -> &Arc<FaceEngine> {
+        &self.inner.face
     }
 
     /// The text-to-speech engine sessions speak with.
@@ -375,7 +388,14 @@ impl SessionManager {
         // Up to 30 s of synthesised speech waits in the playback buffer.
         let playback = Arc::new(Playback::new(30 * 48_000));
         let (events, playback_events) = mpsc::channel(1024);
-        let audio_in = AudioInput { playback, events };
+        let audio_in = AudioInput {
+            playback: playback.clone(),
+            events,
+        };
+        let face = self.inner.face.clone();
+        let seed = session_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         let started = tokio::task::spawn_blocking(move || -> ApiResult<MediaPipeline> {
             let file = crate::control::avatars::PORTRAIT_FILE;
             let bytes = match files.read_avatar_file(&avatar_id, file) {
@@ -400,8 +420,26 @@ impl SessionManager {
             let img = portrait::decode(&bytes).map_err(|e| {
                 ApiError::FailedPrecondition(format!("avatar {avatar_id}: {e}; enroll it again"))
             })?;
-            let still = portrait::to_i420(&portrait::letterbox(&img, config.width, config.height));
-            MediaPipeline::start(config, StillFrame(still), labels, audio_in, &name).map_err(|e| {
+            let rgb = img.to_rgb8();
+            // The face found at enrollment; avatars enrolled before face
+            // analysis existed are analysed now.
+            let record = match files.read_avatar_file(&avatar_id, FACE_FILE) {
+                Ok(bytes) => FaceRecord::from_json(&bytes),
+                Err(crate::store::files::ReadError::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    face.analyze(&rgb)
+                }
+                Err(e) => Err(crate::pipeline::face::FaceError::Record(e.to_string())),
+            }
+            .map_err(|e| {
+                ApiError::FailedPrecondition(format!(
+                    "avatar {avatar_id} cannot be animated: {e}; enroll it again"
+                ))
+            })?;
+            let rig = record.rig(&rgb, config.width, config.height);
+            let frames = AnimatedFace::new(rig, playback, seed);
+            MediaPipeline::start(config, frames, labels, audio_in, &name).map_err(|e| {
                 tracing::error!(error = %e, "cannot start media");
                 ApiError::Unavailable(format!("the media pipeline could not start: {e}"))
             })

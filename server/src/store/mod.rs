@@ -129,7 +129,7 @@ pub struct Consent {
     pub recorded_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Avatar {
     pub id: String,
     pub tenant_id: String,
@@ -144,6 +144,16 @@ pub struct Avatar {
     pub created_at: Millis,
     /// The uploaded file was kept beside the normalised portrait.
     pub original_kept: bool,
+    pub face: FaceSummary,
+}
+
+/// What face detection found at enrollment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaceSummary {
+    /// Faces in the photo (the largest is the avatar's).
+    pub faces_found: u32,
+    /// The detector's confidence in the chosen face (0..1).
+    pub score: f32,
 }
 
 /// Persisted metadata of a session (live state lives in the session actor).

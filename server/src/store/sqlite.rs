@@ -88,6 +88,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE avatars ADD COLUMN original_kept INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: face detection summary (the geometry itself is an encrypted file)
+    r#"
+    ALTER TABLE avatars ADD COLUMN faces_found INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE avatars ADD COLUMN face_score REAL NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub struct SqliteBackend {
@@ -162,7 +167,7 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
 const AVATAR_COLS: &str = "a.id, a.tenant_id, a.display_name, a.state, a.failure_reason, a.image_format, \
      a.image_bytes, a.image_sha256, a.labels, a.created_at, c.id, c.uploader, c.subject_name, \
      c.subject_consented, c.subject_is_minor, c.guardian_name, c.purpose, c.consented_at, \
-     c.policy_version, c.recorded_at, a.original_kept";
+     c.policy_version, c.recorded_at, a.original_kept, a.faces_found, a.face_score";
 
 fn avatar_from_row(r: &Row<'_>) -> rusqlite::Result<(Avatar, String, String, String)> {
     let state: String = r.get(3)?;
@@ -193,6 +198,10 @@ fn avatar_from_row(r: &Row<'_>) -> rusqlite::Result<(Avatar, String, String, Str
             labels: BTreeMap::new(),
             created_at: r.get(9)?,
             original_kept: r.get(20)?,
+            face: FaceSummary {
+                faces_found: r.get::<_, i64>(21)? as u32,
+                score: r.get::<_, f64>(22)? as f32,
+            },
         },
         state,
         format,
@@ -315,8 +324,8 @@ impl Backend for SqliteBackend {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO avatars (id, tenant_id, display_name, state, failure_reason, image_format, \
-                 image_bytes, image_sha256, labels, created_at, original_kept) \
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                 image_bytes, image_sha256, labels, created_at, original_kept, faces_found, \
+                 face_score) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
                 params![
                     a.id,
                     a.tenant_id,
@@ -328,7 +337,9 @@ impl Backend for SqliteBackend {
                     a.image_sha256,
                     labels_to_json(&a.labels),
                     a.created_at,
-                    a.original_kept
+                    a.original_kept,
+                    i64::from(a.face.faces_found),
+                    f64::from(a.face.score)
                 ],
             )?;
             let k = &a.consent;
@@ -645,6 +656,10 @@ mod tests {
             labels: [("k".to_string(), "v".to_string())].into(),
             created_at: now_ms(),
             original_kept: false,
+            face: FaceSummary {
+                faces_found: 2,
+                score: 0.9,
+            },
         }
     }
 

@@ -30,10 +30,25 @@ async fn enroll_list_get_delete() {
         })
         .collect();
     assert!(progress.len() >= 3, "{progress:?}");
+    // Stage order (DETECTING was numbered after DONE).
+    let rank = |s: i32| {
+        use v1::EnrollStage::*;
+        [Receiving, Validating, Detecting, Storing, Done]
+            .iter()
+            .position(|&x| x as i32 == s)
+            .unwrap()
+    };
     assert!(
         progress
             .windows(2)
-            .all(|w| w[0].stage <= w[1].stage && w[0].received_bytes <= w[1].received_bytes)
+            .all(|w| rank(w[0].stage) <= rank(w[1].stage)
+                && w[0].received_bytes <= w[1].received_bytes),
+        "{progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|p| p.stage == v1::EnrollStage::Detecting as i32)
     );
     let last_p = progress.last().unwrap();
     assert_eq!(last_p.stage, v1::EnrollStage::Done as i32);
@@ -47,6 +62,9 @@ async fn enroll_list_get_delete() {
     assert_eq!(avatar.image_sha256, hex(&Sha256::digest(&img)));
     assert_eq!(avatar.consent.as_ref().unwrap().subject_name, "Zhang Min");
     assert_eq!(avatar.labels.get("shop").map(String::as_str), Some("tea"));
+    let face = avatar.face.unwrap();
+    assert_eq!(face.faces_found, 1);
+    assert!(face.score > 0.5, "{face:?}");
 
     // Kept: the normalised portrait, encrypted; the upload itself is gone.
     let dir = server
@@ -57,11 +75,18 @@ async fn enroll_list_get_delete() {
     let file = dir.join("portrait.png");
     let raw = std::fs::read(&file).unwrap();
     assert!(raw.starts_with(b"HSE1"), "sealed");
-    let names: Vec<String> = std::fs::read_dir(&dir)
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["portrait.png"]);
+    names.sort();
+    assert_eq!(names, vec!["face.json", "portrait.png"]);
+    // The face geometry is biometric: sealed like the portrait.
+    assert!(
+        std::fs::read(dir.join("face.json"))
+            .unwrap()
+            .starts_with(b"HSE1")
+    );
     assert!(!avatar.original_kept);
 
     let got = c
@@ -264,5 +289,36 @@ async fn restart_keeps_records_and_sweeps_orphans() {
             .join("portrait.png")
             .exists()
     );
+    server.stop().await;
+}
+
+/// A group photo enrolls the largest face and says there were others; a
+/// session made from it shows that face.
+#[tokio::test]
+async fn group_photo_uses_the_largest_face() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let img = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../inference/tests/data/face/sample1.jpg"
+    ))
+    .unwrap();
+    let mut start = enroll_start("Group", img.len() as u64);
+    start.image_format = v1::ImageFormat::Jpeg as i32;
+    let chunks = img.chunks(64 * 1024).map(|c| c.to_vec()).collect();
+    let avatar = avatar_of(&c.enroll_raw(start, chunks).await.unwrap());
+    let face = avatar.face.unwrap();
+    assert!(face.faces_found >= 2, "{face:?}");
+    let got = c
+        .avatars
+        .get_avatar(v1::GetAvatarRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.face, Some(face), "stored with the avatar");
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    assert_ne!(s.state, v1::SessionState::Closed as i32);
     server.stop().await;
 }

@@ -165,11 +165,36 @@ async fn enrollment_rejections() {
             .avatars
             .is_empty()
     );
+    // Photos that decode but cannot make an avatar, and a decompression
+    // bomb (a JPEG header claiming 60000×60000 pixels).
+    assert_code(
+        c.enroll_raw(enroll_start("x", 0), chunks(&small)).await,
+        tonic::Code::InvalidArgument,
+        "too small",
+    );
+    assert_code(
+        c.enroll_raw(enroll_start("x", 0), chunks(&no_face_png()))
+            .await,
+        tonic::Code::InvalidArgument,
+        "no face",
+    );
+    let mut bomb = jpeg_portrait();
+    let sof = bomb
+        .windows(2)
+        .position(|w| w == [0xff, 0xc0])
+        .expect("baseline JPEG");
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0xea, 0x60, 0xea, 0x60]);
+    let mut jpeg_start = enroll_start("x", 0);
+    jpeg_start.image_format = v1::ImageFormat::Jpeg as i32;
+    assert_code(
+        c.enroll_raw(jpeg_start.clone(), chunks(&bomb)).await,
+        tonic::Code::ResourceExhausted,
+        "pixels",
+    );
     // Still serving.
-    let ok = c
-        .enroll_raw(enroll_start("fine", small.len() as u64), chunks(&small))
-        .await
-        .unwrap();
+    let fine = jpeg_portrait();
+    assert!(fine.len() < 100_000, "{} bytes", fine.len());
+    let ok = c.enroll_raw(jpeg_start, chunks(&fine)).await.unwrap();
     assert!(matches!(
         ok.last().unwrap().event,
         Some(v1::enroll_avatar_response::Event::Avatar(_))

@@ -26,7 +26,44 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.storage.data_dir = dir.to_path_buf();
     // The models fetched by scripts/fetch-models.sh (setup runs it).
     c.speech.models_dir = models_dir();
+    c.face.models_dir = models_dir();
     c
+}
+
+/// The test portrait as the server keeps it, and its face record.
+fn analysed_portrait() -> (image::RgbImage, huashen::pipeline::face::FaceRecord) {
+    use huashen::pipeline::{face, portrait};
+    let engine = face::FaceEngine::load(&models_dir());
+    let img = portrait::decode(&portrait()).unwrap();
+    let kept = portrait::decode(&portrait::normalise(&img).unwrap())
+        .unwrap()
+        .to_rgb8();
+    let record = engine.analyze(&kept).unwrap();
+    (kept, record)
+}
+
+/// The test portrait's avatar at rest, as a session renders it.
+pub fn rest_frame(w: u32, h: u32) -> image::RgbImage {
+    let (kept, record) = analysed_portrait();
+    huashen::pipeline::face::rest_frame(&kept, &record, w, h)
+}
+
+/// Where the test avatar's mouth is in a `w`×`h` session picture: the box
+/// of its lips at rest, grown a little (x0, y0, x1, y1).
+pub fn mouth_box(w: u32, h: u32) -> [usize; 4] {
+    use huashen_inference::face::rig::Framing;
+    let (_, record) = analysed_portrait();
+    let framing = Framing::head_and_shoulders(&record.landmarks, w, h);
+    let pts: Vec<[f32; 2]> = [61, 291, 0, 17]
+        .iter()
+        .map(|&i| framing.to_output([record.landmarks[i][0], record.landmarks[i][1]]))
+        .collect();
+    let grow = (pts[1][0] - pts[0][0]) * 0.1;
+    let x0 = pts.iter().map(|p| p[0]).fold(f32::MAX, f32::min) - grow;
+    let x1 = pts.iter().map(|p| p[0]).fold(f32::MIN, f32::max) + grow;
+    let y0 = pts.iter().map(|p| p[1]).fold(f32::MAX, f32::min) - grow;
+    let y1 = pts.iter().map(|p| p[1]).fold(f32::MIN, f32::max) + 4.0 * grow;
+    [x0 as usize, y0 as usize, x1 as usize, y1 as usize]
 }
 
 pub fn models_dir() -> std::path::PathBuf {
@@ -272,6 +309,26 @@ pub fn portrait() -> Vec<u8> {
 }
 
 /// The test portrait scaled to 128×128, as PNG (a few tens of kB).
+/// The test portrait as a JPEG (quality 80, well under 100 kB).
+pub fn jpeg_portrait() -> Vec<u8> {
+    let img = image::load_from_memory(&portrait()).unwrap().to_rgb8();
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+/// A real photo with no face in it (the astronaut's suit, below her chin).
+pub fn no_face_png() -> Vec<u8> {
+    let img = image::load_from_memory(&portrait()).unwrap().to_rgb8();
+    let suit = image::imageops::crop_imm(&img, 0, 300, 512, 212).to_image();
+    let suit = image::imageops::resize(&suit, 256, 106, image::imageops::FilterType::Triangle);
+    let mut out = std::io::Cursor::new(Vec::new());
+    suit.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
 pub fn small_png() -> Vec<u8> {
     let img = image::load_from_memory(&portrait()).unwrap();
     let small = img.resize_exact(128, 128, image::imageops::FilterType::Triangle);

@@ -29,10 +29,10 @@ async fn session(c: &mut Client) -> v1::Session {
         .into_inner()
 }
 
+/// The avatar at rest, framed as the server frames it (the live frames
+/// add only small idle motion).
 fn expected() -> Expected {
-    let img = huashen::pipeline::portrait::decode(&portrait()).unwrap();
-    let rgb = huashen::pipeline::portrait::letterbox(&img, W, H);
-    Arc::new((rgb.into_raw(), W, H))
+    Arc::new((rest_frame(W, H).into_raw(), W, H))
 }
 
 fn opts(e: &Expected) -> ViewerOptions {

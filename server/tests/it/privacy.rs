@@ -453,7 +453,7 @@ async fn subjects_can_delete_everything_about_them() {
     assert_eq!(r.deleted_avatar_ids, vec![subject.avatar_id.clone()]);
     assert_eq!(r.closed_session_ids, vec![live.session_id.clone()]);
     assert_eq!(r.deleted_session_records, 2);
-    assert_eq!(r.deleted_files, 1);
+    assert_eq!(r.deleted_files, 2, "portrait and face record");
     for id in [&old.session_id, &live.session_id] {
         let (code, _) = code_of(
             c.sessions

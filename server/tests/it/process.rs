@@ -15,7 +15,8 @@ fn huashen(dir: &std::path::Path) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HUASHEN_STORAGE__DATA_DIR", dir)
         .env("HUASHEN_SERVER__LISTEN", "127.0.0.1:0")
-        .env("HUASHEN_LOG", "info");
+        .env("HUASHEN_LOG", "info")
+        .env("HUASHEN_FACE__MODELS_DIR", models_dir());
     c
 }
 

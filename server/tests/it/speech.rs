@@ -233,3 +233,68 @@ async fn interrupt_silences_speech_at_once() {
     v.hang_up().await;
     server.stop().await;
 }
+
+/// The avatar's mouth, seen by a real viewer decoding the H.264 stream:
+/// still while idle, opening and closing (dark mouth interior appearing)
+/// while the speech plays.
+#[tokio::test]
+async fn the_mouth_moves_with_the_speech() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Lips").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mouth = mouth_box(512, 512);
+    let v = viewer::connect(
+        server.addr,
+        &s.session_id,
+        &s.viewer_token,
+        ViewerOptions {
+            decode: true,
+            watch: Some(mouth),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || v.seen().watched.len()
+            > 30)
+        .await
+    );
+    let idle = v.seen().watched.clone();
+    c.sessions
+        .speak(tokio_stream::iter(speak_req(
+            &s.session_id,
+            "Good evening everyone. Welcome to our live show about tea.",
+        )))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), async || v.seen().audio_loud_frames
+            > 100)
+        .await
+    );
+    // Let the speech play on a little.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let seen = v.seen();
+    let speaking: Vec<_> = seen.watched[idle.len()..].to_vec();
+    let stats = |w: &[(u32, f64, f64, f64)]| {
+        let dark_max = w.iter().map(|x| x.3).fold(0.0, f64::max);
+        let mean = w.iter().map(|x| x.2).sum::<f64>() / w.len() as f64;
+        let sd = (w.iter().map(|x| (x.2 - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        (dark_max, sd)
+    };
+    let (idle_dark, idle_sd) = stats(&idle[5..]);
+    let (talk_dark, talk_sd) = stats(&speaking);
+    eprintln!(
+        "mouth box {mouth:?}: idle dark≤{idle_dark:.3} sd {idle_sd:.2}; speaking dark≤{talk_dark:.3} sd {talk_sd:.2} over {} frames",
+        speaking.len()
+    );
+    assert!(idle_dark < 0.02, "the idle mouth is closed");
+    assert!(talk_dark > 0.04, "the mouth opens while speaking");
+    assert!(
+        talk_sd > 3.0 * idle_sd.max(0.3),
+        "the mouth moves while speaking"
+    );
+    server.stop().await;
+}
