@@ -221,7 +221,7 @@ impl Renderer {
             lip[1] * 0.12 + 4.0,
             lip[2] * 0.14 + 5.0,
         ]);
-        let teeth = rgb_to_yuv([206.0, 198.0, 182.0]);
+        let teeth = rgb_to_yuv([222.0, 216.0, 200.0]);
         let tongue = rgb_to_yuv([
             lip[0] * 0.8 + 30.0,
             lip[1] * 0.55 + 10.0,
