@@ -4,7 +4,8 @@
 #  2. server CPU and memory for one session with 0, 10 and 25 WebRTC viewers
 #     (huashen-loadtest in its own process, viewers counting packets only);
 #  3. speech: TTS stage timings, and 1/2/4 sessions speaking with a decoding
-#     viewer each (Speak → on air, Speak → heard, Interrupt → idle, CPU).
+#     viewer each (Speak → on air, Speak → heard, Interrupt → idle, CPU);
+#  4. face: enrollment analysis and per-frame rendering (criterion).
 # Prints the figures; copy them into docs/BENCHMARKS.md with the date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,11 @@ VIEWERS=${VIEWERS:-"0 10 25"}
 echo "== machine"
 nproc; grep -m1 'model name' /proc/cpuinfo || true; free -g | head -2
 
-echo "== encode cost per frame (criterion)"
+echo "== face: analysis, rig, render per frame (criterion)"
+cargo bench --locked -p huashen-inference --bench face 2>&1 \
+  | grep -B1 'time:' | grep -v '^--' | paste - - | sed 's/\s\+/ /g'
+
+echo "== encode cost per frame and enrollment (criterion)"
 cargo bench --locked -p huashen --bench media -- --measurement-time 3 --warm-up-time 1 2>&1 \
   | grep -B1 'time:' | grep -v '^--' | paste - - | sed 's/\s\+/ /g'
 

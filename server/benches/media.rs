@@ -60,5 +60,39 @@ fn audio(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, video, audio);
+/// Enrollment's compute for a 12-megapixel JPEG, as the EnrollAvatar
+/// handler runs it: decode (size-limited, EXIF-aware), normalise to the kept
+/// 2048 px PNG, decode that, detect + mesh + checks.
+fn enroll(c: &mut Criterion) {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let engine = huashen::pipeline::face::FaceEngine::load(&models);
+    if engine.available().is_err() {
+        eprintln!("face models missing: run scripts/fetch-models.sh");
+        return;
+    }
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/astronaut.png"
+    ))
+    .unwrap();
+    let img = portrait::decode(&bytes).unwrap().to_rgb8();
+    let big = image::imageops::resize(&img, 4000, 3000, image::imageops::FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&big)
+        .unwrap();
+    let mut g = c.benchmark_group("enroll");
+    g.sample_size(10);
+    g.bench_function("jpeg_12mp", |b| {
+        b.iter(|| {
+            let img = portrait::decode(&jpeg).unwrap();
+            let kept = portrait::normalise(&img).unwrap();
+            let rgb = portrait::decode(&kept).unwrap().to_rgb8();
+            engine.analyze(&rgb).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, video, audio, enroll);
 criterion_main!(benches);
