@@ -24,8 +24,12 @@ const FPS: f64 = 25.0;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let photo = args.next().ok_or("usage: talking_head PHOTO TEXT OUT_DIR")?;
-    let text = args.next().unwrap_or_else(|| "Hello, I am your presenter.".into());
+    let photo = args
+        .next()
+        .ok_or("usage: talking_head PHOTO TEXT OUT_DIR")?;
+    let text = args
+        .next()
+        .unwrap_or_else(|| "Hello, I am your presenter.".into());
     let out = PathBuf::from(args.next().unwrap_or_else(|| ".".into()));
     std::fs::create_dir_all(&out)?;
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models");
@@ -77,7 +81,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Pictures of the head: the upper middle of the head-and-shoulders frame.
     let head = |f: &RgbImage, side: u32| {
         let crop = image::imageops::crop_imm(f, SIDE / 5, SIDE / 20, SIDE * 3 / 5, SIDE * 3 / 5);
-        image::imageops::resize(&crop.to_image(), side, side, image::imageops::FilterType::Triangle)
+        image::imageops::resize(
+            &crop.to_image(),
+            side,
+            side,
+            image::imageops::FilterType::Triangle,
+        )
     };
     // Contact sheet: 24 frames from the speaking part, 6 × 4.
     let (cols, rows) = (6u32, 4u32);
@@ -129,6 +138,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in pcm {
         f.write_all(&s.to_le_bytes())?;
     }
-    eprintln!("{} frames, {:.1} s, written to {}", frames.len(), duration, out.display());
+    eprintln!(
+        "{} frames, {:.1} s, written to {}",
+        frames.len(),
+        duration,
+        out.display()
+    );
     Ok(())
 }

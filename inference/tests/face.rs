@@ -367,3 +367,69 @@ mod render {
         }
     }
 }
+
+/// Other output sizes and aspect ratios: the face is framed inside them.
+#[test]
+fn wide_and_tall_outputs_frame_the_face() {
+    use huashen_inference::face::render::Renderer;
+    use huashen_inference::face::rig::{FaceParams, Framing, Rig};
+    let img = image::open(data("astronaut.png")).unwrap().to_rgb8();
+    let faces = models().find_faces(&img).unwrap();
+    let pts = &faces[0].landmarks.points;
+    for (w, h) in [(640u32, 360u32), (360, 640), (1280, 720)] {
+        let framing = Framing::head_and_shoulders(pts, w, h);
+        let mut r = Renderer::new(Rig::new(&img, pts, &framing));
+        let (wu, hu) = (w as usize, h as usize);
+        let (mut y, mut u, mut v) = (vec![0; wu * hu], vec![0; wu * hu / 4], vec![0; wu * hu / 4]);
+        r.render(
+            &FaceParams {
+                jaw_open: 0.7,
+                yaw: 0.1,
+                ..Default::default()
+            },
+            &mut y,
+            &mut u,
+            &mut v,
+        );
+        let nose = framing.to_output([pts[1][0], pts[1][1]]);
+        assert!(
+            (nose[0] - w as f32 / 2.0).abs() < 0.1 * w as f32,
+            "{w}x{h}: nose {nose:?}"
+        );
+        assert!(
+            nose[1] > 0.3 * h as f32 && nose[1] < 0.6 * h as f32,
+            "{w}x{h}: nose {nose:?}"
+        );
+    }
+}
+
+/// The same networks on the CUDA backend (feature `cuda`; skipped without
+/// an NVIDIA driver).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_litert() {
+    if !huashen_inference::cuda_available() {
+        eprintln!("skipped: no NVIDIA driver on this machine");
+        return;
+    }
+    let dev = Default::default();
+    let m = FaceModels::<huashen_inference::Gpu>::open(&models_dir().join("face"), &dev).unwrap();
+    let r = reference();
+    let (pts, _) = m.mesh.raw(planar("mesh_in.png", 1.0 / 255.0, 0.0)).unwrap();
+    let want = floats(&r["mesh"]["landmarks"]);
+    let err = pts
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(err < 0.05, "cuda mesh error {err}");
+    let (_, scores) = m
+        .detector
+        .raw(planar("blazeface_in.png", 1.0 / 127.5, -1.0))
+        .unwrap();
+    let top: Vec<usize> = serde_json::from_value(r["blazeface"]["top_anchors"].clone()).unwrap();
+    let want = floats(&r["blazeface"]["scores"]);
+    for (k, &a) in top.iter().enumerate() {
+        assert!((scores[a] - want[k]).abs() < 2e-2);
+    }
+}
