@@ -1,53 +1,161 @@
 #!/usr/bin/env bash
-# Measures what docs/BENCHMARKS.md reports, on this machine, release build:
-#  1. per-frame encode cost (criterion: cargo bench -p huashen --bench media)
-#  2. server CPU and memory for one session with 0, 10 and 25 WebRTC viewers
-#     (huashen-loadtest in its own process, viewers counting packets only);
-#  3. speech: TTS stage timings, and 1/2/4 sessions speaking with a decoding
-#     viewer each (Speak → on air, Speak → heard, Interrupt → idle, CPU);
-#  4. face: enrollment analysis and per-frame rendering (criterion).
-# Prints the figures; copy them into docs/BENCHMARKS.md with the date.
+# Measures what docs/BENCHMARKS.md reports, on this machine, release build,
+# and rewrites its generated section (between the bench.sh markers) with
+# machine info, the commands and the figures:
+#  1. criterion: face analysis/render, TTS throughput, H.264/Opus encode,
+#     enrollment of a 12 MP photo;
+#  2. scenario 1: one session, one decoding viewer: Speak → heard / mouth
+#     moves, time to first frame;
+#  3. scenario 2: speaking sessions (text streamed at 3 words/s) until frames
+#     go late;
+#  4. scenario 3: idle sessions per core;
+#  5. scenario 4: viewers per session (CPU, loss);
+#  6. scenario 5: a 10-minute soak (RSS before/after).
+# Environment: SOAK=10m (soak length), QUICK=1 (shorter runs, for a check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-DURATION=${DURATION:-15s}
-VIEWERS=${VIEWERS:-"0 10 25"}
+SOAK=${SOAK:-10m}
+RUN=${RUN:-20s}
+if [ "${QUICK:-0}" = 1 ]; then SOAK=20s; RUN=6s; fi
+out=$(mktemp -d)
+trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$out"' EXIT
 
-echo "== machine"
-nproc; grep -m1 'model name' /proc/cpuinfo || true; free -g | head -2
+log() { echo "== $*" >&2; }
 
-echo "== face: analysis, rig, render per frame (criterion)"
-cargo bench --locked -p huashen-inference --bench face 2>&1 \
-  | grep -B1 'time:' | grep -v '^--' | paste - - | sed 's/\s\+/ /g'
+log "criterion benches"
+{
+  cargo bench --locked -p huashen-inference --bench face
+  cargo bench --locked -p huashen-inference --bench tts
+  cargo bench --locked -p huashen --bench media
+} 2>&1 | tee "$out/criterion.txt" | grep -E 'time:|thrpt:' >&2
 
-echo "== encode cost per frame and enrollment (criterion)"
-cargo bench --locked -p huashen --bench media -- --measurement-time 3 --warm-up-time 1 2>&1 \
-  | grep -B1 'time:' | grep -v '^--' | paste - - | sed 's/\s\+/ /g'
-
-echo "== CPU per viewer (release server, loadtest in another process)"
+log "release build"
 cargo build --locked --release -p huashen -p huashen-loadtest
-data=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
-HUASHEN_STORAGE__DATA_DIR="$data" HUASHEN_SPEECH__MODELS_DIR="$PWD/models" HUASHEN_FACE__MODELS_DIR="$PWD/models" HUASHEN_SERVER__LISTEN=127.0.0.1:0 HUASHEN_LOG=warn \
-  target/release/huashen serve > "$data/out" 2>&1 &
+data="$out/data"
+mkdir -p "$data"
+HUASHEN_STORAGE__DATA_DIR="$data" HUASHEN_SPEECH__MODELS_DIR="$PWD/models" \
+  HUASHEN_FACE__MODELS_DIR="$PWD/models" HUASHEN_SERVER__LISTEN=127.0.0.1:0 \
+  HUASHEN_LIMITS__MAX_SESSIONS=64 HUASHEN_LOG=warn \
+  target/release/huashen serve > "$out/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$data/out" && break; sleep 0.1; done
-addr=$(sed -n 's/^huashen listening on //p' "$data/out")
+for _ in $(seq 300); do grep -q "listening on" "$out/server.log" && break; sleep 0.1; done
+addr=$(sed -n 's/^huashen listening on //p' "$out/server.log")
 key=$(cat "$data/dev-api-key")
-for m in $VIEWERS; do
-  echo "-- 1 session, $m viewers, $DURATION"
-  target/release/huashen-loadtest --addr "$addr" --api-key "$key" -n 1 -m "$m" \
-    --duration "$DURATION" --rate 1 --json "$data/m$m.json" | grep -E 'server:|viewers:|first video'
-done
+TEXT="Welcome back everyone, today we look at three new products. The first one is a lamp, the second a kettle, and the third a tea set."
+lt() { # name args... -> JSON report in $out/name.json, command in $out/name.cmd
+  local name=$1; shift
+  echo "huashen-loadtest $*" > "$out/$name.cmd"
+  log "$name: huashen-loadtest $*"
+  target/release/huashen-loadtest --addr "$addr" --api-key "$key" --json "$out/$name.json" "$@" \
+    | grep -E 'Speak|first video|server:|viewers:|errors' >&2 || true
+}
 
-echo "== speech: stage timings of the English voice (release, burn flex CPU)"
-cargo run --locked --release -q -p huashen-inference --example piper_timing
-
-SPEAK_TEXT=${SPEAK_TEXT:-"Welcome back everyone, today we look at three new products. The first one is a lamp."}
-for n in ${SPEAKERS:-"1 2 4"}; do
-  echo "-- $n speaking session(s), 1 decoding viewer each, 20s"
-  target/release/huashen-loadtest --addr "$addr" --api-key "$key" -n "$n" -m 1 --decode \
-    --duration 20s --rate 0.4 --speak "$SPEAK_TEXT" --json "$data/speak$n.json" \
-    | grep -E 'Speak|Interrupt→|server:|viewers:'
+lt s1 -n 1 -m 1 --decode --duration 30s --rate 0.4 --speak "$TEXT"
+for n in 1 2 3 4 6; do
+  lt "s2_$n" -n "$n" -m 1 --duration "$RUN" --words-per-second 3 --speak "$TEXT"
 done
+for n in 4 8 12 16; do
+  lt "s3_$n" -n "$n" -m 0 --duration "$RUN" --rate 0.2
+done
+for m in 10 50 100; do
+  lt "s4_$m" -n 1 -m "$m" --duration "$RUN" --rate 1
+done
+lt s5 -n 2 -m 2 --duration "$SOAK" --words-per-second 3 --speak "$TEXT"
+
+log "writing docs/BENCHMARKS.md"
+python3 - "$out" <<'PY'
+import json, os, re, subprocess, sys, datetime
+out = sys.argv[1]
+def rep(name):
+    with open(os.path.join(out, name + ".json")) as f:
+        return json.load(f)
+def cmd(name):
+    return open(os.path.join(out, name + ".cmd")).read().strip()
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+                     capture_output=True, text=True).stdout.strip()
+mem = subprocess.run(["sh", "-c", "free -g | awk '/Mem:/{print $2}'"], capture_output=True, text=True).stdout.strip()
+cores = os.cpu_count()
+L = []
+L.append(f"Generated by `scripts/bench.sh` on {datetime.date.today()}: {cores} cores ({cpu}), "
+         f"{mem} GiB RAM, no GPU; release build; server and load generator share the machine.")
+L.append("")
+L.append("### Criterion (median per iteration)")
+L.append("")
+L.append("| bench | median |")
+L.append("|---|---|")
+prev = ""
+for line in open(os.path.join(out, "criterion.txt")):
+    m = re.search(r"^(.*?)\s*time:\s*\[\S+ \S+ (\S+ \S+) ", line)
+    if m:
+        name = m.group(1).strip() or prev
+        L.append(f"| `{name}` | {m.group(2)} |")
+    elif line.strip() and not line.startswith(" "):
+        prev = line.strip()
+L.append("")
+L.append("Commands: `cargo bench -p huashen-inference --bench face`, `--bench tts`, "
+         "`cargo bench -p huashen --bench media`.")
+L.append("")
+def srv(r, k, d=0.0):
+    return (r.get("server") or {}).get(k, d)
+r = rep("s1")
+L.append("### Scenario 1: one session, one viewer — time to speech")
+L.append("")
+L.append(f"`{cmd('s1')}`")
+L.append("")
+L.append("| measure | count | p50 | p99 |")
+L.append("|---|---|---|---|")
+for label, k in [("Speak → on air (SpeechStarted)", "speech_started"),
+                 ("Speak → first speech audio decoded by the viewer", "speech_heard"),
+                 ("Speak → first decoded frame with the mouth moving", "speech_seen"),
+                 ("Interrupt → idle", "interrupt_to_idle")]:
+    s = r[k]
+    L.append(f"| {label} | {s['count']} | {s['p50_ms']:.0f} ms | {s['p99_ms']:.0f} ms |")
+v = r["viewers"]["time_to_first_frame"]
+L.append(f"| WHEP offer → first video frame | {v['count']} | {v['p50_ms']:.0f} ms | {v['p99_ms']:.0f} ms |")
+L.append("")
+def scen(title, names, key_label, key_fn, note):
+    L.append(f"### {title}")
+    L.append("")
+    L.append(f"`{cmd(names[0])}` (and the other sizes)")
+    L.append("")
+    L.append(f"| {key_label} | server CPU (% of one core) | frames late | fps min | loss max | RSS after | errors |")
+    L.append("|---|---|---|---|---|---|---|")
+    for n in names:
+        r = rep(n)
+        v = r["viewers"]
+        L.append(f"| {key_fn(n)} | {srv(r,'cpu_percent'):.0f} % | {srv(r,'frames_late'):.0f} | "
+                 f"{v['fps_min'] if v['connected'] else float('nan'):.1f} | {v['loss_percent_max']:.2f} % | "
+                 f"{srv(r,'rss_mb_after'):.0f} MB | {len(r['errors'])} |")
+    L.append("")
+    L.append(note)
+    L.append("")
+scen("Scenario 2: speaking sessions (text streamed at 3 words/s, one viewer each)",
+     [f"s2_{n}" for n in (1, 2, 3, 4, 6)], "sessions", lambda n: n.split("_")[1],
+     "A session carries its load while frames late stays 0; per core = the largest such count / cores.")
+scen("Scenario 3: idle sessions (no viewers)", [f"s3_{n}" for n in (4, 8, 12, 16)], "sessions",
+     lambda n: n.split("_")[1], "Idle sessions still animate (blinks, breathing, head motion) and encode.")
+scen("Scenario 4: viewers of one session", [f"s4_{m}" for m in (10, 50, 100)], "viewers",
+     lambda n: n.split("_")[1], "Fan-out: RTP packetised once, rewritten per viewer.")
+r = rep("s5")
+L.append("### Scenario 5: soak")
+L.append("")
+L.append(f"`{cmd('s5')}`")
+L.append("")
+L.append(f"Two sessions speaking continuously with two viewers each for {r['duration_s']:.0f} s: "
+         f"RSS {srv(r,'rss_mb_before'):.0f} MB before, {srv(r,'rss_mb_after'):.0f} MB after; "
+         f"{r['utterances_finished']} passes over the text finished; {srv(r,'frames_late'):.0f} frames late; "
+         f"server CPU {srv(r,'cpu_percent'):.0f} % of one core; {len(r['errors'])} errors.")
+text = "\n".join(L)
+path = "docs/BENCHMARKS.md"
+doc = open(path).read()
+begin, end = "<!-- bench.sh:begin -->", "<!-- bench.sh:end -->"
+block = f"{begin}\n{text}\n{end}"
+if begin in doc:
+    doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: block, doc, flags=re.S)
+else:
+    doc = doc.rstrip() + "\n\n## Latest full run\n\n" + block + "\n"
+open(path, "w").write(doc)
+print(text)
+PY

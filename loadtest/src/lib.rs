@@ -41,6 +41,10 @@ pub struct Options {
     pub viewers: usize,
     /// Decode what viewers receive (H.264 + Opus) instead of only counting.
     pub decode: bool,
+    /// Stream `speak` word by word at this many words per second (as an LLM
+    /// would), one Speak call per pass over the text, back to back, never
+    /// interrupted; `None`: whole-text utterances at `rate`.
+    pub words_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -86,6 +90,11 @@ pub struct Report {
     /// Speak call → the first speech audio heard by a viewer (decoded Opus
     /// louder than silence; needs `decode`).
     pub speech_heard: Stats,
+    /// Speak call → the first decoded video frame whose mouth region shows
+    /// the mouth opening (needs `decode`).
+    pub speech_seen: Stats,
+    /// Utterances (Speak calls) that finished playing (streamed mode).
+    pub utterances_finished: usize,
     /// Interrupt call while speaking → the session reports idle.
     pub interrupt_to_idle: Stats,
     pub close_session: Stats,
@@ -146,6 +155,7 @@ impl Report {
             ("Interrupt", &self.interrupt),
             ("Speak→on air", &self.speech_started),
             ("Speak→heard", &self.speech_heard),
+            ("Speak→mouth moves", &self.speech_seen),
             ("Interrupt→idle", &self.interrupt_to_idle),
             ("CloseSession", &self.close_session),
         ] {
@@ -294,6 +304,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             duration: opts.duration,
             period: Duration::from_secs_f64(1.0 / opts.rate.max(0.01)),
             speak: opts.speak.clone(),
+            words_per_second: opts.words_per_second,
             viewers: opts.viewers,
             viewer_options: viewer::ViewerOptions {
                 decode: opts.decode,
@@ -308,7 +319,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     barrier.wait().await;
     let before = metrics_sample(whep_addr).await;
     let (mut create, mut first, mut interrupt, mut close) = (vec![], vec![], vec![], vec![]);
-    let (mut started, mut heard, mut to_idle) = (vec![], vec![], vec![]);
+    let (mut started, mut heard, mut to_idle, mut seen_frames) = (vec![], vec![], vec![], vec![]);
     let mut seen = vec![];
     let mut after = None;
     while let Some(r) = tasks.join_next().await {
@@ -323,6 +334,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 interrupt.extend(one.interrupts);
                 started.extend(one.speech_started);
                 heard.extend(one.speech_heard);
+                seen_frames.extend(one.speech_seen);
+                report.utterances_finished += one.finished;
                 to_idle.extend(one.interrupt_to_idle);
                 close.extend(one.close);
                 seen.extend(one.seen);
@@ -336,6 +349,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     report.interrupt = Stats::from(interrupt);
     report.speech_started = Stats::from(started);
     report.speech_heard = Stats::from(heard);
+    report.speech_seen = Stats::from(seen_frames);
     report.interrupt_to_idle = Stats::from(to_idle);
     report.close_session = Stats::from(close);
     report.viewers = viewer_report(&seen);
@@ -450,6 +464,7 @@ struct SessionPlan {
     duration: Duration,
     period: Duration,
     speak: Option<String>,
+    words_per_second: Option<f64>,
     viewers: usize,
     viewer_options: viewer::ViewerOptions,
     whep_addr: std::net::SocketAddr,
@@ -463,6 +478,8 @@ struct OneSession {
     interrupts: Vec<Duration>,
     speech_started: Vec<Duration>,
     speech_heard: Vec<Duration>,
+    speech_seen: Vec<Duration>,
+    finished: usize,
     interrupt_to_idle: Vec<Duration>,
     close: Option<Duration>,
     seen: Vec<viewer::Seen>,
@@ -496,8 +513,15 @@ async fn drive_session(mut client: SessionServiceClient<Svc>, plan: SessionPlan)
         while let Some(w) = watch.as_mut()
             && Instant::now() < end
         {
-            tick.tick().await;
-            speak_once(&mut client, w, &id, text, &viewers, &mut out).await;
+            match plan.words_per_second {
+                Some(wps) => {
+                    speak_streamed(&mut client, w, &id, text, wps, &viewers, &mut out).await
+                }
+                None => {
+                    tick.tick().await;
+                    speak_once(&mut client, w, &id, text, &viewers, &mut out).await;
+                }
+            }
         }
     }
     while plan.speak.is_none() && Instant::now() < end {
@@ -578,23 +602,7 @@ async fn speak_once(
         out.errors.push("no SpeechStarted within 20 s".into());
         return;
     }
-    // Each viewer's first speech onset after the call.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut pending: Vec<&viewer::Viewer> = viewers.iter().collect();
-    while !pending.is_empty() && Instant::now() < deadline {
-        pending.retain(|v| {
-            let seen = v.seen();
-            match seen.speech_onsets.iter().find(|&&t| t >= wall0) {
-                Some(&t) => {
-                    out.speech_heard
-                        .push(Duration::from_secs_f64((t - wall0).max(0.0)));
-                    false
-                }
-                None => true,
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    heard_and_seen(viewers, wall0, out).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t1 = Instant::now();
     if let Err(e) = client
@@ -618,6 +626,116 @@ async fn speak_once(
     } else {
         // The utterance may have ended on its own before the Interrupt.
         out.interrupt_to_idle.push(t1.elapsed());
+    }
+}
+
+/// Each viewer's first speech onset, and first frame with the mouth open,
+/// after `wall0` (Unix seconds) — waiting at most 5 s.
+async fn heard_and_seen(viewers: &[viewer::Viewer], wall0: f64, out: &mut OneSession) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut hearing: Vec<&viewer::Viewer> = viewers.iter().collect();
+    let mut seeing: Vec<&viewer::Viewer> = viewers
+        .iter()
+        .filter(|v| v.watched_region().is_some())
+        .collect();
+    while !(hearing.is_empty() && seeing.is_empty()) && Instant::now() < deadline {
+        hearing.retain(
+            |v| match v.seen().speech_onsets.iter().find(|&&t| t >= wall0) {
+                Some(&t) => {
+                    out.speech_heard
+                        .push(Duration::from_secs_f64((t - wall0).max(0.0)));
+                    false
+                }
+                None => true,
+            },
+        );
+        seeing.retain(|v| match v.seen().mouth_opened_after(wall0) {
+            Some(t) => {
+                out.speech_seen
+                    .push(Duration::from_secs_f64((t - wall0).max(0.0)));
+                false
+            }
+            None => true,
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One pass over `text`, streamed word by word at `wps` in one Speak call
+/// while the speech plays; returns when it has all been spoken.
+async fn speak_streamed(
+    client: &mut SessionServiceClient<Svc>,
+    watch: &mut tonic::Streaming<v1::SessionEvent>,
+    id: &str,
+    text: &str,
+    wps: f64,
+    viewers: &[viewer::Viewer],
+    out: &mut OneSession,
+) {
+    use v1::session_event::Event as E;
+    let words: Vec<String> = text.split_whitespace().map(|w| format!("{w} ")).collect();
+    let n = words.len();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let gap = Duration::from_secs_f64(1.0 / wps.max(0.1));
+    let sid = id.to_owned();
+    tokio::spawn(async move {
+        for (i, w) in words.into_iter().enumerate() {
+            let req = v1::SpeakRequest {
+                session_id: sid.clone(),
+                text: w,
+                flush: i + 1 == n,
+            };
+            if tx.send(req).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(gap).await;
+        }
+    });
+    let t0 = Instant::now();
+    let wall0 = viewer::unix_now();
+    let mut call_client = client.clone();
+    let call = tokio::spawn(async move {
+        call_client
+            .speak(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    if wait_event(watch, Duration::from_secs(20), |e| {
+        matches!(e, E::SpeechStarted(_))
+    })
+    .await
+    {
+        out.speech_started.push(t0.elapsed());
+    } else {
+        out.errors.push("no SpeechStarted within 20 s".into());
+    }
+    heard_and_seen(viewers, wall0, out).await;
+    let ids = match call.await {
+        Ok(Ok(r)) => r.into_inner().utterance_ids,
+        Ok(Err(e)) => {
+            out.errors
+                .push(format!("Speak: {:?} {}", e.code(), e.message()));
+            return;
+        }
+        Err(e) => {
+            out.errors.push(format!("Speak task: {e}"));
+            return;
+        }
+    };
+    // Played out: the last clause's SpeechFinished.
+    let Some(last) = ids.last().cloned() else {
+        return;
+    };
+    let budget = Duration::from_secs_f64(30.0 + n as f64 / wps.max(0.1));
+    if wait_event(
+        watch,
+        budget,
+        |e| matches!(e, E::SpeechFinished(f) if f.utterance_id == last),
+    )
+    .await
+    {
+        out.finished += 1;
+    } else {
+        out.errors.push("streamed speech did not finish".into());
     }
 }
 
@@ -662,22 +780,30 @@ async fn setup_session(
         Err(e) => out.errors.push(format!("WatchSession: {}", e.message())),
     }
     let mut viewers = vec![];
+    let mut options = plan.viewer_options.clone();
+    if options.decode {
+        // 0 means the server's default size, 512.
+        let size = |v: u32| if v == 0 { 512 } else { v as usize };
+        let (w, h) = session
+            .output
+            .as_ref()
+            .map_or((512, 512), |o| (size(o.width), size(o.height)));
+        options.watch = Some(viewer::mouth_region(w, h));
+    }
     for _ in 0..plan.viewers {
-        match viewer::connect(
-            plan.whep_addr,
-            &id,
-            &session.viewer_token,
-            plan.viewer_options.clone(),
-        )
-        .await
-        {
+        match viewer::connect(plan.whep_addr, &id, &session.viewer_token, options.clone()).await {
             Ok(v) => viewers.push(v),
             Err(e) => out.errors.push(format!("viewer: {e}")),
         }
     }
-    // Let the viewers' connections come up before the window starts.
+    // Let the viewers' connections come up (and, decoding, show pictures)
+    // before the window starts.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && viewers.iter().any(|v| !v.seen().connected) {
+    let ready = |v: &viewer::Viewer| {
+        let s = v.seen();
+        s.connected && (!options.decode || s.frames_decoded >= 30)
+    };
+    while Instant::now() < deadline && !viewers.iter().all(ready) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Some((id, viewers))

@@ -31,6 +31,11 @@ struct Args {
     /// only receive Interrupt calls.
     #[arg(long)]
     speak: Option<String>,
+    /// Stream the `--speak` text word by word at this rate (words per
+    /// second, like an LLM's tokens), one Speak call per pass, back to back
+    /// and never interrupted: continuous speech load.
+    #[arg(long)]
+    words_per_second: Option<f64>,
     /// WebRTC viewers per session (WHEP).
     #[arg(long, short = 'm', default_value_t = 0)]
     viewers: usize,
@@ -68,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         image,
         viewers: a.viewers,
         decode: a.decode,
+        words_per_second: a.words_per_second,
     })
     .await?;
     print!("{}", report.table());

@@ -128,6 +128,45 @@ pub struct Seen {
     pub watched: Vec<(u32, f64, f64, f64)>,
 }
 
+/// Where a session's picture shows the avatar's mouth: Huashen frames the
+/// face head-and-shoulders with the eyes at 40 % of the height and 24 % of
+/// the shorter side from eyes to chin, so the mouth sits in this box
+/// (x0, y0, x1, y1) whatever the portrait.
+pub fn mouth_region(w: usize, h: usize) -> [usize; 4] {
+    let s = w.min(h) as f64;
+    let (cx, eyes) = (w as f64 / 2.0, h as f64 * 0.4);
+    [
+        (cx - 0.12 * s) as usize,
+        (eyes + 0.08 * s) as usize,
+        (cx + 0.12 * s) as usize,
+        ((eyes + 0.26 * s) as usize).min(h),
+    ]
+}
+
+impl Seen {
+    /// Arrival (Unix seconds) of the first frame after `t` whose watched
+    /// region changed beyond anything in the second before `t`: more
+    /// dark pixels (an open mouth), or a mean brightness outside the idle
+    /// range by more than 1.5 levels.
+    pub fn mouth_opened_after(&self, t: f64) -> Option<f64> {
+        let idle: Vec<_> = self
+            .watched
+            .iter()
+            .filter(|w| w.1 < t && w.1 >= t - 1.0)
+            .collect();
+        if idle.is_empty() {
+            return None;
+        }
+        let dark = idle.iter().map(|w| w.3).fold(0.0, f64::max);
+        let lo = idle.iter().map(|w| w.2).fold(f64::MAX, f64::min);
+        let hi = idle.iter().map(|w| w.2).fold(f64::MIN, f64::max);
+        self.watched
+            .iter()
+            .find(|w| w.1 >= t && (w.3 > dark + 0.003 || w.2 < lo - 1.5 || w.2 > hi + 1.5))
+            .map(|w| w.1)
+    }
+}
+
 /// Counts received packets against the sequence-number span.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SeqCount {
@@ -272,6 +311,7 @@ pub struct Viewer {
     pub location: String,
     addr: SocketAddr,
     token: String,
+    watch: Option<[usize; 4]>,
 }
 
 fn codec(mime: &str, rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
@@ -295,6 +335,7 @@ pub async fn connect(
     token: &str,
     options: ViewerOptions,
 ) -> Result<Viewer, String> {
+    let watch = options.watch;
     fn err(what: &'static str) -> impl Fn(webrtc::error::Error) -> String {
         move |e| format!("{what}: {e}")
     }
@@ -419,6 +460,7 @@ pub async fn connect(
         location,
         addr,
         token: token.to_owned(),
+        watch,
     })
 }
 
@@ -594,6 +636,11 @@ impl Seen {
 }
 
 impl Viewer {
+    /// The region this viewer watches (see [`ViewerOptions::watch`]).
+    pub fn watched_region(&self) -> Option<[usize; 4]> {
+        self.watch
+    }
+
     pub fn seen(&self) -> Seen {
         lock(&self.seen).clone()
     }

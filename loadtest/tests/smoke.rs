@@ -35,6 +35,7 @@ async fn short_run_against_a_real_server() {
         viewers: 2,
         decode: true,
         speak: None,
+        words_per_second: None,
     })
     .await
     .unwrap();
@@ -69,6 +70,7 @@ async fn short_speaking_run_hears_speech() {
         viewers: 1,
         decode: true,
         speak: Some("Hello and welcome, this is a load test of the speech path.".into()),
+        words_per_second: None,
     })
     .await
     .unwrap();
@@ -77,6 +79,36 @@ async fn short_speaking_run_hears_speech() {
     assert!(report.speech_started.count >= 1, "{report:?}");
     assert_eq!(report.speech_heard.count, report.speech_started.count);
     assert!(report.speech_heard.p50_ms > 0.0);
+    // The viewer saw the mouth open too.
+    assert_eq!(report.speech_seen.count, report.speech_started.count);
     assert!(report.interrupt_to_idle.count >= 1);
+    server.shutdown().await.unwrap();
+}
+
+/// Text streamed word by word (as from an LLM) is spoken continuously, the
+/// mouth moving, until all of it has played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_text_is_spoken_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, image) = start(dir.path()).await;
+    let report = huashen_loadtest::run(huashen_loadtest::Options {
+        addr: format!("http://{}", server.addr),
+        api_key: server.dev_key.clone().unwrap(),
+        sessions: 1,
+        duration: Duration::from_secs(1),
+        rate: 1.0,
+        image,
+        viewers: 1,
+        decode: true,
+        speak: Some("Good evening. Today we taste three green teas, one by one.".into()),
+        words_per_second: Some(8.0),
+    })
+    .await
+    .unwrap();
+    println!("{}", report.table());
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.utterances_finished, 1);
+    assert_eq!(report.speech_heard.count, 1);
+    assert_eq!(report.speech_seen.count, 1);
     server.shutdown().await.unwrap();
 }

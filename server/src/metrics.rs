@@ -18,6 +18,8 @@ pub struct Metrics {
     pub viewers: IntGauge,
     pub admission_rejections: IntCounterVec,
     pub video_encode_seconds: Histogram,
+    /// Face animation + rendering time per video frame.
+    pub render_seconds: Histogram,
     pub audio_encode_seconds: Histogram,
     /// Clause text → its first audio chunk buffered (phonemes, encoder,
     /// durations, flow, first decoder window).
@@ -83,6 +85,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 &["limit"],
             )
             .unwrap(),
+        ),
+        render_seconds: register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "huashen_render_seconds",
+                    "Face animation and rendering time per video frame",
+                )
+                .buckets(buckets.clone()),
+            )
+            .expect("valid histogram"),
         ),
         video_encode_seconds: register(
             &r,

@@ -331,6 +331,11 @@ impl Worker {
         let force = self.keyframe.swap(false, Ordering::Relaxed);
         let t = Instant::now();
         let picture = self.frames.frame(n, self.clock.frame_due_sample(n));
+        let rendered = t.elapsed();
+        crate::metrics::METRICS
+            .render_seconds
+            .observe(rendered.as_secs_f64());
+        let t = Instant::now();
         let frame = match &self.labels.visible {
             Some(badge) => {
                 let scratch = self.scratch.get_or_insert_with(|| picture.clone());

@@ -54,6 +54,7 @@ async fn metrics_follow_sessions_viewers_and_limits() {
         1.0
     );
     assert!(sample(&m, "huashen_video_encode_seconds_count") > 10.0);
+    assert!(sample(&m, "huashen_render_seconds_count") > 10.0);
     assert!(sample(&m, "huashen_audio_encode_seconds_count") > 10.0);
     assert!(sample(&m, "huashen_keyframes_total") >= 2.0);
     assert!(sample(&m, "process_resident_memory_bytes") > 1e6);
