@@ -168,6 +168,16 @@ impl Animator {
         (b * b * (3.0 - 2.0 * b)) as f32
     }
 
+    /// Whether, at `t`, the face only drifts slowly (idle head motion and
+    /// breathing): no blink under way, mouth at rest, not speaking. A
+    /// renderer may then refresh at a lower rate.
+    pub fn is_drifting(&self, t: f64) -> bool {
+        self.speaking < 0.01
+            && self.smooth.iter().all(|v| v.abs() < 1e-3)
+            && self.blink_amount(t) == 0.0
+            && self.blink_amount(t + 0.08) == 0.0
+    }
+
     /// The face at session time `t` (seconds, increasing) given the visemes
     /// around it (empty when silent).
     pub fn params(&mut self, t: f64, spans: &[VisemeSpan]) -> FaceParams {
@@ -288,5 +298,27 @@ mod tests {
             let hi = w.iter().cloned().fold(f32::MIN, f32::max);
             assert!(hi - lo > 1e-4, "frozen head");
         }
+    }
+
+    #[test]
+    fn drifting_only_when_idle_between_blinks() {
+        let mut a = Animator::new(5);
+        let fps = 25.0;
+        let (mut drifting, mut blinking_drift) = (0, 0);
+        for i in 0..(30.0 * fps) as usize {
+            let t = i as f64 / fps;
+            let p = a.params(t, &[]);
+            if a.is_drifting(t) {
+                drifting += 1;
+                if p.blink_left > 0.0 {
+                    blinking_drift += 1;
+                }
+            }
+        }
+        assert!(drifting > 600, "{drifting} of 750 idle frames drift");
+        assert_eq!(blinking_drift, 0, "a blink is never skipped");
+        let spans = [span(Viseme::AA, 30.0, 30.5)];
+        a.params(30.1, &spans);
+        assert!(!a.is_drifting(30.1));
     }
 }

@@ -148,6 +148,7 @@ pub struct AnimatedFace {
     playback: Arc<Playback>,
     frame: I420,
     spans: Vec<VisemeSpan>,
+    rendered: bool,
 }
 
 /// How far around a frame's time the viseme timeline is read (covers the
@@ -163,12 +164,13 @@ impl AnimatedFace {
             playback,
             frame,
             spans: Vec::new(),
+            rendered: false,
         }
     }
 }
 
 impl FrameSource for AnimatedFace {
-    fn frame(&mut self, _frame: u64, sample: u64) -> &I420 {
+    fn frame(&mut self, frame: u64, sample: u64) -> &I420 {
         let rate = f64::from(AUDIO_RATE);
         let t = sample as f64 / rate;
         let window = (VISEME_WINDOW * rate) as u64;
@@ -184,6 +186,14 @@ impl FrameSource for AnimatedFace {
                 })
             },
         );
+        // Idle drift (slow head motion, breathing) refreshes at half the
+        // frame rate: the repeated frame costs the encoder almost nothing.
+        // Blinks and speech always render every frame.
+        if self.rendered && frame % 2 == 1 && self.spans.is_empty() && self.animator.is_drifting(t)
+        {
+            return &self.frame;
+        }
+        self.rendered = true;
         let params = self.animator.params(t, &self.spans);
         let (y, u, v) = self.frame.planes_mut();
         self.renderer.render(&params, y, u, v);
