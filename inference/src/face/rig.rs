@@ -226,7 +226,7 @@ impl Rig {
     /// the framing.
     pub fn new(portrait: &RgbImage, points: &[[f32; 3]], framing: &Framing) -> Self {
         let (w, h) = (framing.width, framing.height);
-        let texture = warp_rgb(portrait, w, h, framing.map, Edge::Clamp);
+        let texture = warp_rgb(portrait, w, h, framing.map, Edge::Mirror);
         let scale = framing.map.ax[0].hypot(framing.map.ax[1]);
         let lm: Vec<[f32; 2]> = points
             .iter()

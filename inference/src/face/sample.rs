@@ -35,6 +35,16 @@ pub enum Edge {
     Fill([f32; 3]),
     /// The nearest edge pixel (extends the border outwards).
     Clamp,
+    /// The picture reflected at its edges (no streaks where a frame
+    /// reaches past the photo).
+    Mirror,
+}
+
+/// Reflects `i` into 0..n (…, 1, 0 | 0, 1, …, n-1 | n-1, n-2, …).
+fn mirror(i: i64, n: i64) -> i64 {
+    let period = 2 * n;
+    let m = i.rem_euclid(period);
+    if m < n { m } else { period - 1 - m }
 }
 
 /// Bilinear sample at a source position (pixel centres at +0.5).
@@ -49,6 +59,7 @@ fn bilinear(img: &RgbImage, x: f32, y: f32, edge: Edge) -> [f32; 3] {
             Edge::Fill(fill) if xx < 0 || yy < 0 || xx >= w || yy >= h => return fill,
             Edge::Fill(_) => (xx, yy),
             Edge::Clamp => (xx.clamp(0, w - 1), yy.clamp(0, h - 1)),
+            Edge::Mirror => (mirror(xx, w), mirror(yy, h)),
         };
         let i = ((yy * w + xx) * 3) as usize;
         [raw[i] as f32, raw[i + 1] as f32, raw[i + 2] as f32]
@@ -162,5 +173,11 @@ mod tests {
         for v in &out[..256] {
             assert!((v - 127.5).abs() < 20.0, "{v}");
         }
+    }
+
+    #[test]
+    fn mirror_reflects_at_both_edges() {
+        let got: Vec<i64> = (-3..7).map(|i| mirror(i, 4)).collect();
+        assert_eq!(got, vec![2, 1, 0, 0, 1, 2, 3, 3, 2, 1]);
     }
 }
