@@ -1,6 +1,5 @@
 //! Speaks a line to a 16-bit WAV file with the English voice:
 //! `cargo run --release -p huashen-inference --example speak -- "Hello." out.wav`
-use std::io::Write;
 use std::time::Instant;
 
 use huashen_inference::Cpu;
@@ -26,22 +25,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let mut f = std::fs::File::create(&out)?;
-    let data_len = (audio.len() * 2) as u32;
-    f.write_all(b"RIFF")?;
-    f.write_all(&(36 + data_len).to_le_bytes())?;
-    f.write_all(b"WAVEfmt ")?;
-    f.write_all(&16u32.to_le_bytes())?;
-    f.write_all(&1u16.to_le_bytes())?;
-    f.write_all(&1u16.to_le_bytes())?;
-    f.write_all(&rate.to_le_bytes())?;
-    f.write_all(&(rate * 2).to_le_bytes())?;
-    f.write_all(&2u16.to_le_bytes())?;
-    f.write_all(&16u16.to_le_bytes())?;
-    f.write_all(b"data")?;
-    f.write_all(&data_len.to_le_bytes())?;
-    for s in audio {
-        f.write_all(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())?;
-    }
+    huashen_inference::wav::write_pcm16(std::path::Path::new(&out), rate, &audio)?;
     Ok(())
 }

@@ -8,7 +8,6 @@
 //! viseme timeline → animator (coarticulation, idle blinks and motion) →
 //! mesh-warp renderer (I420) → RGB.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use huashen_inference::Cpu;
@@ -118,26 +117,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(enc);
 
     // The speech, with the same half-second lead.
-    let mut pcm: Vec<i16> = vec![0; (lead * rate) as usize];
-    pcm.extend(audio.iter().map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16));
-    let mut f = std::fs::File::create(out.join("talking.wav"))?;
-    let data_len = (pcm.len() * 2) as u32;
-    let sr = timeline.sample_rate;
-    f.write_all(b"RIFF")?;
-    f.write_all(&(36 + data_len).to_le_bytes())?;
-    f.write_all(b"WAVEfmt ")?;
-    f.write_all(&16u32.to_le_bytes())?;
-    f.write_all(&1u16.to_le_bytes())?;
-    f.write_all(&1u16.to_le_bytes())?;
-    f.write_all(&sr.to_le_bytes())?;
-    f.write_all(&(sr * 2).to_le_bytes())?;
-    f.write_all(&2u16.to_le_bytes())?;
-    f.write_all(&16u16.to_le_bytes())?;
-    f.write_all(b"data")?;
-    f.write_all(&data_len.to_le_bytes())?;
-    for s in pcm {
-        f.write_all(&s.to_le_bytes())?;
-    }
+    let mut pcm = vec![0.0f32; (lead * rate) as usize];
+    pcm.extend_from_slice(&audio);
+    huashen_inference::wav::write_pcm16(&out.join("talking.wav"), timeline.sample_rate, &pcm)?;
     eprintln!(
         "{} frames, {:.1} s, written to {}",
         frames.len(),

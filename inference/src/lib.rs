@@ -10,6 +10,7 @@ pub mod nn;
 pub mod onnx;
 pub mod speech;
 pub mod tflite;
+pub mod wav;
 
 /// The CPU backend: burn's `flex` (im2col + gemm convolutions). burn's
 /// ndarray backend computes the same results but its direct convolution is

@@ -64,24 +64,14 @@ impl Plane {
     }
 
     /// Bilinear sample at (x, y), pixel centres at +0.5, clamped to the
-    /// plane; 8-bit fixed-point weights.
+    /// plane (the fixed-point sampler, for callers holding floats).
     #[inline]
     fn sample(&self, x: f32, y: f32) -> f32 {
-        let fx = (x - 0.5).clamp(0.0, (self.w - 1) as f32);
-        let fy = (y - 0.5).clamp(0.0, (self.h - 1) as f32);
-        let (x0, y0) = (fx as usize, fy as usize);
-        let tx = ((fx - x0 as f32) * 256.0) as u32;
-        let ty = ((fy - y0 as f32) * 256.0) as u32;
-        let i = y0 * self.stride + x0;
-        let d = &self.data[i..i + self.stride + 2];
-        let (a, b) = (d[0] as u32, d[1] as u32);
-        let (c, e) = (d[self.stride] as u32, d[self.stride + 1] as u32);
-        let top = a * (256 - tx) + b * tx;
-        let bot = c * (256 - tx) + e * tx;
-        (top * (256 - ty) + bot * ty) as f32 * (1.0 / 65536.0)
+        const ONE: f32 = 65536.0;
+        f32::from(self.sample_fixed(((x - 0.5) * ONE) as i32, ((y - 0.5) * ONE) as i32))
     }
 
-    /// [`Self::sample`] in 16.16 fixed point: `fx`, `fy` are the position
+    /// Bilinear sample in 16.16 fixed point: `fx`, `fy` are the position
     /// minus half a pixel, times 65536. Rounds to 8 bits.
     #[inline(always)]
     fn sample_fixed(&self, fx: i32, fy: i32) -> u8 {
