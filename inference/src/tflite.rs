@@ -28,6 +28,8 @@ pub enum DType {
     F32,
     F16,
     I32,
+    /// Signed 8-bit, dequantised with the tensor's `scale`/`zero_point`.
+    I8,
     Other(u8),
 }
 
@@ -38,12 +40,19 @@ pub struct Tensor {
     pub dtype: DType,
     /// Constant contents (little-endian), empty for activations.
     pub data: Vec<u8>,
+    /// Quantisation: one scale and zero point per tensor, or one per slice
+    /// along `quant_axis`; empty for float tensors.
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<i64>,
+    pub quant_axis: usize,
 }
 
 impl Tensor {
-    /// The constant contents as f32 (f16 widened).
+    /// The constant contents as f32 (f16 widened, int8 dequantised:
+    /// `scale * (q - zero_point)`).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         match self.dtype {
+            DType::I8 => self.dequantize(),
             DType::F32 => Ok(self
                 .data
                 .chunks_exact(4)
@@ -56,6 +65,32 @@ impl Tensor {
                 .collect()),
             _ => Err(TfliteError::Format("tensor is not a float tensor")),
         }
+    }
+
+    fn dequantize(&self) -> Result<Vec<f32>> {
+        let n = self.scale.len();
+        if n == 0 || self.zero_point.len() != n {
+            return Err(TfliteError::Format("int8 tensor without quantisation"));
+        }
+        // Elements per slice along the quantised axis (per-channel scales).
+        let inner: usize = self.shape.iter().skip(self.quant_axis + 1).product();
+        if n > 1
+            && (self.shape.get(self.quant_axis) != Some(&n)
+                || self.data.len() != self.shape.iter().product::<usize>())
+        {
+            return Err(TfliteError::Format(
+                "per-channel scales do not match the shape",
+            ));
+        }
+        Ok(self
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let c = if n == 1 { 0 } else { (i / inner.max(1)) % n };
+                self.scale[c] * (f32::from(q as i8) - self.zero_point[c] as f32)
+            })
+            .collect())
     }
 
     pub fn to_i32(&self) -> Result<Vec<i32>> {
@@ -168,6 +203,7 @@ impl Model {
                 0 => DType::F32,
                 1 => DType::F16,
                 2 => DType::I32,
+                9 => DType::I8,
                 other => DType::Other(other),
             };
             let buffer = fb.scalar_u32(t, 2)?.unwrap_or(0) as usize;
@@ -176,11 +212,22 @@ impl Model {
                 None => Vec::new(),
             };
             let name = fb.string(t, 3)?.unwrap_or_default();
+            let (scale, zero_point, quant_axis) = match fb.table(t, 4)? {
+                Some(q) => (
+                    fb.f32s(q, 2)?,
+                    fb.i64s(q, 3)?,
+                    fb.scalar_i32(q, 6)?.unwrap_or(0).max(0) as usize,
+                ),
+                None => (Vec::new(), Vec::new(), 0),
+            };
             tensors.push(Tensor {
                 name,
                 shape,
                 dtype,
                 data,
+                scale,
+                zero_point,
+                quant_axis,
             });
         }
         let to_idx = |v: Vec<i32>| -> Result<Vec<usize>> {
@@ -389,6 +436,37 @@ impl Fb<'_> {
         (0..len)
             .map(|i| Ok(self.u32_at(start + 4 * i)? as i32))
             .collect()
+    }
+
+    fn f32s(&self, t: usize, f: usize) -> Result<Vec<f32>> {
+        Ok(self
+            .scalars::<4>(t, f)?
+            .into_iter()
+            .map(f32::from_le_bytes)
+            .collect())
+    }
+
+    fn i64s(&self, t: usize, f: usize) -> Result<Vec<i64>> {
+        Ok(self
+            .scalars::<8>(t, f)?
+            .into_iter()
+            .map(i64::from_le_bytes)
+            .collect())
+    }
+
+    /// A vector of fixed-size little-endian scalars.
+    fn scalars<const N: usize>(&self, t: usize, f: usize) -> Result<Vec<[u8; N]>> {
+        let Some((start, len)) = self.vector(t, f)? else {
+            return Ok(Vec::new());
+        };
+        let bytes = len
+            .checked_mul(N)
+            .and_then(|n| self.0.get(start..start.checked_add(n)?))
+            .ok_or(TfliteError::Format("vector out of bounds"))?;
+        Ok(bytes
+            .chunks_exact(N)
+            .map(|c| c.try_into().unwrap_or([0; N]))
+            .collect())
     }
 
     fn tables(&self, t: usize, f: usize) -> Result<Vec<usize>> {

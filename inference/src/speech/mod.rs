@@ -5,3 +5,4 @@ pub mod espeak;
 pub mod piper;
 pub mod timeline;
 pub mod tts;
+pub mod zh;
