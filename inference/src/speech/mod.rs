@@ -5,4 +5,5 @@ pub mod espeak;
 pub mod piper;
 pub mod timeline;
 pub mod tts;
+pub mod voices;
 pub mod zh;

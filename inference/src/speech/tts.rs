@@ -36,6 +36,12 @@ pub enum TtsError {
     Phonemes(#[from] EspeakError),
     #[error("the clause has nothing this voice can read (text in other scripts is skipped)")]
     Empty,
+    #[error(transparent)]
+    MandarinModel(#[from] super::zh::model::ZhModelError),
+    #[error(transparent)]
+    MandarinText(#[from] super::zh::frontend::FrontendError),
+    #[error("no installed voice is called {0:?}")]
+    UnknownVoice(String),
 }
 
 /// One clause being synthesised: its timeline is known before any audio.

@@ -13,7 +13,8 @@ use super::clock::{AUDIO_FRAME, AUDIO_RATE};
 use super::resample::Resampler;
 use huashen_inference::Cpu;
 use huashen_inference::speech::timeline::{Timeline, Viseme};
-use huashen_inference::speech::tts::{EnglishTts, VoiceInfo};
+use huashen_inference::speech::tts::VoiceInfo;
+use huashen_inference::speech::voices::Voices;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +61,8 @@ struct Segment {
     /// (word, start, end) in 48 kHz samples from the segment's start.
     words: Vec<(String, u64, u64)>,
     phonemes: Vec<(String, Viseme, u64, u64)>,
+    /// Mouth shapes for the face (silence left out).
+    visemes: Vec<(Viseme, u64, u64)>,
     pcm: VecDeque<i16>,
     complete: bool,
     played: u64,
@@ -126,13 +129,15 @@ impl Playback {
                 .phonemes
                 .iter()
                 .map(|p| {
-                    let v = p
-                        .value
-                        .chars()
-                        .find_map(Viseme::for_ipa)
-                        .unwrap_or(Viseme::Sil);
+                    let v = timeline.viseme_at((p.start + p.end) / 2);
                     (p.value.clone(), v, scale(p.start), scale(p.end))
                 })
+                .collect(),
+            visemes: timeline
+                .visemes
+                .iter()
+                .filter(|v| v.value != Viseme::Sil)
+                .map(|v| (v.value, scale(v.start), scale(v.end)))
                 .collect(),
             pcm: VecDeque::new(),
             complete: false,
@@ -188,8 +193,8 @@ impl Playback {
             let Some(base) = seg.start.or(next_start) else {
                 break;
             };
-            for &(_, v, a, b) in &seg.phonemes {
-                if base + b > from && base + a < to && v != Viseme::Sil {
+            for &(v, a, b) in &seg.visemes {
+                if base + b > from && base + a < to {
                     f(v, base + a, base + b);
                 }
             }
@@ -304,6 +309,7 @@ impl Playback {
 /// A synthesis request handed to a worker.
 struct Job {
     utterance: Utterance,
+    voice: String,
     speed: f32,
     playback: Arc<Playback>,
     generation: u64,
@@ -312,7 +318,7 @@ struct Job {
 
 /// The text-to-speech engine: loaded voices and their worker threads.
 pub struct SpeechEngine {
-    english: Option<Arc<EnglishTts<Cpu>>>,
+    voices: Option<Arc<Voices<Cpu>>>,
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     /// Why no voice is available, for the error clients get.
     unavailable: Option<String>,
@@ -334,51 +340,66 @@ impl SpeechEngine {
     /// to install.
     pub fn start(config: &EngineConfig) -> Self {
         let t = Instant::now();
-        match EnglishTts::<Cpu>::load(&config.models_dir, &Default::default()) {
-            Ok(tts) => {
-                let tts = Arc::new(tts);
-                // Warm-up: the first synthesis pays one-off allocations.
-                if let Err(e) = tts.synthesize("Ready.", 1.0) {
-                    tracing::warn!(error = %e, "speech warm-up failed");
-                }
-                tracing::info!(
-                    voice = %tts.info().id,
-                    load_ms = t.elapsed().as_millis() as u64,
-                    workers = config.workers,
-                    "speech engine ready (CPU)"
-                );
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
-                let rx = Arc::new(Mutex::new(rx));
-                for i in 0..config.workers.max(1) {
-                    let rx = rx.clone();
-                    let tts = tts.clone();
-                    let gain = config.gain;
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("tts-{i}"))
-                        .spawn(move || worker(rx, tts, gain));
-                    if let Err(e) = spawned {
-                        tracing::error!(error = %e, "cannot start a speech worker");
-                    }
-                }
-                Self {
-                    english: Some(tts),
-                    jobs: Some(tx),
-                    unavailable: None,
-                }
+        let (voices, errors) = Voices::<Cpu>::load(&config.models_dir, &Default::default());
+        for e in &errors {
+            tracing::warn!(error = %e, "a voice did not load");
+        }
+        let list = voices.list();
+        if list.is_empty() {
+            let why: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return Self::unavailable(format!(
+                "no voice is installed on this server ({}); run scripts/fetch-models.sh",
+                why.join("; ")
+            ));
+        }
+        let voices = Arc::new(voices);
+        // Warm-up: the first synthesis pays one-off allocations.
+        for (v, text) in list.iter().map(|v| {
+            let text = if v.language.starts_with("zh") {
+                "好。"
+            } else {
+                "Ready."
+            };
+            (v, text)
+        }) {
+            let warm = voices
+                .begin(&v.id, text, 1.0)
+                .map(|mut c| while voices.next_chunk(&mut c).is_some() {});
+            if let Err(e) = warm {
+                tracing::warn!(voice = %v.id, error = %e, "speech warm-up failed");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "no English voice: Speak is unavailable");
-                Self::unavailable(format!(
-                    "no voice is installed on this server ({e}); run scripts/fetch-models.sh"
-                ))
+        }
+        let ids: Vec<&str> = list.iter().map(|v| v.id.as_str()).collect();
+        tracing::info!(
+            voices = %ids.join(","),
+            load_ms = t.elapsed().as_millis() as u64,
+            workers = config.workers,
+            "speech engine ready (CPU)"
+        );
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..config.workers.max(1) {
+            let rx = rx.clone();
+            let voices = voices.clone();
+            let gain = config.gain;
+            let spawned = std::thread::Builder::new()
+                .name(format!("tts-{i}"))
+                .spawn(move || worker(rx, voices, gain));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a speech worker");
             }
+        }
+        Self {
+            voices: Some(voices),
+            jobs: Some(tx),
+            unavailable: None,
         }
     }
 
     /// An engine with no voices (tests of the control plane, missing models).
     pub fn unavailable(reason: String) -> Self {
         Self {
-            english: None,
+            voices: None,
             jobs: None,
             unavailable: Some(reason),
         }
@@ -386,20 +407,20 @@ impl SpeechEngine {
 
     /// Voices clients can pick.
     pub fn voices(&self) -> Vec<VoiceInfo> {
-        self.english.iter().map(|t| t.info().clone()).collect()
+        self.voices.iter().flat_map(|v| v.list()).collect()
     }
 
-    /// Checks that `language` (and `voice_id`, when set) can be spoken.
-    pub fn check_voice(&self, language: &str, voice_id: &str) -> Result<(), String> {
+    /// The voice that speaks `language` (as `voice_id`, when set).
+    pub fn resolve_voice(&self, language: &str, voice_id: &str) -> Result<String, String> {
         if let Some(reason) = &self.unavailable {
             return Err(reason.clone());
         }
         let voices = self.voices();
-        let found = voices.iter().any(|v| {
+        let found = voices.iter().find(|v| {
             v.language.eq_ignore_ascii_case(language) && (voice_id.is_empty() || v.id == voice_id)
         });
-        if found {
-            Ok(())
+        if let Some(v) = found {
+            Ok(v.id.clone())
         } else {
             let list: Vec<String> = voices
                 .iter()
@@ -417,11 +438,18 @@ impl SpeechEngine {
         }
     }
 
+    /// Checks that `language` (and `voice_id`, when set) can be spoken.
+    pub fn check_voice(&self, language: &str, voice_id: &str) -> Result<(), String> {
+        self.resolve_voice(language, voice_id).map(|_| ())
+    }
+
     /// Queues synthesis of `utterance` into `playback`; the receiver fires
     /// when all its audio is buffered (or it was dropped by Interrupt).
     pub fn submit(
         &self,
         utterance: Utterance,
+        language: &str,
+        voice_id: &str,
         speed: f32,
         playback: Arc<Playback>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
@@ -429,10 +457,12 @@ impl SpeechEngine {
             .jobs
             .as_ref()
             .ok_or_else(|| self.unavailable.clone().unwrap_or_default())?;
+        let voice = self.resolve_voice(language, voice_id)?;
         let (done, rx) = tokio::sync::oneshot::channel();
         let generation = playback.generation();
         jobs.try_send(Job {
             utterance,
+            voice,
             speed,
             playback,
             generation,
@@ -443,7 +473,7 @@ impl SpeechEngine {
     }
 }
 
-fn worker(rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>, tts: Arc<EnglishTts<Cpu>>, gain: f32) {
+fn worker(rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>, voices: Arc<Voices<Cpu>>, gain: f32) {
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -451,18 +481,18 @@ fn worker(rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>, tts: Arc<EnglishTts<Cp
         };
         // All senders gone: the engine was dropped (server shutdown).
         let Ok(job) = job else { return };
-        let result = run_job(&tts, &job, gain);
+        let result = run_job(&voices, &job, gain);
         let _ = job.done.send(result);
     }
 }
 
-fn run_job(tts: &EnglishTts<Cpu>, job: &Job, gain: f32) -> Result<(), String> {
+fn run_job(voices: &Voices<Cpu>, job: &Job, gain: f32) -> Result<(), String> {
     if job.playback.generation() != job.generation {
         return Ok(());
     }
     let t = Instant::now();
-    let mut clause = tts
-        .begin(&job.utterance.text, job.speed)
+    let mut clause = voices
+        .begin(&job.voice, &job.utterance.text, job.speed)
         .map_err(|e| e.to_string())?;
     if !job
         .playback
@@ -478,7 +508,7 @@ fn run_job(tts: &EnglishTts<Cpu>, job: &Job, gain: f32) -> Result<(), String> {
             .map(|s| (soft_clip(s * gain) * 32767.0) as i16)
             .collect()
     };
-    while let Some(chunk) = tts.next_chunk(&mut clause) {
+    while let Some(chunk) = voices.next_chunk(&mut clause) {
         out.clear();
         resampler.push(&chunk, &mut out);
         if clause.done() {

@@ -56,6 +56,9 @@ pub(super) struct Actor {
     pub media: Arc<crate::pipeline::MediaPipeline>,
     pub speech: Arc<SpeechEngine>,
     pub speed: f32,
+    /// The session's language and chosen voice (empty: the language's).
+    pub language: String,
+    pub voice_id: String,
     pub playback_events: mpsc::Receiver<PlaybackEvent>,
     /// Clauses waiting for synthesis, with their arrival time.
     pub pending: VecDeque<(Utterance, Instant)>,
@@ -96,10 +99,13 @@ impl Actor {
                 return;
             };
             let id = utterance.id.clone();
-            match self
-                .speech
-                .submit(utterance, self.speed, self.media.playback.clone())
-            {
+            match self.speech.submit(
+                utterance,
+                &self.language,
+                &self.voice_id,
+                self.speed,
+                self.media.playback.clone(),
+            ) {
                 Ok(rx) => {
                     self.arrivals.push_back((id, arrived));
                     self.in_flight = Some(rx);

@@ -321,6 +321,8 @@ impl SessionManager {
             media,
             speech: self.inner.speech.clone(),
             speed: spec.speed,
+            language: record.language.clone(),
+            voice_id: record.voice_id.clone(),
             playback_events,
             pending: Default::default(),
             in_flight: None,

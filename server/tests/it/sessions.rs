@@ -300,8 +300,8 @@ async fn speech_without_a_voice_is_a_clear_error_and_the_session_survives() {
     assert_ne!(got.state, v1::SessionState::Closed as i32);
     server.stop().await;
 
-    // With the English voice installed, a Mandarin session is told which
-    // voices exist.
+    // With the voices installed, a session asking for one that does not
+    // exist is told which do.
     let server = TestServer::start().await;
     let mut c = server.dev().await;
     let avatar = c.enroll("Host").await;
@@ -311,6 +311,7 @@ async fn speech_without_a_voice_is_a_clear_error_and_the_session_survives() {
             avatar_id: avatar.avatar_id,
             voice: Some(v1::VoiceOptions {
                 language: "zh-CN".into(),
+                voice_id: "zh-CN-nobody".into(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -325,6 +326,9 @@ async fn speech_without_a_voice_is_a_clear_error_and_the_session_survives() {
     }];
     let (code, msg) = code_of(c.sessions.speak(tokio_stream::iter(speak)).await);
     assert_eq!(code, tonic::Code::FailedPrecondition);
-    assert!(msg.contains("zh-CN") && msg.contains("en-US-joe"), "{msg}");
+    assert!(
+        msg.contains("zh-CN-nobody") && msg.contains("zh-CN-baker") && msg.contains("en-US-joe"),
+        "{msg}"
+    );
     server.stop().await;
 }

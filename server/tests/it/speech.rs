@@ -298,3 +298,83 @@ async fn the_mouth_moves_with_the_speech() {
     );
     server.stop().await;
 }
+
+/// A Mandarin session speaks Chinese (with an English word inside) to a
+/// WebRTC viewer: audio is heard, word events are the characters and the
+/// English word, phonemes carry visemes.
+#[tokio::test]
+async fn mandarin_is_heard_with_character_events() {
+    use v1::session_event::Event as E;
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let voices = c
+        .sessions
+        .list_voices(v1::ListVoicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .voices;
+    assert!(
+        voices
+            .iter()
+            .any(|v| v.language == "zh-CN" && v.sample_rate_hz == 24000),
+        "{voices:?}"
+    );
+    let avatar = c.enroll("Host").await;
+    let s = c
+        .sessions
+        .create_session(v1::CreateSessionRequest {
+            avatar_id: avatar.avatar_id,
+            voice: Some(v1::VoiceOptions {
+                language: "zh-CN".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut watch = c.watch(&s.session_id).await;
+    let v = viewer::connect(server.addr, &s.session_id, &s.viewer_token, audio_viewer())
+        .await
+        .unwrap();
+    c.sessions
+        .speak(tokio_stream::iter(speak_req(
+            &s.session_id,
+            "欢迎来到直播间，今天聊聊Huashen。",
+        )))
+        .await
+        .unwrap();
+    // Two clauses (split at the comma).
+    let mut finished = 0;
+    let events = events_until(&mut watch, Duration::from_secs(60), |e| {
+        finished += usize::from(matches!(e, E::SpeechFinished(_)));
+        finished == 2
+    })
+    .await;
+    let words: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            E::Word(w) => Some(w.word.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        words,
+        [
+            "欢", "迎", "来", "到", "直", "播", "间", "今", "天", "聊", "聊", "Huashen"
+        ]
+    );
+    let visemes = events
+        .iter()
+        .filter(|e| matches!(e, E::Phoneme(p) if p.viseme != "sil"))
+        .count();
+    assert!(visemes > 15, "{visemes} phoneme events with a mouth shape");
+    assert!(
+        eventually(Duration::from_secs(10), async || v.seen().audio_loud_frames
+            > 25)
+        .await,
+        "the viewer hears the speech"
+    );
+    server.stop().await;
+}

@@ -524,11 +524,7 @@ struct FoundConv {
 /// follows it (through squeezes and batch-to-space) as its bias.
 fn vocoder_convs(w: &Weights) -> Vec<FoundConv> {
     let m = &w.model;
-    let consumer = |t: usize| {
-        m.operators
-            .iter()
-            .find(|o| o.inputs.iter().any(|&i| i == t as i32))
-    };
+    let consumer = |t: usize| m.operators.iter().find(|o| o.inputs.contains(&(t as i32)));
     let mut out = Vec::new();
     for op in &m.operators {
         let (transposed, kernel) = match op.kind {
