@@ -146,17 +146,13 @@ impl<B: Backend> EnglishTts<B> {
     /// The next chunk of audio (mono, [-1, 1], at the voice's rate), or
     /// `None` when the clause is complete. Chunks join seamlessly.
     pub fn next_chunk(&self, c: &mut ClauseSynthesis<B>) -> Option<Vec<f32>> {
-        if c.done() {
-            return None;
-        }
-        let size = if c.next_frame == 0 {
-            FIRST_CHUNK_FRAMES
-        } else {
-            CHUNK_FRAMES
-        };
-        let start = c.next_frame;
-        c.next_frame = (start + size).min(c.prepared.frames);
-        Some(self.voice.decode(&c.prepared, start, c.next_frame))
+        let (start, end) = next_chunk_frames(
+            &mut c.next_frame,
+            c.prepared.frames,
+            FIRST_CHUNK_FRAMES,
+            CHUNK_FRAMES,
+        )?;
+        Some(self.voice.decode(&c.prepared, start, end))
     }
 
     /// The whole clause at once (timeline and audio).
@@ -168,6 +164,24 @@ impl<B: Backend> EnglishTts<B> {
         }
         Ok((c.timeline, audio))
     }
+}
+
+/// The frame range `[start, end)` of a clause's next audio chunk (`first`
+/// frames for the first, `later` after), advancing `next`; `None` when all
+/// `frames` are done.
+pub fn next_chunk_frames(
+    next: &mut usize,
+    frames: usize,
+    first: usize,
+    later: usize,
+) -> Option<(usize, usize)> {
+    if *next >= frames {
+        return None;
+    }
+    let start = *next;
+    let size = if start == 0 { first } else { later };
+    *next = (start + size).min(frames);
+    Some((start, *next))
 }
 
 /// Standard normal samples from a seed (splitmix64 + Box–Muller), so the

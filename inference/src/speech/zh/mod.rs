@@ -17,7 +17,7 @@ use std::path::Path;
 use burn::prelude::*;
 
 use super::timeline::{Span, Timeline, Viseme};
-use super::tts::{TtsError, VoiceInfo};
+use super::tts::{TtsError, VoiceInfo, next_chunk_frames};
 use frontend::{Dictionary, Piece, Symbol};
 use model::{FastSpeech2, HOP, MbMelgan, SAMPLE_RATE};
 
@@ -131,10 +131,6 @@ impl<B: Backend> MandarinTts<B> {
         &self.info
     }
 
-    pub fn dictionary(&self) -> &Dictionary {
-        &self.dict
-    }
-
     /// Text → pieces (syllables with sandhi, pauses, Latin runs).
     pub fn analyse(&self, text: &str) -> Vec<Piece> {
         frontend::analyse(&self.dict, text)
@@ -168,17 +164,12 @@ impl<B: Backend> MandarinTts<B> {
     /// The next chunk of audio (mono, [-1, 1], 24 kHz), or `None` when the
     /// clause is complete. Chunks join seamlessly.
     pub fn next_chunk(&self, c: &mut ZhClause<B>) -> Option<Vec<f32>> {
-        if c.done() {
-            return None;
-        }
-        let size = if c.next_frame == 0 {
-            FIRST_CHUNK_FRAMES
-        } else {
-            CHUNK_FRAMES
-        };
-        let start = c.next_frame;
-        let end = (start + size).min(c.frames);
-        c.next_frame = end;
+        let (start, end) = next_chunk_frames(
+            &mut c.next_frame,
+            c.frames,
+            FIRST_CHUNK_FRAMES,
+            CHUNK_FRAMES,
+        )?;
         let a = start.saturating_sub(CONTEXT_FRAMES);
         let b = (end + CONTEXT_FRAMES).min(c.frames);
         let audio = self.vocoder.forward(c.mel.clone().narrow(0, a, b - a));
