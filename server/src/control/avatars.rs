@@ -359,7 +359,19 @@ impl AvatarService for AvatarApi {
     ) -> Result<Response<EnrollStream>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?;
+        let first = inbound.message().await.map_err(|status| {
+            // A first message over the decoder's limit is a whole image sent
+            // inline (gRPC-Web) that is larger than the server accepts.
+            if status.code() == tonic::Code::OutOfRange {
+                Status::resource_exhausted(format!(
+                    "the image is larger than the server's limit of {} bytes ({})",
+                    self.max_image_bytes,
+                    status.message()
+                ))
+            } else {
+                status
+            }
+        })?;
         let plan = self.plan(who, first)?;
         let face = self.sessions.face().clone();
         face.available().map_err(|reason| {
@@ -505,4 +517,62 @@ impl AvatarApi {
         self.store.run(move |b| b.append_audit(&entry)).await?;
         Ok(())
     }
+}
+
+/// Path of `EnrollAvatar`, the one call whose request can be large.
+const ENROLL_PATH: &str = "/huashen.v1.AvatarService/EnrollAvatar";
+
+/// Bytes of an oversize gRPC-Web upload read (and dropped) before the
+/// refusal goes out; beyond this the connection is simply closed.
+const DRAIN_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// Refuses a browser's (gRPC-Web) enrollment whose body is larger than
+/// `message_limit` with RESOURCE_EXHAUSTED naming the image limit, *after*
+/// reading the body. Answering while the browser is still uploading would
+/// close an HTTP/1.1 connection under it, and the page would see only
+/// "Failed to fetch" instead of the server's message. HTTP/2 (native gRPC)
+/// resets just the stream, so tonic's own size check serves it.
+pub async fn refuse_oversize_web_uploads(
+    message_limit: usize,
+    max_image_bytes: u64,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use http_body_util::BodyExt;
+    let web = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc-web"));
+    let length = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) =
+        length.filter(|&l| web && request.uri().path() == ENROLL_PATH && l > message_limit as u64)
+    else {
+        return next.run(request).await;
+    };
+    let content_type = request.headers()[http::header::CONTENT_TYPE].clone();
+    if length <= DRAIN_LIMIT {
+        let mut body = request.into_body();
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    }
+    let status = Status::resource_exhausted(format!(
+        "the image is larger than the server's limit of {max_image_bytes} bytes \
+         (the upload was {length} bytes)"
+    ));
+    // A gRPC-Web "trailers-only" answer: the status in the headers.
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, content_type);
+    if status.add_header(headers).is_err() {
+        tracing::warn!("cannot encode the oversize-upload status");
+    }
+    response
 }

@@ -539,3 +539,53 @@ impl prost::Message for RawBody {
         self.0.clear();
     }
 }
+
+/// Browsers (gRPC-Web) send the whole image in `start.inline_image`: any
+/// image under the server's limit fits in that one message (a phone photo
+/// of several MB, beyond the 2 MiB of other calls), and one over it gets
+/// RESOURCE_EXHAUSTED naming the limit, however large it is.
+#[tokio::test]
+async fn inline_images_up_to_the_limit() {
+    let server = TestServer::start_with(|c| c.limits.max_image_bytes = 6 * 1024 * 1024).await;
+    let mut c = server.dev().await;
+    c.avatars = c.avatars.clone().max_encoding_message_size(64 << 20);
+    // The portrait at 1600 px with a little grain: about 4 MB of PNG.
+    let img = image::load_from_memory(&portrait()).unwrap().to_rgb8();
+    let mut big = image::imageops::resize(&img, 1600, 1600, image::imageops::FilterType::Triangle);
+    let mut seed = 1u32;
+    for p in big.pixels_mut() {
+        for v in &mut p.0 {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *v = v.saturating_add((seed >> 29) as u8);
+        }
+    }
+    let mut png = std::io::Cursor::new(Vec::new());
+    big.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let png = png.into_inner();
+    assert!(
+        (2_200_000..6 * 1024 * 1024).contains(&png.len()),
+        "{} bytes",
+        png.len()
+    );
+    let mut start = enroll_start("inline", png.len() as u64);
+    start.inline_image = png;
+    let avatar = avatar_of(&c.enroll_raw(start, vec![]).await.expect("enrolls"));
+    assert_eq!(avatar.state, v1::AvatarState::Ready as i32);
+
+    for size in [6 * 1024 * 1024 + 10, 9 * 1024 * 1024] {
+        let mut over = b"\x89PNG\r\n\x1a\n".to_vec();
+        over.resize(size, 1);
+        let mut start = enroll_start("too big", 0);
+        start.inline_image = over;
+        assert_code(
+            c.enroll_raw(start, vec![]).await,
+            tonic::Code::ResourceExhausted,
+            "6291456 bytes",
+        );
+    }
+    // Still serving.
+    c.avatars
+        .list_avatars(v1::ListAvatarsRequest::default())
+        .await
+        .unwrap();
+}

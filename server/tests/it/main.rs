@@ -8,6 +8,7 @@ mod auth_and_tenancy;
 mod avatars;
 mod bad_input;
 mod browser;
+mod console;
 mod logs;
 mod media;
 mod metrics;

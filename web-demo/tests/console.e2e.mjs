@@ -1,0 +1,210 @@
+// The studio console walked as a user would, in Debian's Chromium driven by
+// Playwright: sign in (wrong key first), enroll by drag-and-drop with
+// consent (missing consent, a photo without a face and an oversize file
+// first), start a session, type, watch the embedded player decode video and
+// audio, read the subtitles, interrupt, open the viewer link, close, delete.
+//
+// Run by server/tests/it/console.rs against a real server, with:
+//   HUASHEN_URL      the server's base URL (http://127.0.0.1:PORT)
+//   HUASHEN_DEV_KEY  the key the console should pre-fill
+//   PORTRAIT, NO_FACE, OVERSIZE  image files
+//   ARTIFACTS        directory for screenshots
+//   CHROMIUM         the browser binary (default /usr/bin/chromium)
+// Prints one JSON line of findings; exits non-zero with the reason on failure.
+
+import { chromium } from 'playwright-core';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { join, basename } from 'node:path';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const base = env('HUASHEN_URL');
+const devKey = env('HUASHEN_DEV_KEY');
+const artifacts = env('ARTIFACTS');
+mkdirSync(artifacts, { recursive: true });
+const found = {};
+const step = (name) => console.error(`console e2e: ${name}`);
+
+function check(ok, what) {
+  if (!ok) throw new Error(what);
+}
+
+// Waits until `fn` (run in the page) returns a truthy value; returns it.
+async function until(page, what, fn, arg, timeout = 30000) {
+  try {
+    const h = await page.waitForFunction(fn, arg, { timeout, polling: 100 });
+    return await h.jsonValue();
+  } catch (e) {
+    const ui = await page.evaluate(() => JSON.stringify(window.huashenConsole || window.huashenViewer || null,
+      (k, v) => (typeof v === 'bigint' ? String(v) : v)));
+    throw new Error(`${what}: not within ${timeout} ms (${e.message.split('\n')[0]}); page state: ${ui}`);
+  }
+}
+
+// Drops a file on the drop zone the way a desktop drag does: a DataTransfer
+// carrying the File, in dragenter/dragover/drop events.
+async function dropFile(page, selector, path, type) {
+  const bytes = [...readFileSync(path)];
+  await page.evaluate(({ selector, bytes, name, type }) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(bytes)], name, { type }));
+    const el = document.querySelector(selector);
+    for (const t of ['dragenter', 'dragover', 'drop']) {
+      el.dispatchEvent(new DragEvent(t, { bubbles: true, cancelable: true, dataTransfer: dt }));
+    }
+  }, { selector, bytes, name: basename(path), type });
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic',
+    '--autoplay-policy=no-user-gesture-required',
+    '--disable-features=WebRtcHideLocalIpsWithMdns'],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, locale: 'en-US' });
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  page.on('dialog', (d) => d.accept());
+
+  step('open the console');
+  await page.goto(`${base}/`);
+  await page.waitForSelector('#signin-form');
+  await until(page, 'the dev key is pre-filled', (k) => document.getElementById('key').value === k, devKey, 10000);
+
+  step('a wrong key is refused with the server\'s message');
+  await page.fill('#key', 'hs_not_a_key');
+  await page.click('#signin-form button[type=submit]');
+  found.wrongKey = await until(page, 'wrong-key message', () => document.getElementById('signin-error').textContent);
+  check(/UNAUTHENTICATED/.test(found.wrongKey), `wrong key message: ${found.wrongKey}`);
+
+  step('sign in');
+  await page.fill('#key', devKey);
+  await page.press('#key', 'Enter');
+  await until(page, 'signed in', () => window.huashenConsole.signedIn);
+  check(await page.isVisible('#app'), 'the console is not shown after sign-in');
+
+  step('enroll without consent: the server says what is missing');
+  await dropFile(page, '#drop', env('PORTRAIT'), 'image/png');
+  await until(page, 'the preview shows', () => !document.getElementById('preview').hidden);
+  await page.fill('#display-name', 'Astronaut');
+  await page.fill('#subject', 'Eileen Collins');
+  await page.fill('#uploader', 'Studio operator');
+  await page.fill('#purpose', 'Product livestreams of the demo shop');
+  await page.click('#enroll-button');
+  found.noConsent = await until(page, 'missing-consent message', () => document.getElementById('enroll-error').textContent);
+  check(/FAILED_PRECONDITION/.test(found.noConsent) && /consent/i.test(found.noConsent), `no-consent message: ${found.noConsent}`);
+
+  step('a photo without a face');
+  await page.check('#consented');
+  await page.setInputFiles('#file', env('NO_FACE'));
+  await page.click('#enroll-button');
+  found.noFace = await until(page, 'no-face message', () => document.getElementById('enroll-error').textContent, undefined, 60000);
+  check(/INVALID_ARGUMENT/.test(found.noFace) && /no face/i.test(found.noFace), `no-face message: ${found.noFace}`);
+
+  step('an oversize file');
+  await page.setInputFiles('#file', env('OVERSIZE'));
+  await page.click('#enroll-button');
+  found.oversize = await until(page, 'oversize message', () => document.getElementById('enroll-error').textContent, undefined, 60000);
+  check(/RESOURCE_EXHAUSTED/.test(found.oversize) && /limit/.test(found.oversize), `oversize message: ${found.oversize}`);
+
+  step('enroll with consent: progress, then the avatar is listed');
+  await dropFile(page, '#drop', env('PORTRAIT'), 'image/png');
+  check(await page.textContent('#enroll-error') === '', 'a new file clears the old error');
+  await page.click('#enroll-button');
+  await until(page, 'enrolled', () => window.huashenConsole.enroll.avatar, undefined, 60000);
+  found.stages = await page.evaluate(() => window.huashenConsole.enroll.stages);
+  check(found.stages.includes('DETECTING') && found.stages.at(-1) === 'DONE', `progress stages: ${found.stages}`);
+  check((await page.textContent('#avatar-list')).includes('Astronaut'), 'the new avatar is not listed');
+  check(await page.evaluate(() => document.getElementById('enroll-progress').value) === 100, 'progress bar not full');
+
+  step('start a session and watch it in the embedded player');
+  await page.selectOption('#size-select', '640x360');
+  await page.click('#create-button');
+  await until(page, 'session idle', () => window.huashenConsole.session && window.huashenConsole.session.state === 'IDLE');
+  const stats = await until(page, 'the player decodes video and audio', () => {
+    const s = window.huashenConsole.player.stats;
+    return s.framesDecoded >= 25 && s.audioPackets >= 25 && s;
+  });
+  check(stats.frameWidth === 640 && stats.frameHeight === 360, `frame size ${stats.frameWidth}x${stats.frameHeight}`);
+  found.ttffMs = await page.evaluate(() => window.huashenConsole.player.ttffMs);
+  check(found.ttffMs > 0, 'no time to first frame');
+
+  // Opus spends few bytes on silence: the audio byte rate while idle is
+  // the baseline that speech must clearly exceed.
+  const audio = () => page.evaluate(() => ({ at: performance.now(), bytes: window.huashenConsole.player.stats.audioBytes }));
+  const rate = (a, b) => ((b.bytes - a.bytes) * 8) / (b.at - a.at); // kbit/s
+  await page.click('#unmute');
+  const idle0 = await audio();
+  await page.waitForTimeout(3000);
+  const idleRate = rate(idle0, await audio());
+
+  step('type a sentence: it is sent when finished, spoken, and subtitled');
+  await page.click('#text');
+  await page.keyboard.type('Good evening, everyone. Welcome to our live show about green tea. ', { delay: 15 });
+  await until(page, 'speaking', () => window.huashenConsole.session.state === 'SPEAKING', undefined, 30000);
+  const speech0 = await audio();
+  found.subtitles = await until(page, 'subtitles', () => /welcome to our live/i.test(window.huashenConsole.subtitles) && window.huashenConsole.subtitles, undefined, 30000);
+  const shown = await page.textContent('#subtitles');
+  check(shown.length > 0, 'subtitles are not on screen');
+  await page.screenshot({ path: join(artifacts, 'console.png') });
+  await until(page, 'back to idle after speaking', () => window.huashenConsole.session.state === 'IDLE', undefined, 60000);
+  const speechRate = rate(speech0, await audio());
+  found.audioKbps = { idle: Math.round(idleRate * 10) / 10, speech: Math.round(speechRate * 10) / 10 };
+  check(speechRate > 2 * idleRate, `no speech reached the player: audio ${JSON.stringify(found.audioKbps)} kbit/s`);
+  found.avOffsetMs = await page.evaluate(() => window.huashenConsole.player.stats.avOffsetMs);
+
+  step('Enter sends the rest; Interrupt returns to idle');
+  await page.fill('#text', 'This is a much longer announcement that keeps going for a while, so there is time to cut it short before it ends');
+  await page.press('#text', 'Enter');
+  await until(page, 'speaking again', () => window.huashenConsole.session.state === 'SPEAKING', undefined, 30000);
+  const cut = Date.now();
+  await page.click('#interrupt-button');
+  await until(page, 'idle after Interrupt', () => window.huashenConsole.session.state === 'IDLE', undefined, 5000);
+  found.interruptMs = Date.now() - cut;
+
+  step('the viewer link plays in a second page');
+  const link = await page.inputValue('#viewer-link');
+  check(!link.includes(devKey), 'the viewer link carries the API key');
+  const viewer = await context.newPage();
+  await viewer.goto(link);
+  await until(viewer, 'the viewer plays', () => {
+    const v = window.huashenViewer;
+    return v && v.stats.framesDecoded >= 25 && v.stats.audioPackets >= 25;
+  });
+  await viewer.screenshot({ path: join(artifacts, 'viewer.png') });
+  await until(page, 'the console counts two viewers', () => window.huashenConsole.session.viewers >= 2);
+
+  step('close the session: the console and the viewer say it ended');
+  await page.click('#close-button');
+  await until(page, 'closed', () => window.huashenConsole.session.state === 'CLOSED');
+  found.closedText = await page.textContent('#session-state');
+  check(/closed by the studio/.test(found.closedText), `closed state: ${found.closedText}`);
+  check(await page.isVisible('#player-message'), 'the player does not say the session ended');
+  await until(viewer, 'the viewer says the session ended', () => window.huashenViewer.state === 'ended', undefined, 30000);
+  found.viewerEnded = await viewer.evaluate(() => window.huashenViewer.error);
+
+  step('Chinese interface');
+  await page.click('#lang');
+  found.zhHeading = await page.textContent('#avatars-h');
+  check(found.zhHeading === '数字人形象', `zh heading: ${found.zhHeading}`);
+  found.zhClosed = await page.textContent('#session-state');
+  check(/由直播间结束/.test(found.zhClosed), `zh closed state: ${found.zhClosed}`);
+  check(/拖入另一张可替换/.test(await page.textContent('#drop-text')), 'the chosen-file text stays English');
+  await page.screenshot({ path: join(artifacts, 'console-zh.png') });
+  await page.click('#lang');
+
+  step('delete the avatar');
+  await page.click('#avatar-list button.danger');
+  await until(page, 'avatar deleted', () => window.huashenConsole.avatars.length === 0);
+
+  check(consoleErrors.length === 0, `page errors: ${consoleErrors.join('; ')}`);
+  console.log(JSON.stringify(found));
+} finally {
+  await browser.close();
+}
