@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             queue_capacity: config.limits.session_queue,
             event_buffer: config.limits.event_buffer,
             labels: config.label.clone(),
+            voice: config.voice.clone(),
         },
         speech,
         face,

@@ -30,7 +30,33 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub moderation: ModerationConfig,
     pub speech: SpeechConfig,
+    pub voice: VoiceConfig,
     pub face: FaceConfig,
+}
+
+/// The host's live voice (PushAudio).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceConfig {
+    /// What text speech does while the host talks: "interrupt" (cut it and
+    /// drop what was queued), "queue" (pause it, resume after) or "mix".
+    pub barge_in: crate::pipeline::voice::BargeIn,
+    /// Voice buffered before playback starts (and after an underrun),
+    /// absorbing the client's timing jitter. Milliseconds, 20..1000.
+    pub prebuffer_ms: u32,
+    /// Most voice held waiting to play; a client pushing faster than real
+    /// time waits. Milliseconds, at least twice `prebuffer_ms`, up to 10 s.
+    pub max_buffer_ms: u32,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        Self {
+            barge_in: crate::pipeline::voice::BargeIn::Interrupt,
+            prebuffer_ms: 60,
+            max_buffer_ms: 2000,
+        }
+    }
 }
 
 /// Text-to-speech (see docs/BENCHMARKS.md for its cost).
@@ -402,6 +428,16 @@ impl Config {
     /// Checks relations between values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !(20..=1000).contains(&self.voice.prebuffer_ms) {
+            return bad("voice.prebuffer_ms must be 20..1000");
+        }
+        if self.voice.max_buffer_ms < 2 * self.voice.prebuffer_ms
+            || self.voice.max_buffer_ms > 10_000
+        {
+            return bad(
+                "voice.max_buffer_ms must be at least twice voice.prebuffer_ms and at most 10000",
+            );
+        }
         if !(1..=64).contains(&self.speech.workers) {
             return bad("speech.workers must be 1..64");
         }

@@ -100,9 +100,11 @@ try {
   found.noConsent = await until(page, 'missing-consent message', () => document.getElementById('enroll-error').textContent);
   check(/FAILED_PRECONDITION/.test(found.noConsent) && /consent/i.test(found.noConsent), `no-consent message: ${found.noConsent}`);
 
-  step('a photo without a face');
+  step('a photo without a face, chosen with the keyboard (Enter on the drop zone)');
   await page.check('#consented');
-  await page.setInputFiles('#file', env('NO_FACE'));
+  await page.focus('#drop');
+  const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press('Enter')]);
+  await chooser.setFiles(env('NO_FACE'));
   await page.click('#enroll-button');
   found.noFace = await until(page, 'no-face message', () => document.getElementById('enroll-error').textContent, undefined, 60000);
   check(/INVALID_ARGUMENT/.test(found.noFace) && /no face/i.test(found.noFace), `no-face message: ${found.noFace}`);

@@ -6,6 +6,7 @@ use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::pipeline::speech::Utterance;
+use crate::pipeline::voice::{Encoding, VoiceDecoder};
 use crate::privacy::moderation::Verdict;
 use crate::session::{
     CloseReason, Command, Event, EventKind, SessionHandle, SessionManager, SessionSpec,
@@ -617,13 +618,73 @@ impl SessionService for SessionApi {
             .into());
         }
         let handle = self.find_live(&who, &start.session_id).await?;
+        let encoding = if format.encoding == v1::AudioEncoding::Opus as i32 {
+            Encoding::Opus
+        } else {
+            Encoding::Pcm16
+        };
+        let mut decoder = VoiceDecoder::new(encoding, format.sample_rate_hz, format.channels)
+            .map_err(ApiError::Unavailable)?;
+        let feed = handle.media.voice.feed().ok_or_else(|| {
+            ApiError::FailedPrecondition(format!(
+                "another PushAudio stream is feeding session {}; end it first",
+                handle.record.id
+            ))
+        })?;
         handle.send(Command::Activity).await?;
-        Err(ApiError::Unimplemented(
-            "this server has no voice-input pipeline installed yet, so PushAudio cannot be \
-             served; the session stays open"
-                .into(),
-        )
-        .into())
+        let closed = handle.cancel_token.clone();
+        let mut pcm = Vec::new();
+        let mut last_activity = std::time::Instant::now();
+        loop {
+            let msg = tokio::select! {
+                m = inbound.message() => m?,
+                _ = closed.cancelled() => None,
+            };
+            let Some(msg) = msg else { break };
+            let data = match msg.payload {
+                Some(v1::push_audio_request::Payload::Data(d)) => d,
+                Some(v1::push_audio_request::Payload::Start(_)) => {
+                    return Err(
+                        ApiError::invalid("`start` may only be sent in the first message").into(),
+                    );
+                }
+                None => {
+                    return Err(
+                        ApiError::invalid("a message after `start` must carry `data`").into(),
+                    );
+                }
+            };
+            if data.len() > MAX_AUDIO_CHUNK {
+                return Err(ApiError::invalid(format!(
+                    "a data message is {} bytes; at most {MAX_AUDIO_CHUNK}",
+                    data.len()
+                ))
+                .into());
+            }
+            pcm.clear();
+            decoder.decode(&data, &mut pcm).map_err(ApiError::invalid)?;
+            if !feed.push(&pcm, &closed).await {
+                break;
+            }
+            // Keep the session from idling out while the host talks.
+            if last_activity.elapsed() >= std::time::Duration::from_secs(1) {
+                last_activity = std::time::Instant::now();
+                handle.send(Command::Activity).await?;
+            }
+        }
+        pcm.clear();
+        decoder.finish(&mut pcm);
+        feed.push(&pcm, &closed).await;
+        if closed.is_cancelled() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "session {} closed while audio was being pushed",
+                handle.record.id
+            ))
+            .into());
+        }
+        Ok(Response::new(v1::PushAudioResponse {
+            accepted_ms: decoder.decoded_ms(),
+        }))
     }
 
     async fn interrupt(

@@ -15,6 +15,7 @@ pub mod label;
 pub mod portrait;
 pub mod resample;
 pub mod speech;
+pub mod voice;
 
 use bytes::Bytes;
 use clock::{AUDIO_FRAME, MediaClock};
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
+use voice::{BargeIn, VoiceChange, VoiceInput};
 
 /// RTP payload size: fits a 1500-byte MTU with IP/UDP/SRTP overhead.
 pub const RTP_PAYLOAD_MTU: usize = 1188;
@@ -111,6 +113,8 @@ pub struct MediaStats {
 /// Where a session's audio comes from and where playback progress goes.
 pub struct AudioInput {
     pub playback: Arc<Playback>,
+    /// The host's live voice (PushAudio), mixed in per its barge-in rule.
+    pub voice: Arc<VoiceInput>,
     /// Playback events for the session actor (bounded; dropped when full).
     pub events: mpsc::Sender<PlaybackEvent>,
 }
@@ -123,6 +127,7 @@ pub struct MediaPipeline {
     pub clock: MediaClock,
     pub config: MediaConfig,
     pub playback: Arc<Playback>,
+    pub voice: Arc<VoiceInput>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -148,6 +153,7 @@ impl MediaPipeline {
         let stats = Arc::new(MediaStats::default());
         let clock = MediaClock::new(config.fps);
         let playback = audio_in.playback.clone();
+        let voice = audio_in.voice.clone();
         let worker = Worker {
             audio_in,
             clock,
@@ -176,6 +182,7 @@ impl MediaPipeline {
             clock,
             config,
             playback,
+            voice,
             thread: Some(thread),
         })
     }
@@ -247,11 +254,12 @@ impl Worker {
         let mut audio_frame: u64 = 0;
         let mut video_frame: u64 = 0;
         let mut pcm = [0i16; AUDIO_FRAME as usize];
+        let mut voice = [0i16; AUDIO_FRAME as usize];
         let mut events = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             let sample = audio_frame * u64::from(AUDIO_FRAME);
             self.stats.clock_sample.store(sample, Ordering::Relaxed);
-            self.audio_in.playback.fill(&mut pcm, sample, &mut events);
+            self.fill_audio(&mut pcm, &mut voice, sample, &mut events);
             for ev in events.drain(..) {
                 // A full queue means the actor is gone or far behind; the
                 // audio plays on regardless.
@@ -284,6 +292,41 @@ impl Worker {
                     self.stats.late_frames.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::METRICS.frames_late.inc();
                 }
+            }
+        }
+    }
+
+    /// The next 20 ms of the session's sound: text speech from the
+    /// playback buffer and the host's live voice, by the barge-in rule.
+    fn fill_audio(
+        &mut self,
+        pcm: &mut [i16],
+        voice: &mut [i16],
+        sample: u64,
+        events: &mut Vec<PlaybackEvent>,
+    ) {
+        let input = &self.audio_in.voice;
+        let (voiced, change) = input.fill(voice);
+        match change {
+            Some(VoiceChange::Started) => {
+                if input.barge_in == BargeIn::Interrupt {
+                    self.audio_in.playback.interrupt(sample, events);
+                }
+                events.push(PlaybackEvent::VoiceStarted { sample });
+            }
+            Some(VoiceChange::Stopped) => events.push(PlaybackEvent::VoiceStopped { sample }),
+            None => {}
+        }
+        if input.barge_in != BargeIn::Mix && input.is_active() {
+            // Text waits while the host talks.
+            pcm.fill(0);
+            self.audio_in.playback.hold(pcm.len() as u64);
+        } else {
+            self.audio_in.playback.fill(pcm, sample, events);
+        }
+        if voiced {
+            for (p, v) in pcm.iter_mut().zip(voice.iter()) {
+                *p = p.saturating_add(*v);
             }
         }
     }
@@ -402,6 +445,7 @@ mod tests {
         let (events, _rx) = mpsc::channel(16);
         let audio_in = AudioInput {
             playback: Arc::new(Playback::new(48000)),
+            voice: Arc::new(VoiceInput::new(48000, 2880, BargeIn::Interrupt)),
             events,
         };
         let p = MediaPipeline::start(

@@ -53,6 +53,10 @@ pub enum PlaybackEvent {
         interrupted: bool,
         sample: u64,
     },
+    /// The host's live voice went on air (see `voice.rs`).
+    VoiceStarted { sample: u64 },
+    /// The host's voice has been silent for a moment.
+    VoiceStopped { sample: u64 },
 }
 
 struct Segment {
@@ -203,6 +207,18 @@ impl Playback {
             }
             // The next clause starts when this one's audio runs out.
             next_start = Some(base + seg.played + seg.pcm.len() as u64);
+        }
+    }
+
+    /// Pauses for `samples` (the host is talking): the clause playing
+    /// moves later on the clock, so its words and mouth shapes stay with
+    /// its audio when it resumes.
+    pub fn hold(&self, samples: u64) {
+        let mut s = self.lock();
+        if let Some(seg) = s.segments.front_mut()
+            && let Some(start) = seg.start.as_mut()
+        {
+            *start += samples;
         }
     }
 
@@ -634,6 +650,37 @@ mod tests {
         assert!(!writer.is_finished(), "the writer waits for space");
         p.interrupt(0, &mut Vec::new());
         assert!(!writer.join().unwrap(), "released, told it was interrupted");
+    }
+
+    #[test]
+    fn hold_moves_the_clause_playing_later_on_the_clock() {
+        let p = Playback::new(48000);
+        let g = p.generation();
+        let utt = Utterance {
+            id: "u".into(),
+            text: "t".into(),
+        };
+        assert!(p.begin(g, &utt, &timeline(2000)));
+        assert!(p.append(g, &vec![1i16; 2000]));
+        p.complete(g);
+        let mut frame = vec![0i16; 960];
+        let mut ev = vec![];
+        p.fill(&mut frame, 0, &mut ev);
+        // The host talks for two frames: nothing plays, the clause waits.
+        p.hold(960);
+        p.hold(960);
+        ev.clear();
+        p.fill(&mut frame, 2880, &mut ev);
+        assert!(frame.iter().all(|&v| v == 1), "resumes where it paused");
+        // Word "b" (1500 samples into the clause) is now 1920 later.
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, PlaybackEvent::Word { word, start, .. } if word == "b" && *start == 1500 + 1920)),
+            "{ev:?}"
+        );
+        let mut visemes = vec![];
+        p.visemes(0, 10_000, &mut |_, a, _| visemes.push(a));
+        assert!(visemes.iter().all(|&a| a >= 1920));
     }
 
     #[test]

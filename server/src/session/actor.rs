@@ -8,6 +8,7 @@ use super::admission::Permit;
 use super::types::*;
 use crate::pipeline::clock::MediaClock;
 use crate::pipeline::speech::{PlaybackEvent, SpeechEngine, Utterance};
+use crate::pipeline::voice::BargeIn;
 use crate::store::{AuditEntry, now_ms};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -121,9 +122,26 @@ impl Actor {
     }
 
     fn settle_state(&mut self) {
-        if self.pending.is_empty() && self.in_flight.is_none() && !self.media.playback.is_active() {
+        if self.media.voice.is_active() {
+            self.set_state(SessionState::Listening);
+        } else if self.pending.is_empty()
+            && self.in_flight.is_none()
+            && !self.media.playback.is_active()
+        {
             self.set_state(SessionState::Idle);
         }
+    }
+
+    /// Drops queued and in-flight text (the playback buffer is emptied by
+    /// whoever calls this). Returns how many utterances were queued, and
+    /// whether one was being synthesised (0 or 1).
+    fn drop_text(&mut self) -> (u32, u32) {
+        let queued = self.pending.len() as u32;
+        self.pending.clear();
+        self.arrivals.clear();
+        // The clause in flight is dropped by its worker at its next chunk
+        // (the playback generation moved on).
+        (queued, u32::from(self.in_flight.take().is_some()))
     }
 
     fn on_playback(&mut self, ev: PlaybackEvent) {
@@ -185,6 +203,21 @@ impl Actor {
                 });
                 self.settle_state();
             }
+            PlaybackEvent::VoiceStarted { .. } => {
+                if self.media.voice.barge_in == BargeIn::Interrupt {
+                    // The media thread already cut the audio playing.
+                    self.drop_text();
+                }
+                self.set_state(SessionState::Listening);
+            }
+            PlaybackEvent::VoiceStopped { .. } => {
+                if self.media.playback.is_active() {
+                    // Held text resumes.
+                    self.set_state(SessionState::Speaking);
+                } else {
+                    self.settle_state();
+                }
+            }
         }
     }
 
@@ -205,12 +238,7 @@ impl Actor {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Interrupt { reply }) => {
                         idle_deadline = Instant::now() + self.idle_timeout;
-                        let queued = self.pending.len() as u32;
-                        self.pending.clear();
-                        self.arrivals.clear();
-                        // The clause in flight is dropped by its worker at
-                        // its next chunk (the playback generation moved on).
-                        let in_flight = u32::from(self.in_flight.take().is_some());
+                        let (queued, in_flight) = self.drop_text();
                         let sample = self
                             .media
                             .stats
@@ -223,6 +251,8 @@ impl Actor {
                         }
                         let _ = reply.send(queued + in_flight.max(playing));
                         self.set_state(SessionState::Idle);
+                        // The host's voice is not cut by Interrupt.
+                        self.settle_state();
                     }
                     Some(Command::Speak { utterance, reply }) => {
                         idle_deadline = Instant::now() + self.idle_timeout;
@@ -285,7 +315,10 @@ impl Actor {
                     self.settle_state();
                 }
                 _ = sleep_until(idle_deadline) => {
-                    if self.media.playback.is_active() || self.in_flight.is_some() {
+                    if self.media.playback.is_active()
+                        || self.in_flight.is_some()
+                        || self.media.voice.is_active()
+                    {
                         idle_deadline = Instant::now() + self.idle_timeout;
                         continue;
                     }
@@ -307,6 +340,7 @@ impl Actor {
         self.media.stop();
         self.pending.clear();
         self.media.playback.interrupt(0, &mut Vec::new());
+        self.media.voice.clear();
         // Free the admission slot before anyone can observe the closed state,
         // so a client that saw the close can open a new session at once.
         drop(self.permit.take());

@@ -34,6 +34,7 @@ pub struct ManagerConfig {
     pub queue_capacity: usize,
     pub event_buffer: usize,
     pub labels: crate::config::LabelConfig,
+    pub voice: crate::config::VoiceConfig,
 }
 
 /// A live session as the control plane sees it.
@@ -390,8 +391,15 @@ impl SessionManager {
         // Up to 30 s of synthesised speech waits in the playback buffer.
         let playback = Arc::new(Playback::new(30 * 48_000));
         let (events, playback_events) = mpsc::channel(1024);
+        let vc = &self.inner.config.voice;
+        let ms = |ms: u32| ms as usize * 48;
         let audio_in = AudioInput {
             playback: playback.clone(),
+            voice: Arc::new(crate::pipeline::voice::VoiceInput::new(
+                ms(vc.max_buffer_ms),
+                ms(vc.prebuffer_ms),
+                vc.barge_in,
+            )),
             events,
         };
         let face = self.inner.face.clone();

@@ -445,18 +445,42 @@ async fn streams_with_bad_content() {
         tonic::Code::InvalidArgument,
         "start",
     );
-    // A valid format reaches the session, which has no voice pipeline yet.
+    // Data that is not what `start` declared, or too much of it at once.
+    let with_data = |enc: i32, data: Vec<u8>| {
+        let mut m = audio(enc, 48000, 1);
+        m.push(v1::PushAudioRequest {
+            payload: Some(v1::push_audio_request::Payload::Data(data)),
+        });
+        m
+    };
+    let opus = v1::AudioEncoding::Opus as i32;
     assert_code(
         c.sessions
-            .push_audio(tokio_stream::iter(audio(pcm, 16000, 1)))
+            .push_audio(tokio_stream::iter(with_data(opus, vec![0xff; 40])))
             .await,
-        tonic::Code::Unimplemented,
-        "voice",
+        tonic::Code::InvalidArgument,
+        "opus",
     );
+    assert_code(
+        c.sessions
+            .push_audio(tokio_stream::iter(with_data(pcm, vec![0; 64 * 1024 + 2])))
+            .await,
+        tonic::Code::InvalidArgument,
+        "at most 65536",
+    );
+    // A valid start with no audio is an empty, successful push.
+    let r = c
+        .sessions
+        .push_audio(tokio_stream::iter(audio(pcm, 16000, 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.accepted_ms, 0);
 
-    // Oversize enrollment message: over the 2 MiB gRPC message limit.
+    // Oversize enrollment message: over the server's image limit.
+    c.avatars = c.avatars.clone().max_encoding_message_size(64 << 20);
     let mut huge = enroll_start("x", 0);
-    huge.inline_image = vec![0x89; 3 * 1024 * 1024];
+    huge.inline_image = vec![0x89; 20 * 1024 * 1024 + 1];
     let (code, msg) = code_of(c.enroll_raw(huge, vec![]).await);
     assert!(
         matches!(

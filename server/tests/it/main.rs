@@ -17,3 +17,4 @@ mod process;
 mod reflection_health_web;
 mod sessions;
 mod speech;
+mod voice;

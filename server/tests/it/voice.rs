@@ -1,0 +1,301 @@
+//! The host's live voice: PushAudio (PCM or Opus) reaches a real WebRTC
+//! viewer on the session clock, the session is LISTENING while the host
+//! talks, voice barges in on text, and one stream feeds a session at a time.
+
+use crate::common::*;
+use huashen_loadtest::viewer::{self, ViewerOptions};
+use huashen_protos::v1;
+use std::time::Duration;
+use v1::session_event::Event as E;
+
+/// 16-bit mono samples and rate of a WAV file in the repository.
+fn wav(path: &str) -> (Vec<i16>, u32) {
+    let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
+    let rate = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
+    let data = bytes.windows(4).position(|w| w == b"data").unwrap() + 8;
+    let pcm = bytes[data..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    (pcm, rate)
+}
+
+fn start_msg(session_id: &str, encoding: v1::AudioEncoding, rate: u32) -> v1::PushAudioRequest {
+    v1::PushAudioRequest {
+        payload: Some(v1::push_audio_request::Payload::Start(v1::PushAudioStart {
+            session_id: session_id.to_owned(),
+            format: Some(v1::AudioFormat {
+                encoding: encoding as i32,
+                sample_rate_hz: rate,
+                channels: 1,
+            }),
+        })),
+    }
+}
+
+fn data_msg(data: Vec<u8>) -> v1::PushAudioRequest {
+    v1::PushAudioRequest {
+        payload: Some(v1::push_audio_request::Payload::Data(data)),
+    }
+}
+
+/// A live host: the messages go out one every 20 ms, as a microphone
+/// produces them. Returns the request stream and the task feeding it.
+fn live(
+    messages: Vec<v1::PushAudioRequest>,
+) -> tokio_stream::wrappers::ReceiverStream<v1::PushAudioRequest> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for m in messages {
+            tick.tick().await;
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// 20 ms PCM messages of `pcm` at `rate`.
+fn pcm_messages(session_id: &str, pcm: &[i16], rate: u32) -> Vec<v1::PushAudioRequest> {
+    let mut out = vec![start_msg(session_id, v1::AudioEncoding::PcmS16le, rate)];
+    for frame in pcm.chunks(rate as usize / 50) {
+        out.push(data_msg(
+            frame.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        ));
+    }
+    out
+}
+
+async fn events_until(
+    watch: &mut tonic::Streaming<v1::SessionEvent>,
+    timeout: Duration,
+    mut stop: impl FnMut(&E) -> bool,
+) -> Vec<E> {
+    let mut out = vec![];
+    let end = tokio::time::Instant::now() + timeout;
+    while let Ok(Ok(Some(ev))) = tokio::time::timeout_at(end, watch.message()).await {
+        if let Some(e) = ev.event {
+            let done = stop(&e);
+            out.push(e);
+            if done {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn is_state(e: &E, s: v1::SessionState) -> bool {
+    matches!(e, E::StateChanged(sc) if sc.current == s as i32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_voice_is_heard_in_sync_while_listening() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c.watch(&s.session_id).await;
+    let v = viewer::connect(
+        server.addr,
+        &s.session_id,
+        &s.viewer_token,
+        ViewerOptions {
+            decode: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || v.seen().audio_decoded
+            > 25)
+        .await
+    );
+    assert_eq!(
+        v.seen().audio_loud_frames,
+        0,
+        "silent before the host talks"
+    );
+
+    // About 3 s of Mandarin speech at 24 kHz, pushed live as PCM.
+    let (pcm, rate) = wav("../docs/audio/speech-zh.wav");
+    let pcm = &pcm[..pcm.len().min(rate as usize * 3)];
+    let push = c
+        .sessions
+        .push_audio(live(pcm_messages(&s.session_id, pcm, rate)));
+    let (r, events) = tokio::join!(
+        push,
+        events_until(&mut watch, Duration::from_secs(15), |e| {
+            is_state(e, v1::SessionState::Idle)
+        })
+    );
+    let r = r.unwrap().into_inner();
+    let expect_ms = pcm.len() as u64 * 1000 / u64::from(rate);
+    assert!(
+        r.accepted_ms.abs_diff(expect_ms) <= 20,
+        "accepted {} ms of {expect_ms}",
+        r.accepted_ms
+    );
+    let listening = events
+        .iter()
+        .position(|e| is_state(e, v1::SessionState::Listening));
+    assert!(listening.is_some(), "never LISTENING: {events:?}");
+    assert!(
+        is_state(events.last().unwrap(), v1::SessionState::Idle),
+        "{events:?}"
+    );
+    // The viewer heard the voice: most of its 3 s loud (speech has pauses).
+    assert!(
+        eventually(Duration::from_secs(3), async || v.seen().audio_loud_frames
+            > 60)
+        .await,
+        "loud frames: {}",
+        v.seen().audio_loud_frames
+    );
+    // One clock: audio and video play out together (within one frame).
+    let offset = v.seen().av_offset().expect("A/V offset");
+    assert!(offset.abs() <= 0.040, "A/V offset {offset:.3} s");
+    v.hang_up().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_voice_barges_in_on_text_and_one_stream_feeds_a_session() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c.watch(&s.session_id).await;
+    let text = "This is a long announcement that goes on and on. It has several \
+                sentences, so there is plenty queued. Nobody should hear the end of it.";
+    c.sessions
+        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
+            session_id: s.session_id.clone(),
+            text: text.into(),
+            flush: true,
+        }]))
+        .await
+        .unwrap();
+    let started = events_until(&mut watch, Duration::from_secs(30), |e| {
+        matches!(e, E::SpeechStarted(_))
+    })
+    .await;
+    assert!(
+        matches!(started.last(), Some(E::SpeechStarted(_))),
+        "{started:?}"
+    );
+
+    // The host starts talking (Opus, 20 ms packets of 24 kHz speech).
+    let (pcm, rate) = wav("../docs/audio/speech-zh.wav");
+    let mut enc = opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let mut messages = vec![start_msg(&s.session_id, v1::AudioEncoding::Opus, rate)];
+    let mut packet = vec![0u8; 1500];
+    for frame in pcm[..rate as usize * 2].chunks_exact(rate as usize / 50) {
+        let n = enc.encode(frame, &mut packet).unwrap();
+        messages.push(data_msg(packet[..n].to_vec()));
+    }
+    let mut c2 = server.dev().await;
+    let push = tokio::spawn(async move { c2.sessions.push_audio(live(messages)).await });
+    let events = events_until(&mut watch, Duration::from_secs(10), |e| {
+        is_state(e, v1::SessionState::Listening)
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, E::SpeechFinished(f) if f.interrupted)),
+        "the text was not cut: {events:?}"
+    );
+    assert!(is_state(
+        events.last().unwrap(),
+        v1::SessionState::Listening
+    ));
+
+    // A second stream while the first one feeds the session is refused.
+    let second = c
+        .sessions
+        .push_audio(tokio_stream::iter(vec![start_msg(
+            &s.session_id,
+            v1::AudioEncoding::PcmS16le,
+            16000,
+        )]))
+        .await;
+    let (code, msg) = code_of(second);
+    assert_eq!(code, tonic::Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("another PushAudio stream"), "{msg}");
+
+    let r = push.await.unwrap().unwrap().into_inner();
+    assert!(r.accepted_ms.abs_diff(2000) <= 20, "{r:?}");
+    // The rest of the text was dropped (barge-in "interrupt"): back to idle,
+    // and nothing else is spoken.
+    let after = events_until(&mut watch, Duration::from_secs(10), |e| {
+        is_state(e, v1::SessionState::Idle)
+    })
+    .await;
+    assert!(
+        is_state(after.last().unwrap(), v1::SessionState::Idle),
+        "{after:?}"
+    );
+    let later = events_until(&mut watch, Duration::from_millis(1500), |_| false).await;
+    assert!(
+        later.iter().all(|e| !matches!(e, E::SpeechStarted(_))),
+        "{later:?}"
+    );
+    server.stop().await;
+}
+
+/// `voice.barge_in = "queue"`: text pauses while the host talks and then
+/// finishes, nothing cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_text_resumes_after_the_host() {
+    let server = TestServer::start_with(|c| {
+        c.voice.barge_in = huashen::pipeline::voice::BargeIn::Queue;
+    })
+    .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c.watch(&s.session_id).await;
+    c.sessions
+        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
+            session_id: s.session_id.clone(),
+            text: "Welcome back to the studio, everyone, and thank you for waiting.".into(),
+            flush: true,
+        }]))
+        .await
+        .unwrap();
+    events_until(&mut watch, Duration::from_secs(30), |e| {
+        matches!(e, E::SpeechStarted(_))
+    })
+    .await;
+    let (pcm, rate) = wav("../docs/audio/speech-zh.wav");
+    let messages = pcm_messages(&s.session_id, &pcm[..rate as usize], rate);
+    let mut c2 = server.dev().await;
+    let push = tokio::spawn(async move { c2.sessions.push_audio(live(messages)).await });
+    let events = events_until(&mut watch, Duration::from_secs(30), |e| {
+        matches!(e, E::SpeechFinished(_))
+    })
+    .await;
+    push.await.unwrap().unwrap();
+    let states: Vec<i32> = events
+        .iter()
+        .filter_map(|e| match e {
+            E::StateChanged(sc) => Some(sc.current),
+            _ => None,
+        })
+        .collect();
+    use v1::SessionState as S;
+    assert_eq!(
+        states,
+        vec![S::Listening as i32, S::Speaking as i32],
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(E::SpeechFinished(f)) if !f.interrupted),
+        "{events:?}"
+    );
+    server.stop().await;
+}
