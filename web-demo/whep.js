@@ -1,5 +1,6 @@
-// Minimal WHEP (RFC 9725) client: recvonly audio + video, full ICE gathering
-// before the offer is sent (the server answers with all its candidates).
+// Minimal WHEP (play) and WHIP (RFC 9725, publish) clients: full ICE
+// gathering before the offer is sent (the server answers with all its
+// candidates, no trickle).
 
 export class WhepError extends Error {
   constructor(status, text) { super(text || `HTTP ${status}`); this.status = status; }
@@ -15,13 +16,10 @@ function waitForGathering(pc, ms) {
   });
 }
 
-// Connects and returns { pc, resource } where resource is the viewer URL
-// (DELETE it to leave).
-export async function whepConnect(endpoint, token, onTrack, iceServers = []) {
-  const pc = new RTCPeerConnection({ iceServers });
-  pc.addTransceiver('video', { direction: 'recvonly' });
-  pc.addTransceiver('audio', { direction: 'recvonly' });
-  pc.ontrack = onTrack;
+// Offers `pc`'s transceivers to `endpoint` with the bearer `token` and
+// applies the answer. Returns the resource URL (DELETE it to leave). Closes
+// `pc` on failure.
+async function exchange(pc, endpoint, token) {
   await pc.setLocalDescription(await pc.createOffer());
   await waitForGathering(pc, 1500);
   let resp;
@@ -43,7 +41,24 @@ export async function whepConnect(endpoint, token, onTrack, iceServers = []) {
   const location = resp.headers.get('Location');
   const resource = location ? new URL(location, endpoint).toString() : null;
   await pc.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
-  return { pc, resource };
+  return resource;
+}
+
+// Plays a session: recvonly audio + video. Returns { pc, resource }.
+export async function whepConnect(endpoint, token, onTrack, iceServers = []) {
+  const pc = new RTCPeerConnection({ iceServers });
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  pc.ontrack = onTrack;
+  return { pc, resource: await exchange(pc, endpoint, token) };
+}
+
+// Publishes an audio `track` (the host's microphone) with the API `key`.
+// Returns { pc, resource }.
+export async function whipPublish(endpoint, key, track, iceServers = []) {
+  const pc = new RTCPeerConnection({ iceServers });
+  pc.addTransceiver(track, { direction: 'sendonly' });
+  return { pc, resource: await exchange(pc, endpoint, key) };
 }
 
 export function whepHangUp(resource, token) {

@@ -189,11 +189,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             next,
         )
     }));
+    // One port allocator for viewers and publishers.
+    let rtc_settings = crate::rtc::RtcSettings::new(config.webrtc.clone());
     let whep = crate::rtc::whep::routes(crate::rtc::whep::WhepState {
         sessions: sessions.clone(),
-        settings: crate::rtc::RtcSettings::new(config.webrtc.clone()),
+        settings: rtc_settings.clone(),
     });
-    let router = crate::http::routes(grpc, sessions.clone(), dev_key.clone()).merge(whep);
+    let whip = crate::rtc::whip::routes(crate::rtc::whip::WhipState {
+        sessions: sessions.clone(),
+        store: store.clone(),
+        settings: rtc_settings,
+        publishers: Default::default(),
+    });
+    let router = crate::http::routes(grpc, sessions.clone(), dev_key.clone())
+        .merge(whep)
+        .merge(whip);
 
     let listener = TcpListener::bind(config.server.listen)
         .await

@@ -38,12 +38,19 @@ pub async fn authenticate(
     store: &Store,
     md: &tonic::metadata::MetadataMap,
 ) -> ApiResult<Principal> {
-    let raw = md.get("authorization").ok_or_else(|| {
+    let raw = md.get("authorization").map(|v| v.to_str());
+    authenticate_header(store, raw.map(|r| r.unwrap_or("\u{fffd}"))).await
+}
+
+/// Resolves the caller from the value of an `authorization` header (gRPC
+/// metadata or HTTP, e.g. a WHIP publisher).
+pub async fn authenticate_header(store: &Store, raw: Option<&str>) -> ApiResult<Principal> {
+    let raw = raw.ok_or_else(|| {
         ApiError::Unauthenticated(
             "missing API key: send metadata `authorization: Bearer <key>`".into(),
         )
     })?;
-    let text = raw.to_str().map_err(|_| {
+    let text = Some(raw).filter(|t| t.is_ascii()).ok_or_else(|| {
         ApiError::Unauthenticated("authorization metadata is not valid ASCII".into())
     })?;
     let key = text

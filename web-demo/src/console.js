@@ -10,7 +10,7 @@ import { ImageFormat, EnrollStage } from './gen/huashen/v1/avatar_pb.js';
 import { SessionState, CloseReason } from './gen/huashen/v1/session_pb.js';
 import { STRINGS, pickLanguage } from './i18n.js';
 import { takeFinished, pieces } from './typing.js';
-import { whepConnect, whepHangUp } from '../whep.js';
+import { whepConnect, whipPublish, whepHangUp } from '../whep.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -49,7 +49,7 @@ $('lang').addEventListener('click', () => {
 
 // What the page shows, for tests and for anyone curious in the devtools.
 const ui = window.huashenConsole = {
-  signedIn: false, avatars: [], voices: [], enroll: { stage: null, stages: [], error: null },
+  signedIn: false, avatars: [], voices: [], enroll: { stage: null, stages: [], error: null }, mic: 'off',
   session: null, player: { state: 'none', stats: {}, ttffMs: null, error: null },
   subtitles: '', spoken: [], errors: [], events: 0,
 };
@@ -60,6 +60,7 @@ function showError(id, text) {
 
 // ---- sign in ----------------------------------------------------------------
 let api = null;
+let apiKey = '';
 
 async function signIn(key) {
   showError('signin-error', '');
@@ -70,6 +71,7 @@ async function signIn(key) {
       candidate.sessions.listVoices({}),
     ]);
     api = candidate;
+    apiKey = key;
     sessionStorage.setItem('huashen.key', key);
     ui.signedIn = true;
     $('signin').hidden = true;
@@ -336,7 +338,13 @@ async function closeSession() {
   const l = live;
   if (!l) return;
   try {
-    await api.sessions.closeSession({ sessionId: l.id });
+    // The answer is the closed session (its watch stream may lag behind).
+    const closed = await api.sessions.closeSession({ sessionId: l.id });
+    if (ui.session && ui.session.id === closed.sessionId) {
+      ui.session.state = SessionState[closed.state];
+      ui.session.closeReason = closed.closeReason;
+      renderState();
+    }
   } catch (e) {
     if (ConnectError.from(e).code !== Code.NotFound) showError('session-error', describeError(e));
   }
@@ -352,10 +360,11 @@ function hangUp(l) {
   ui.player.state = 'closed';
 }
 
-// Stops watching and playing the session.
+// Stops watching and playing the session (and publishing to it).
 function stopLive(l) {
   l.abort.abort();
   hangUp(l);
+  stopMic();
 }
 $('close-button').addEventListener('click', closeSession);
 
@@ -369,7 +378,7 @@ function renderState() {
   $('player-message').textContent = closed ? text : '';
   $('player-message').hidden = !closed;
   if (closed) $('subtitles').textContent = '';
-  for (const id of ['speak-button', 'interrupt-button', 'close-button', 'text']) $(id).disabled = closed;
+  for (const id of ['speak-button', 'interrupt-button', 'close-button', 'text', 'mic-button']) $(id).disabled = closed;
 }
 
 function logEvent(text) {
@@ -601,6 +610,81 @@ async function interrupt() {
 }
 $('interrupt-button').addEventListener('click', interrupt);
 
+// ---- the host's microphone, published by WHIP --------------------------
+let mic = null; // { stream, pc, resource }
+
+function renderMic() {
+  const on = mic !== null;
+  $('mic-button').setAttribute('aria-pressed', String(on));
+  say('mic-button', () => t(on ? 'micStop' : 'mic'));
+  say('mic-status', on ? () => t('micLive') : null);
+  ui.mic = on ? 'live' : 'off';
+}
+
+function stopMic() {
+  if (!mic) return;
+  const m = mic;
+  mic = null;
+  for (const track of m.stream.getTracks()) track.stop();
+  m.pc.onconnectionstatechange = null;
+  m.pc.close();
+  whepHangUp(m.resource, apiKey);
+  renderMic();
+}
+
+async function startMic() {
+  const l = live;
+  if (!l) return;
+  showError('speak-error', '');
+  $('mic-button').disabled = true;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+    });
+    try {
+      const endpoint = new URL(`/whip/sessions/${encodeURIComponent(l.id)}`, location.href).toString();
+      const r = await whipPublish(endpoint, apiKey, stream.getAudioTracks()[0]);
+      mic = { stream, pc: r.pc, resource: r.resource };
+      r.pc.onconnectionstatechange = () => {
+        if (['failed', 'closed'].includes(r.pc.connectionState)) stopMic();
+      };
+      pollMic(mic);
+    } catch (e) {
+      for (const track of stream.getTracks()) track.stop();
+      throw e;
+    }
+  } catch (e) {
+    showError('speak-error', `${t('micFailed')} — ${e.message}`);
+  } finally {
+    $('mic-button').disabled = false;
+    renderMic();
+  }
+}
+// What the microphone sends: its level (0..1) and bytes, from getStats.
+async function pollMic(m) {
+  while (mic === m) {
+    try {
+      const report = await m.pc.getStats();
+      const s = {};
+      report.forEach((r) => {
+        if (r.type === 'media-source' && r.kind === 'audio') {
+          s.level = r.audioLevel || 0;
+          s.energy = r.totalAudioEnergy || 0;
+        } else if (r.type === 'outbound-rtp') {
+          s.bytesSent = r.bytesSent || 0;
+        }
+      });
+      ui.micStats = s;
+      $('mic-status').textContent = `${t('micLive')} ${'▮'.repeat(Math.round((s.level || 0) * 10)).padEnd(10, '▯')}`;
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+$('mic-button').addEventListener('click', () => (mic ? stopMic() : startMic()));
+
 $('copy-link').addEventListener('click', async () => {
   try {
     await navigator.clipboard.writeText($('viewer-link').value);
@@ -610,7 +694,10 @@ $('copy-link').addEventListener('click', async () => {
   }
 });
 
-window.addEventListener('pagehide', () => { if (live) whepHangUp(live.resource, live.token); });
+window.addEventListener('pagehide', () => {
+  if (live) whepHangUp(live.resource, live.token);
+  if (mic) whepHangUp(mic.resource, apiKey);
+});
 
 applyLanguage();
 prefillKey().then(() => {

@@ -63,7 +63,10 @@ const browser = await chromium.launch({
   headless: true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic',
     '--autoplay-policy=no-user-gesture-required',
-    '--disable-features=WebRtcHideLocalIpsWithMdns'],
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
+    // The "microphone" is a WAV file of speech, allowed without a prompt.
+    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+    `--use-file-for-fake-audio-capture=${env('FAKE_MIC')}`],
 });
 try {
   const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, locale: 'en-US' });
@@ -102,8 +105,9 @@ try {
 
   step('a photo without a face, chosen with the keyboard (Enter on the drop zone)');
   await page.check('#consented');
-  await page.focus('#drop');
-  const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press('Enter')]);
+  const chooserShown = page.waitForEvent('filechooser', { timeout: 10000 });
+  await page.press('#drop', 'Enter');
+  const chooser = await chooserShown;
   await chooser.setFiles(env('NO_FACE'));
   await page.click('#enroll-button');
   found.noFace = await until(page, 'no-face message', () => document.getElementById('enroll-error').textContent, undefined, 60000);
@@ -181,6 +185,25 @@ try {
   });
   await viewer.screenshot({ path: join(artifacts, 'viewer.png') });
   await until(page, 'the console counts two viewers', () => window.huashenConsole.session.viewers >= 2);
+
+  step('the host\'s microphone (a WAV as fake capture) drives the session over WHIP');
+  const viewerAudio = () => viewer.evaluate(() => ({ at: performance.now(), bytes: window.huashenViewer.stats.audioBytes }));
+  await until(page, 'idle before the microphone', () => window.huashenConsole.session.state === 'IDLE');
+  const quiet0 = await viewerAudio();
+  await page.waitForTimeout(2000);
+  const quietRate = rate(quiet0, await viewerAudio());
+  await page.bringToFront();
+  await page.click('#mic-button');
+  await until(page, 'listening to the microphone', () => window.huashenConsole.session.state === 'LISTENING', undefined, 20000);
+  check(await page.getAttribute('#mic-button', 'aria-pressed') === 'true', 'the microphone button is not pressed');
+  const mic0 = await viewerAudio();
+  await page.waitForTimeout(3000);
+  const micRate = rate(mic0, await viewerAudio());
+  found.micKbps = { quiet: Math.round(quietRate * 10) / 10, mic: Math.round(micRate * 10) / 10 };
+  found.micStats = await page.evaluate(() => window.huashenConsole.micStats);
+  check(micRate > 2 * quietRate, `the viewer does not hear the microphone: ${JSON.stringify(found.micKbps)} kbit/s; the page sends ${JSON.stringify(found.micStats)}`);
+  await page.click('#mic-button');
+  await until(page, 'idle after the microphone stops', () => window.huashenConsole.session.state === 'IDLE', undefined, 10000);
 
   step('close the session: the console and the viewer say it ended');
   await page.click('#close-button');

@@ -10,9 +10,12 @@
 
 mod keyframes;
 pub mod whep;
+pub mod whip;
 
 use crate::config::WebrtcConfig;
+use crate::pipeline::clock::AUDIO_RATE;
 use crate::pipeline::encode::profile_level_id;
+use crate::pipeline::voice::{Encoding, VoiceDecoder, VoiceFeed};
 use crate::pipeline::{KeyframeRequester, MediaKind, MediaPacket};
 use crate::session::{Command, SessionHandle};
 use rtc::interceptor::{Registry, Slot};
@@ -37,6 +40,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
     RTCPeerConnectionState,
@@ -150,15 +154,17 @@ fn audio_codec() -> RTCRtpCodecParameters {
     }
 }
 
-/// Connection state changes and ICE gathering completion, as a channel.
+/// Connection state changes, ICE gathering completion and remote tracks,
+/// as a channel.
 struct Events {
     tx: mpsc::Sender<Event>,
 }
 
-#[derive(Debug)]
 enum Event {
     Gathered,
     State(RTCPeerConnectionState),
+    /// A track the remote peer sends (a WHIP publisher's microphone).
+    Track(Arc<dyn TrackRemote>),
 }
 
 #[async_trait::async_trait]
@@ -171,6 +177,38 @@ impl PeerConnectionEventHandler for Events {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let _ = self.tx.try_send(Event::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tx.try_send(Event::Track(track));
+    }
+}
+
+/// Waits until the peer connects; false when it fails, closes, times out
+/// or `cancel` fires first. Remote tracks that arrive meanwhile are kept in
+/// `tracks`.
+async fn wait_connected(
+    events: &mut mpsc::Receiver<Event>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    tracks: &mut Vec<Arc<dyn TrackRemote>>,
+) -> bool {
+    let connected = tokio::time::timeout(timeout, async {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                Event::State(RTCPeerConnectionState::Connected) => return true,
+                Event::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) => {
+                    return false;
+                }
+                Event::Track(t) => tracks.push(t),
+                _ => {}
+            }
+        }
+        false
+    });
+    tokio::select! {
+        r = connected => r.unwrap_or(false),
+        _ = cancel.cancelled() => false,
     }
 }
 
@@ -271,55 +309,7 @@ pub async fn connect(
         .register_codec(vcodec.clone(), RtpCodecKind::Video)
         .and_then(|_| base_engine.register_codec(acodec.clone(), RtpCodecKind::Audio))
         .map_err(|e| RtcError::Internal(e.to_string()))?;
-    let ice_servers = settings
-        .config
-        .ice_servers
-        .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone(),
-            credential: s.credential.clone(),
-        })
-        .collect();
-    let rtc_config = RTCConfigurationBuilder::new()
-        .with_ice_servers(ice_servers)
-        .build();
-    // 1:1 NAT is applied to the answer below: webrtc-rs 0.21 accepts the
-    // setting but does not use it.
-    let setting_engine = SettingEngineBuilder::new()
-        .with_include_loopback_candidate(settings.config.bind_ip.is_loopback())
-        .build();
-
-    let (events_tx, mut events) = mpsc::channel(16);
-    let handler = Arc::new(Events { tx: events_tx });
-    let mut pc = None;
-    for _ in 0..settings.tries() {
-        let mut engine = base_engine.clone();
-        let registry = register_default_interceptors(Registry::new(), &mut engine)
-            .map_err(|e| RtcError::Internal(e.to_string()))?
-            .with(
-                Slot::from(keyframes::SLOT),
-                keyframes::KeyframeRequests::default(),
-            );
-        let built = PeerConnectionBuilder::new()
-            .with_configuration(rtc_config.clone())
-            .with_media_engine(engine)
-            .with_setting_engine(setting_engine.clone())
-            .with_interceptor_registry(registry)
-            .with_handler(handler.clone() as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(vec![settings.next_addr()])
-            .build()
-            .await;
-        match built {
-            Ok(p) => {
-                pc = Some(p);
-                break;
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot bind a viewer port; trying the next"),
-        }
-    }
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc.ok_or(RtcError::NoPort)?);
-
+    let (pc, mut events) = build_peer(settings, base_engine, true).await?;
     let result = async {
         pc.set_remote_description(offer)
             .await
@@ -334,26 +324,7 @@ pub async fn connect(
             .add_track(audio.track.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(|e| RtcError::Negotiation(e.to_string()))?;
-        let answer = pc
-            .create_answer(None)
-            .await
-            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
-        pc.set_local_description(answer)
-            .await
-            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
-        // Full gathering: wait until every candidate is in the answer.
-        let _ = tokio::time::timeout(GATHER_TIMEOUT, async {
-            while let Some(ev) = events.recv().await {
-                if matches!(ev, Event::Gathered) {
-                    break;
-                }
-            }
-        })
-        .await;
-        let local = pc
-            .local_description()
-            .await
-            .ok_or_else(|| RtcError::Internal("no local description".into()))?;
+        let answer_sdp = answer_with_candidates(settings, &*pc, &mut events).await?;
         for (track, sender) in [(&mut video, vsender), (&mut audio, asender)] {
             let params = sender
                 .get_parameters()
@@ -369,7 +340,7 @@ pub async fn connect(
                 }
             }
         }
-        Ok((advertise_public(&local.sdp, &settings.config.nat_1to1_ips), video, audio))
+        Ok((answer_sdp, video, audio))
     }
     .await;
     let (answer_sdp, video, audio) = match result {
@@ -399,6 +370,242 @@ pub async fn connect(
     })
 }
 
+/// A peer connection on the next free port of the configured range, with
+/// the media engine's codecs, the default interceptors (and the keyframe
+/// request watcher, for senders), and its events on a channel.
+async fn build_peer(
+    settings: &RtcSettings,
+    base_engine: MediaEngine,
+    keyframe_requests: bool,
+) -> Result<(Arc<dyn PeerConnection>, mpsc::Receiver<Event>), RtcError> {
+    let ice_servers = settings
+        .config
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect();
+    let rtc_config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+    // 1:1 NAT is applied to the answer below: webrtc-rs 0.21 accepts the
+    // setting but does not use it.
+    let setting_engine = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(settings.config.bind_ip.is_loopback())
+        .build();
+
+    let (events_tx, events) = mpsc::channel(16);
+    let handler = Arc::new(Events { tx: events_tx });
+    let mut pc = None;
+    for _ in 0..settings.tries() {
+        let mut engine = base_engine.clone();
+        let mut registry = register_default_interceptors(Registry::new(), &mut engine)
+            .map_err(|e| RtcError::Internal(e.to_string()))?;
+        if keyframe_requests {
+            registry = registry.with(
+                Slot::from(keyframes::SLOT),
+                keyframes::KeyframeRequests::default(),
+            );
+        }
+        let built = PeerConnectionBuilder::new()
+            .with_configuration(rtc_config.clone())
+            .with_media_engine(engine)
+            .with_setting_engine(setting_engine.clone())
+            .with_interceptor_registry(registry)
+            .with_handler(handler.clone() as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(vec![settings.next_addr()])
+            .build()
+            .await;
+        match built {
+            Ok(p) => {
+                pc = Some(p);
+                break;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot bind a viewer port; trying the next"),
+        }
+    }
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc.ok_or(RtcError::NoPort)?);
+    Ok((pc, events))
+}
+
+/// Answers the remote offer already set on `pc` and waits for ICE
+/// gathering, so the answer carries every candidate (no trickle); behind a
+/// 1:1 NAT the public address replaces the host candidates.
+async fn answer_with_candidates(
+    settings: &RtcSettings,
+    pc: &dyn PeerConnection,
+    events: &mut mpsc::Receiver<Event>,
+) -> Result<String, RtcError> {
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+    let _ = tokio::time::timeout(GATHER_TIMEOUT, async {
+        while let Some(ev) = events.recv().await {
+            if matches!(ev, Event::Gathered) {
+                break;
+            }
+        }
+    })
+    .await;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| RtcError::Internal("no local description".into()))?;
+    Ok(advertise_public(&local.sdp, &settings.config.nat_1to1_ips))
+}
+
+/// A publisher accepted by [`publish`]: its id and the SDP answer.
+pub struct Published {
+    pub publisher_id: String,
+    pub answer_sdp: String,
+}
+
+/// Answers a WHIP publisher's SDP offer (the host's microphone, Opus) and
+/// feeds what it sends into the session's live voice until `cancel` fires,
+/// the publisher goes away or the session closes.
+pub async fn publish(
+    settings: &RtcSettings,
+    session: Arc<SessionHandle>,
+    feed: VoiceFeed,
+    cancel: CancellationToken,
+    spawn: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+    offer_sdp: String,
+) -> Result<Published, RtcError> {
+    let offer =
+        RTCSessionDescription::offer(offer_sdp).map_err(|e| RtcError::BadOffer(e.to_string()))?;
+    let publisher_id = format!("pb_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(audio_codec(), RtpCodecKind::Audio)
+        .map_err(|e| RtcError::Internal(e.to_string()))?;
+    let (pc, mut events) = build_peer(settings, engine, false).await?;
+    let answered = async {
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+        let sdp = answer_with_candidates(settings, &*pc, &mut events).await?;
+        if !sdp.contains("a=rtpmap:") || !sdp.to_ascii_lowercase().contains("opus/48000") {
+            return Err(RtcError::Negotiation(
+                "the offer sends no Opus audio track (a WHIP publisher sends the host's microphone as Opus)"
+                    .into(),
+            ));
+        }
+        Ok(sdp)
+    }
+    .await;
+    let answer_sdp = match answered {
+        Ok(sdp) => sdp,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+    };
+    let publisher = Publisher {
+        id: publisher_id.clone(),
+        pc,
+        feed,
+        cancel,
+        connect_timeout: settings.config.connect_timeout,
+        session,
+    };
+    spawn(Box::pin(publisher.run(events)));
+    Ok(Published {
+        publisher_id,
+        answer_sdp,
+    })
+}
+
+struct Publisher {
+    id: String,
+    pc: Arc<dyn PeerConnection>,
+    feed: VoiceFeed,
+    cancel: CancellationToken,
+    connect_timeout: Duration,
+    session: Arc<SessionHandle>,
+}
+
+impl Publisher {
+    async fn run(self, mut events: mpsc::Receiver<Event>) {
+        let span =
+            tracing::info_span!("publisher", session = %self.session.record.id, id = %self.id);
+        let pc = self.pc.clone();
+        let cancel = self.cancel.clone();
+        tracing::Instrument::instrument(self.serve(&mut events), span).await;
+        cancel.cancel();
+        let _ = pc.close().await;
+    }
+
+    async fn serve(self, events: &mut mpsc::Receiver<Event>) {
+        let mut tracks = Vec::new();
+        if !wait_connected(events, self.connect_timeout, &self.cancel, &mut tracks).await {
+            tracing::info!("publisher did not connect");
+            return;
+        }
+        tracing::info!("publisher connected");
+        let track = loop {
+            if let Some(t) = tracks.pop() {
+                break t;
+            }
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                _ = self.cancel.cancelled() => return,
+            };
+            match ev {
+                Some(Event::Track(t)) => tracks.push(t),
+                Some(Event::State(
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
+                ))
+                | None => return,
+                Some(_) => {}
+            }
+        };
+        let mut decoder = match VoiceDecoder::new(Encoding::Opus, AUDIO_RATE, 2) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "publisher audio cannot be decoded");
+                return;
+            }
+        };
+        let mut pcm = Vec::new();
+        let mut last_activity = std::time::Instant::now();
+        loop {
+            let ev = tokio::select! {
+                ev = track.poll() => ev,
+                _ = self.cancel.cancelled() => break,
+                // The connection ending ends the track too; state changes
+                // are only watched for failure here.
+                Some(Event::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)) = events.recv() => break,
+            };
+            match ev {
+                Some(TrackRemoteEvent::OnRtpPacket(pkt)) => {
+                    pcm.clear();
+                    // A packet that does not decode is skipped (a lost or
+                    // damaged one is a short silence).
+                    if decoder.decode(&pkt.payload, &mut pcm).is_ok()
+                        && !self.feed.push(&pcm, &self.cancel).await
+                    {
+                        break;
+                    }
+                    if last_activity.elapsed() >= Duration::from_secs(1) {
+                        last_activity = std::time::Instant::now();
+                        self.session.try_send(Command::Activity);
+                    }
+                }
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => {}
+            }
+        }
+        tracing::info!(ms = decoder.decoded_ms(), "publisher left");
+    }
+}
+
 struct Viewer {
     id: String,
     pc: Arc<dyn PeerConnection>,
@@ -420,22 +627,7 @@ impl Viewer {
 
     async fn serve(&mut self, events: &mut mpsc::Receiver<Event>) {
         // Wait for the connection (or give up).
-        let connected = tokio::time::timeout(self.connect_timeout, async {
-            while let Some(ev) = events.recv().await {
-                match ev {
-                    Event::State(RTCPeerConnectionState::Connected) => return true,
-                    Event::State(
-                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
-                    ) => return false,
-                    _ => {}
-                }
-            }
-            false
-        });
-        let up = tokio::select! {
-            r = connected => r.unwrap_or(false),
-            _ = self.cancel.cancelled() => false,
-        };
+        let up = wait_connected(events, self.connect_timeout, &self.cancel, &mut Vec::new()).await;
         if !up {
             tracing::info!("viewer did not connect");
             return;

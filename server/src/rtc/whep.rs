@@ -1,4 +1,5 @@
-//! WHEP (RFC 9725) egress for viewers on the HTTP listener:
+//! WHEP (the WISH working group's egress protocol) for viewers on the HTTP
+//! listener:
 //!
 //! * `POST /whep/sessions/{id}` with an SDP offer (`application/sdp`) →
 //!   `201 Created`, the SDP answer, and `Location` of the viewer resource;
@@ -51,7 +52,7 @@ pub fn routes(state: WhepState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut r = (status, format!("{}\n", msg.into())).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -70,7 +71,10 @@ fn unauthorized() -> Response {
     r
 }
 
-fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+pub(super) fn token<'a>(
+    headers: &'a HeaderMap,
+    query: &'a HashMap<String, String>,
+) -> Option<&'a str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -112,29 +116,10 @@ async fn offer(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with("application/sdp")
-    {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be sent as Content-Type: application/sdp",
-        );
-    }
-    let Ok(sdp) = String::from_utf8(body.to_vec()) else {
-        return error(StatusCode::BAD_REQUEST, "the SDP offer is not valid UTF-8");
+    let sdp = match read_offer(&headers, &body) {
+        Ok(sdp) => sdp,
+        Err(r) => return *r,
     };
-    if !sdp.starts_with("v=0") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the body is not an SDP offer (it must start with v=0)",
-        );
-    }
     if session.viewers.len() >= state.settings.max_viewers() {
         let mut r = error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -168,15 +153,54 @@ async fn offer(
             }
             r
         }
-        Err(e @ (RtcError::BadOffer(_) | RtcError::Negotiation(_))) => {
+        Err(e) => rtc_error(e, "viewer"),
+    }
+}
+
+/// The SDP offer in a WHEP/WHIP request body, or the response that says
+/// what is wrong with it.
+pub(super) fn read_offer(headers: &HeaderMap, body: &[u8]) -> Result<String, Box<Response>> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return Err(Box::new(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be sent as Content-Type: application/sdp",
+        )));
+    }
+    let Ok(sdp) = String::from_utf8(body.to_vec()) else {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "the SDP offer is not valid UTF-8",
+        )));
+    };
+    if !sdp.starts_with("v=0") {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "the body is not an SDP offer (it must start with v=0)",
+        )));
+    }
+    Ok(sdp)
+}
+
+/// The response to a failed WHEP/WHIP negotiation.
+pub(super) fn rtc_error(e: RtcError, what: &str) -> Response {
+    match e {
+        e @ (RtcError::BadOffer(_) | RtcError::Negotiation(_)) => {
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
-        Err(e @ RtcError::NoPort) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => {
-            tracing::error!(error = %e, "viewer setup failed");
+        e @ RtcError::NoPort => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        e => {
+            tracing::error!(error = %e, "{what} setup failed");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "the viewer connection could not be set up",
+                format!("the {what} connection could not be set up"),
             )
         }
     }

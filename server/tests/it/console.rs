@@ -31,6 +31,11 @@ async fn console_walks_enroll_speak_watch() {
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
 
     let script = web.join("tests/console.e2e.mjs");
+    // Chromium reads its fake microphone from a plain absolute path.
+    let fake_mic = web
+        .join("../docs/audio/speech-zh.wav")
+        .canonicalize()
+        .unwrap();
     let url = server.url();
     let key = server.dev_key.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -42,6 +47,7 @@ async fn console_walks_enroll_speak_watch() {
             .env("NO_FACE", &no_face)
             .env("OVERSIZE", &oversize)
             .env("ARTIFACTS", &artifacts)
+            .env("FAKE_MIC", fake_mic)
             .output()
             .expect("node runs (Debian package nodejs)")
     })

@@ -299,3 +299,120 @@ async fn queued_text_resumes_after_the_host() {
     );
     server.stop().await;
 }
+
+/// WHIP ingest refuses what it cannot serve with a status and a message:
+/// no or a wrong API key (401), another tenant's session (404), a body that
+/// is not SDP (415), an offer that cannot be answered (400), a session already
+/// fed by PushAudio (409); trickle ICE is not offered (405). (A browser
+/// publishing for real: `console::console_walks_enroll_speak_watch`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_refusals_are_clear() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let path = format!("/whip/sessions/{}", s.session_id);
+    let key = format!("Bearer {}", server.dev_key);
+    let sdp = &[
+        ("Content-Type", "application/sdp"),
+        ("Authorization", key.as_str()),
+    ];
+    let offer = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+
+    let r = http(
+        server.addr,
+        "POST",
+        &path,
+        &[("Content-Type", "application/sdp")],
+        offer,
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("API key"), "{}", r.text());
+    let wrong = [
+        ("Content-Type", "application/sdp"),
+        ("Authorization", "Bearer hs_nope"),
+    ];
+    assert_eq!(
+        http(server.addr, "POST", &path, &wrong, offer).await.status,
+        401
+    );
+    // A viewer token watches; it cannot publish.
+    let viewer = format!("Bearer {}", s.viewer_token);
+    let as_viewer = [
+        ("Content-Type", "application/sdp"),
+        ("Authorization", viewer.as_str()),
+    ];
+    assert_eq!(
+        http(server.addr, "POST", &path, &as_viewer, offer)
+            .await
+            .status,
+        401
+    );
+    let other = format!("Bearer {}", server.new_tenant("other"));
+    let other_tenant = [
+        ("Content-Type", "application/sdp"),
+        ("Authorization", other.as_str()),
+    ];
+    let r = http(server.addr, "POST", &path, &other_tenant, offer).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    let text = [
+        ("Content-Type", "text/plain"),
+        ("Authorization", key.as_str()),
+    ];
+    assert_eq!(
+        http(server.addr, "POST", &path, &text, offer).await.status,
+        415
+    );
+    // SDP, but nothing a publisher could send (no media, no ICE).
+    let r = http(server.addr, "POST", &path, sdp, offer).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("offer"), "{}", r.text());
+    assert_eq!(
+        http(server.addr, "PATCH", &path, sdp, b"").await.status,
+        405
+    );
+    let r = http(
+        server.addr,
+        "DELETE",
+        &format!("{path}/publishers/pb_x"),
+        sdp,
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    // While PushAudio feeds the session (LISTENING), WHIP is refused (and
+    // the other way round: opus_voice_barges_in_on_text_and_one_stream_feeds_a_session).
+    let mut watch = c.watch(&s.session_id).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(start_msg(&s.session_id, v1::AudioEncoding::PcmS16le, 16000))
+        .await
+        .unwrap();
+    tx.send(data_msg(vec![0; 6400])).await.unwrap();
+    let mut c2 = server.dev().await;
+    let push = tokio::spawn(async move {
+        c2.sessions
+            .push_audio(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let events = events_until(&mut watch, Duration::from_secs(10), |e| {
+        is_state(e, v1::SessionState::Listening)
+    })
+    .await;
+    assert!(
+        is_state(events.last().unwrap(), v1::SessionState::Listening),
+        "{events:?}"
+    );
+    let r = http(server.addr, "POST", &path, sdp, offer).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("another PushAudio or WHIP stream"),
+        "{}",
+        r.text()
+    );
+    drop(tx);
+    push.await.unwrap().unwrap();
+    server.stop().await;
+}

@@ -1,0 +1,165 @@
+//! WHIP (RFC 9725) ingest of the host's microphone on the HTTP listener:
+//!
+//! * `POST /whip/sessions/{id}` with the publisher's SDP offer
+//!   (`application/sdp`, an Opus audio track) → `201 Created`, the SDP
+//!   answer and `Location` of the publisher resource;
+//! * `DELETE /whip/sessions/{id}/publishers/{publisher}` ends it;
+//! * `PATCH` (trickle ICE) answers 405: the answer carries every candidate.
+//!
+//! Publishing drives a session, so it takes the tenant's API key
+//! (`Authorization: Bearer <key>`), not a viewer token. What is published
+//! becomes the session's live voice exactly like PushAudio, and like it one
+//! stream feeds a session at a time (a second one: 409).
+
+use super::RtcSettings;
+use super::whep::{error, read_offer, rtc_error, token};
+use crate::auth::authenticate_header;
+use crate::session::SessionManager;
+use crate::store::Store;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct WhipState {
+    pub sessions: SessionManager,
+    pub store: Store,
+    pub settings: Arc<RtcSettings>,
+    /// Live publishers: id → (session id, stop).
+    pub publishers: Arc<DashMap<String, (String, CancellationToken)>>,
+}
+
+pub fn routes(state: WhipState) -> Router {
+    Router::new()
+        .route("/whip/sessions/{session_id}", post(offer).patch(no_trickle))
+        .route(
+            "/whip/sessions/{session_id}/publishers/{publisher_id}",
+            axum::routing::delete(hang_up).patch(no_trickle),
+        )
+        .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
+        .with_state(state)
+}
+
+/// The caller's live session, or the response that says why not.
+async fn authorize(
+    state: &WhipState,
+    session_id: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<crate::session::SessionHandle>, Box<Response>> {
+    let key = token(headers, &HashMap::new()).map(|k| format!("Bearer {k}"));
+    let who = authenticate_header(&state.store, key.as_deref())
+        .await
+        .map_err(|e| {
+            let mut r = error(StatusCode::UNAUTHORIZED, format!("{e}"));
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Box::new(r)
+        })?;
+    state.sessions.live(&who, session_id).ok_or_else(|| {
+        Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no live session {} of this tenant",
+                crate::ids::truncate(session_id, 40)
+            ),
+        ))
+    })
+}
+
+async fn offer(
+    State(state): State<WhipState>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = match authorize(&state, &session_id, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let sdp = match read_offer(&headers, &body) {
+        Ok(sdp) => sdp,
+        Err(r) => return *r,
+    };
+    let Some(feed) = session.media.voice.feed() else {
+        return error(
+            StatusCode::CONFLICT,
+            "another PushAudio or WHIP stream is feeding this session; end it first",
+        );
+    };
+    let cancel = session.cancel_token.child_token();
+    let tracker = state.sessions.clone();
+    let spawn = move |fut| tracker.spawn_tracked(fut);
+    match super::publish(&state.settings, session, feed, cancel.clone(), spawn, sdp).await {
+        Ok(p) => {
+            // Forget the publisher once it stops, whoever stopped it.
+            {
+                let publishers = state.publishers.clone();
+                let id = p.publisher_id.clone();
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    cancel.cancelled().await;
+                    publishers.remove(&id);
+                });
+            }
+            state
+                .publishers
+                .insert(p.publisher_id.clone(), (session_id.clone(), cancel));
+            let location = format!("/whip/sessions/{session_id}/publishers/{}", p.publisher_id);
+            let mut r = (StatusCode::CREATED, p.answer_sdp).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            for link in state.settings.ice_server_links() {
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    h.append(header::LINK, v);
+                }
+            }
+            r
+        }
+        Err(e) => rtc_error(e, "publisher"),
+    }
+}
+
+async fn hang_up(
+    State(state): State<WhipState>,
+    Path((session_id, publisher_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, &session_id, &headers).await {
+        return *r;
+    }
+    match state
+        .publishers
+        .remove_if(&publisher_id, |_, (sid, _)| *sid == session_id)
+    {
+        Some((_, (_, cancel))) => {
+            cancel.cancel();
+            StatusCode::OK.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no such publisher in this session"),
+    }
+}
+
+async fn no_trickle() -> Response {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported: the SDP answer already carries every candidate",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    r
+}
