@@ -135,24 +135,11 @@ async fn offer(
     let tracker = state.sessions.clone();
     let spawn = move |fut| tracker.spawn_tracked(fut);
     match super::connect(&state.settings, session, spawn, sdp).await {
-        Ok(acc) => {
-            let location = format!("/whep/sessions/{session_id}/viewers/{}", acc.viewer_id);
-            let mut r = (StatusCode::CREATED, acc.answer_sdp).into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/sdp"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                h.insert(header::LOCATION, v);
-            }
-            for link in state.settings.ice_server_links() {
-                if let Ok(v) = HeaderValue::from_str(&link) {
-                    h.append(header::LINK, v);
-                }
-            }
-            r
-        }
+        Ok(acc) => created(
+            &state.settings,
+            acc.answer_sdp,
+            &format!("/whep/sessions/{session_id}/viewers/{}", acc.viewer_id),
+        ),
         Err(e) => rtc_error(e, "viewer"),
     }
 }
@@ -187,6 +174,26 @@ pub(super) fn read_offer(headers: &HeaderMap, body: &[u8]) -> Result<String, Box
         )));
     }
     Ok(sdp)
+}
+
+/// `201 Created` with the SDP answer, the resource's `Location` and the
+/// configured ICE servers as `Link` headers.
+pub(super) fn created(settings: &RtcSettings, answer_sdp: String, location: &str) -> Response {
+    let mut r = (StatusCode::CREATED, answer_sdp).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    for link in settings.ice_server_links() {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.append(header::LINK, v);
+        }
+    }
+    r
 }
 
 /// The response to a failed WHEP/WHIP negotiation.

@@ -12,7 +12,7 @@
 //! stream feeds a session at a time (a second one: 409).
 
 use super::RtcSettings;
-use super::whep::{error, read_offer, rtc_error, token};
+use super::whep::{created, error, read_offer, rtc_error, token};
 use crate::auth::authenticate_header;
 use crate::session::SessionManager;
 use crate::store::Store;
@@ -100,35 +100,22 @@ async fn offer(
     let spawn = move |fut| tracker.spawn_tracked(fut);
     match super::publish(&state.settings, session, feed, cancel.clone(), spawn, sdp).await {
         Ok(p) => {
-            // Forget the publisher once it stops, whoever stopped it.
-            {
-                let publishers = state.publishers.clone();
-                let id = p.publisher_id.clone();
-                let cancel = cancel.clone();
-                tokio::spawn(async move {
-                    cancel.cancelled().await;
-                    publishers.remove(&id);
-                });
-            }
             state
                 .publishers
-                .insert(p.publisher_id.clone(), (session_id.clone(), cancel));
-            let location = format!("/whip/sessions/{session_id}/publishers/{}", p.publisher_id);
-            let mut r = (StatusCode::CREATED, p.answer_sdp).into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/sdp"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                h.insert(header::LOCATION, v);
-            }
-            for link in state.settings.ice_server_links() {
-                if let Ok(v) = HeaderValue::from_str(&link) {
-                    h.append(header::LINK, v);
-                }
-            }
-            r
+                .insert(p.publisher_id.clone(), (session_id.clone(), cancel.clone()));
+            // Forget the publisher once it stops, whoever stopped it (it,
+            // DELETE, or the session closing).
+            let publishers = state.publishers.clone();
+            let id = p.publisher_id.clone();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                publishers.remove(&id);
+            });
+            created(
+                &state.settings,
+                p.answer_sdp,
+                &format!("/whip/sessions/{session_id}/publishers/{}", p.publisher_id),
+            )
         }
         Err(e) => rtc_error(e, "publisher"),
     }

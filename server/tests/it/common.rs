@@ -342,6 +342,27 @@ pub fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (tonic::Code,
     (s.code(), s.message().to_owned())
 }
 
+/// Reads a WatchSession stream's events until `stop` says so (or the
+/// timeout), returning them.
+pub async fn events_until(
+    watch: &mut tonic::Streaming<v1::SessionEvent>,
+    timeout: Duration,
+    mut stop: impl FnMut(&v1::session_event::Event) -> bool,
+) -> Vec<v1::session_event::Event> {
+    let mut out = vec![];
+    let end = tokio::time::Instant::now() + timeout;
+    while let Ok(Ok(Some(ev))) = tokio::time::timeout_at(end, watch.message()).await {
+        if let Some(e) = ev.event {
+            let done = stop(&e);
+            out.push(e);
+            if done {
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + timeout;

@@ -22,26 +22,6 @@ fn audio_viewer() -> ViewerOptions {
     }
 }
 
-/// Reads events until `stop` says so (or a timeout), returning them.
-async fn events_until(
-    watch: &mut tonic::Streaming<v1::SessionEvent>,
-    timeout: Duration,
-    mut stop: impl FnMut(&v1::session_event::Event) -> bool,
-) -> Vec<v1::session_event::Event> {
-    let mut out = vec![];
-    let end = tokio::time::Instant::now() + timeout;
-    while let Ok(Ok(Some(ev))) = tokio::time::timeout_at(end, watch.message()).await {
-        if let Some(e) = ev.event {
-            let done = stop(&e);
-            out.push(e);
-            if done {
-                break;
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn spoken_text_is_heard_with_word_events_then_idle() {
     use v1::session_event::Event as E;

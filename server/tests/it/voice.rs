@@ -68,25 +68,6 @@ fn pcm_messages(session_id: &str, pcm: &[i16], rate: u32) -> Vec<v1::PushAudioRe
     out
 }
 
-async fn events_until(
-    watch: &mut tonic::Streaming<v1::SessionEvent>,
-    timeout: Duration,
-    mut stop: impl FnMut(&E) -> bool,
-) -> Vec<E> {
-    let mut out = vec![];
-    let end = tokio::time::Instant::now() + timeout;
-    while let Ok(Ok(Some(ev))) = tokio::time::timeout_at(end, watch.message()).await {
-        if let Some(e) = ev.event {
-            let done = stop(&e);
-            out.push(e);
-            if done {
-                break;
-            }
-        }
-    }
-    out
-}
-
 fn is_state(e: &E, s: v1::SessionState) -> bool {
     matches!(e, E::StateChanged(sc) if sc.current == s as i32)
 }
