@@ -37,7 +37,7 @@ data="$out/data"
 mkdir -p "$data"
 HUASHEN_STORAGE__DATA_DIR="$data" HUASHEN_SPEECH__MODELS_DIR="$PWD/models" \
   HUASHEN_FACE__MODELS_DIR="$PWD/models" HUASHEN_SERVER__LISTEN=127.0.0.1:0 \
-  HUASHEN_LIMITS__MAX_SESSIONS=64 HUASHEN_LOG=warn \
+  HUASHEN_LIMITS__MAX_SESSIONS=64 HUASHEN_LIMITS__CPU_BUDGET=64 HUASHEN_LOG=warn \
   target/release/huashen serve > "$out/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 300); do grep -q "listening on" "$out/server.log" && break; sleep 0.1; done

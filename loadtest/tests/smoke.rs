@@ -12,6 +12,9 @@ async fn start(data: &std::path::Path) -> (huashen::app::Running, Vec<u8>) {
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     config.speech.models_dir = models.clone();
     config.face.models_dir = models;
+    // Smoke runs share a small machine with other tests: no capacity
+    // refusals here (tested in the server's metrics tests).
+    config.limits.cpu_budget = 64.0;
     let server = huashen::app::start(config).await.unwrap();
     let image = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

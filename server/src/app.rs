@@ -114,6 +114,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             event_buffer: config.limits.event_buffer,
             labels: config.label.clone(),
             voice: config.voice.clone(),
+            cpu_budget: config.limits.cpu_budget_cores(),
+            session_cost: config.limits.session_cost,
         },
         speech,
         face,
@@ -243,6 +245,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Ok(())
         })
     };
+    sessions.spawn_capacity_sampler(stop.clone());
     tokio::spawn(crate::privacy::retention::run(
         store.clone(),
         config.retention.clone(),

@@ -282,6 +282,25 @@ pub struct LimitsConfig {
     pub session_queue: usize,
     /// Events buffered per session for slow watchers before they lag.
     pub event_buffer: usize,
+    /// CPU cores the sessions (media threads and speech workers, measured)
+    /// may use; a new session that would not fit is refused with
+    /// RESOURCE_EXHAUSTED. 0 = 85 % of the cores of this machine.
+    pub cpu_budget: f64,
+    /// What a session is assumed to cost until one has been measured, in
+    /// cores.
+    pub session_cost: f64,
+}
+
+impl LimitsConfig {
+    /// `cpu_budget`, with 0 resolved to 85 % of this machine's cores.
+    pub fn cpu_budget_cores(&self) -> f64 {
+        if self.cpu_budget > 0.0 {
+            self.cpu_budget
+        } else {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cores as f64 * 0.85
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -332,6 +351,8 @@ impl Default for LimitsConfig {
             max_speak_bytes: 1024 * 1024,
             session_queue: 64,
             event_buffer: 1024,
+            cpu_budget: 0.0,
+            session_cost: 0.25,
         }
     }
 }
@@ -443,6 +464,12 @@ impl Config {
         }
         if !(self.speech.gain > 0.0 && self.speech.gain <= 8.0) {
             return bad("speech.gain must be in (0, 8]");
+        }
+        if !(self.limits.cpu_budget >= 0.0 && self.limits.cpu_budget <= 4096.0) {
+            return bad("limits.cpu_budget must be 0 (auto) or a number of cores up to 4096");
+        }
+        if !(self.limits.session_cost > 0.0 && self.limits.session_cost <= 64.0) {
+            return bad("limits.session_cost must be more than 0 and at most 64 cores");
         }
         if self.limits.max_sessions == 0 {
             return bad("limits.max_sessions must be at least 1");

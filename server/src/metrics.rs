@@ -8,6 +8,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -17,6 +18,12 @@ pub struct Metrics {
     pub sessions_by_state: IntGaugeVec,
     pub viewers: IntGauge,
     pub admission_rejections: IntCounterVec,
+    /// Measured CPU load of the sessions and speech workers, cores.
+    pub cpu_load_cores: prometheus::Gauge,
+    /// CPU cores sessions may use (`limits.cpu_budget`).
+    pub cpu_budget_cores: prometheus::Gauge,
+    /// Measured mean cost of one session (TTS share included), cores.
+    pub session_cost_cores: prometheus::Gauge,
     pub video_encode_seconds: Histogram,
     /// Face animation + rendering time per video frame.
     pub render_seconds: Histogram,
@@ -80,9 +87,33 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             IntCounterVec::new(
                 Opts::new(
                     "huashen_admission_rejections_total",
-                    "CreateSession calls refused by a limit",
+                    "CreateSession calls refused by a limit (server, tenant, capacity)",
                 ),
                 &["limit"],
+            )
+            .unwrap(),
+        ),
+        cpu_load_cores: register(
+            &r,
+            prometheus::Gauge::new(
+                "huashen_cpu_load_cores",
+                "Measured CPU load of sessions and speech workers, in cores",
+            )
+            .unwrap(),
+        ),
+        cpu_budget_cores: register(
+            &r,
+            prometheus::Gauge::new(
+                "huashen_cpu_budget_cores",
+                "CPU cores sessions may use before new ones are refused",
+            )
+            .unwrap(),
+        ),
+        session_cost_cores: register(
+            &r,
+            prometheus::Gauge::new(
+                "huashen_session_cost_cores",
+                "Measured mean CPU cost of one session, in cores",
             )
             .unwrap(),
         ),
@@ -209,6 +240,37 @@ fn process_cpu_seconds() -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
     Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// CPU time the calling thread has used, in microseconds.
+pub fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_THREAD_CPUTIME_ID exists on
+    // every Linux. A failure leaves zeros (no cost measured).
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// Shared CPU counters: a session's media thread stores its cumulative
+/// thread time; TTS workers add what each job used.
+#[derive(Debug, Default)]
+pub struct CpuCounter(AtomicU64);
+
+impl CpuCounter {
+    pub fn set(&self, us: u64) {
+        self.0.store(us, Ordering::Relaxed);
+    }
+    pub fn add(&self, us: u64) {
+        self.0.fetch_add(us, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Increments a gauge now and decrements it when dropped.

@@ -108,6 +108,8 @@ pub struct MediaStats {
     pub video_encode_us: AtomicU64,
     /// Session-clock sample of the audio frame encoded last.
     pub clock_sample: AtomicU64,
+    /// CPU time the media thread has used (admission by capacity).
+    pub cpu: crate::metrics::CpuCounter,
 }
 
 /// Where a session's audio comes from and where playback progress goes.
@@ -277,6 +279,7 @@ impl Worker {
                 video_frame += 1;
             }
             audio_frame += 1;
+            self.stats.cpu.set(crate::metrics::thread_cpu_us());
             let due = start + tick * audio_frame as u32;
             let now = Instant::now();
             if now < due {

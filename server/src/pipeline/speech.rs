@@ -334,6 +334,8 @@ struct Job {
 
 /// The text-to-speech engine: loaded voices and their worker threads.
 pub struct SpeechEngine {
+    /// CPU time the synthesis workers have used (admission by capacity).
+    pub cpu: Arc<crate::metrics::CpuCounter>,
     voices: Option<Arc<Voices<Cpu>>>,
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     /// Why no voice is available, for the error clients get.
@@ -394,18 +396,21 @@ impl SpeechEngine {
         );
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
+        let cpu = Arc::new(crate::metrics::CpuCounter::default());
         for i in 0..config.workers.max(1) {
             let rx = rx.clone();
             let voices = voices.clone();
             let gain = config.gain;
+            let cpu = cpu.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("tts-{i}"))
-                .spawn(move || worker(rx, voices, gain));
+                .spawn(move || worker(rx, voices, gain, cpu));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a speech worker");
             }
         }
         Self {
+            cpu,
             voices: Some(voices),
             jobs: Some(tx),
             unavailable: None,
@@ -415,6 +420,7 @@ impl SpeechEngine {
     /// An engine with no voices (tests of the control plane, missing models).
     pub fn unavailable(reason: String) -> Self {
         Self {
+            cpu: Default::default(),
             voices: None,
             jobs: None,
             unavailable: Some(reason),
@@ -489,7 +495,12 @@ impl SpeechEngine {
     }
 }
 
-fn worker(rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>, voices: Arc<Voices<Cpu>>, gain: f32) {
+fn worker(
+    rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>,
+    voices: Arc<Voices<Cpu>>,
+    gain: f32,
+    cpu: Arc<crate::metrics::CpuCounter>,
+) {
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -497,7 +508,9 @@ fn worker(rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>, voices: Arc<Voices<Cpu
         };
         // All senders gone: the engine was dropped (server shutdown).
         let Ok(job) = job else { return };
+        let before = crate::metrics::thread_cpu_us();
         let result = run_job(&voices, &job, gain);
+        cpu.add(crate::metrics::thread_cpu_us().saturating_sub(before));
         let _ = job.done.send(result);
     }
 }

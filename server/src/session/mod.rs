@@ -4,6 +4,7 @@
 
 mod actor;
 pub mod admission;
+pub mod capacity;
 pub mod types;
 
 pub use actor::Command;
@@ -35,6 +36,10 @@ pub struct ManagerConfig {
     pub event_buffer: usize,
     pub labels: crate::config::LabelConfig,
     pub voice: crate::config::VoiceConfig,
+    /// CPU cores sessions may use (measured), and the assumed cost of a
+    /// session not measured yet.
+    pub cpu_budget: f64,
+    pub session_cost: f64,
 }
 
 /// A live session as the control plane sees it.
@@ -132,6 +137,7 @@ impl Drop for RemoveOnDrop {
 pub(crate) struct Inner {
     sessions: DashMap<String, Arc<SessionHandle>>,
     admission: Arc<Admission>,
+    capacity: capacity::Capacity,
     store: Store,
     config: ManagerConfig,
     shutdown: CancellationToken,
@@ -157,6 +163,7 @@ impl SessionManager {
             inner: Arc::new(Inner {
                 sessions: DashMap::new(),
                 admission: Admission::new(config.max_sessions, config.max_sessions_per_tenant),
+                capacity: capacity::Capacity::new(config.cpu_budget, config.session_cost),
                 store,
                 config,
                 shutdown: CancellationToken::new(),
@@ -166,6 +173,38 @@ impl SessionManager {
                 face,
             }),
         }
+    }
+
+    /// Measures what sessions cost once a second (for admission and
+    /// metrics) until `stop` fires.
+    pub fn spawn_capacity_sampler(&self, stop: CancellationToken) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut sampler = capacity::Sampler::default();
+            let mut tick = tokio::time::interval(capacity::SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let sessions = inner
+                    .sessions
+                    .iter()
+                    .map(|h| (h.key().clone(), h.media.stats.cpu.get()))
+                    .collect::<Vec<_>>();
+                sampler.sample(
+                    &inner.capacity,
+                    sessions.into_iter(),
+                    inner.speech.cpu.get(),
+                    std::time::Instant::now(),
+                );
+                let (load, budget, cost) = inner.capacity.snapshot();
+                let m = &crate::metrics::METRICS;
+                m.cpu_load_cores.set(load);
+                m.cpu_budget_cores.set(budget);
+                m.session_cost_cores.set(cost);
+            }
+        });
     }
 
     /// The face models (enrollment analyses portraits with them).
@@ -231,6 +270,21 @@ impl SessionManager {
                 avatar.state.as_str()
             )));
         }
+        self.inner.capacity.admit().map_err(|full| {
+            crate::metrics::METRICS
+                .admission_rejections
+                .with_label_values(&["capacity"])
+                .inc();
+            ApiError::ResourceExhausted(format!(
+                "the server is at its measured capacity: its {} sessions use {:.2} of the {:.2} CPU \
+                 cores it may use, and a session costs about {:.2}; starting another would make \
+                 sessions fall behind real time. Close a session or try later",
+                self.inner.sessions.len(),
+                full.load,
+                full.budget,
+                full.cost
+            ))
+        })?;
         let permit = self
             .inner
             .admission

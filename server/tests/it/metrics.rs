@@ -80,3 +80,62 @@ async fn metrics_follow_sessions_viewers_and_limits() {
     assert!(down, "gauges return to zero:\n{}", scrape(&server).await);
     server.stop().await;
 }
+
+/// Admission by measured capacity: with room for about one session, the
+/// second is refused at once with RESOURCE_EXHAUSTED saying why; the
+/// sessions' cost is measured and published; closing one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_the_measured_capacity_are_refused() {
+    let server = TestServer::start_with(|c| {
+        c.limits.cpu_budget = 0.3;
+        c.limits.session_cost = 0.2;
+    })
+    .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Measured").await;
+    let s1 = c.create_session(&avatar.avatar_id).await.unwrap();
+    let (code, msg) = code_of(c.create_session(&avatar.avatar_id).await);
+    assert_eq!(code, tonic::Code::ResourceExhausted, "{msg}");
+    assert!(msg.contains("measured capacity"), "{msg}");
+    assert!(msg.contains("0.30 CPU"), "{msg}");
+
+    // Within a few samples the session's own cost is measured.
+    let mut m = String::new();
+    let measured = eventually(Duration::from_secs(10), async || {
+        m = scrape(&server).await;
+        sample(&m, "huashen_cpu_load_cores") > 0.0
+            && sample(&m, "huashen_session_cost_cores") != 0.2
+    })
+    .await;
+    assert!(measured, "{m}");
+    assert_eq!(sample(&m, "huashen_cpu_budget_cores"), 0.3);
+    assert_eq!(
+        sample(&m, "huashen_admission_rejections_total{limit=\"capacity\"}"),
+        1.0
+    );
+    println!(
+        "one idle 512x512 session (test build): {:.3} cores",
+        sample(&m, "huashen_session_cost_cores")
+    );
+
+    // Closed, it no longer counts: a new session fits again.
+    c.sessions
+        .close_session(v1::CloseSessionRequest {
+            session_id: s1.session_id,
+        })
+        .await
+        .unwrap();
+    let admitted = eventually(Duration::from_secs(10), async || {
+        match c.create_session(&avatar.avatar_id).await {
+            Ok(_) => true,
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                false
+            }
+        }
+    })
+    .await;
+    assert!(admitted, "no room after the session closed");
+    server.stop().await;
+}
