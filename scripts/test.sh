@@ -14,8 +14,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-echo "== cargo check --features cuda (the GPU backend builds without CUDA installed)"
-cargo check --locked -p huashen-inference --features cuda --all-targets
+echo "== cargo check --features cuda (the GPU backend and the server with it build without CUDA installed)"
+cargo check --locked -p huashen-inference -p huashen --features cuda --all-targets
 echo "== web-demo: unit tests, and the committed console bundle matches its sources"
 (cd web-demo && npm test --silent && npm run --silent check)
 echo "== cargo nextest"

@@ -5,6 +5,7 @@
 //! Every streaming stage follows one shape: feed a chunk, get whatever output
 //! is ready, flush at the end, reset to start over.
 
+pub mod device;
 pub mod face;
 pub mod nn;
 pub mod onnx;
@@ -19,12 +20,23 @@ pub mod wav;
 /// slow for real-time speech.
 pub type Cpu = burn::backend::Flex;
 
+/// burn, for code that is generic over the backend.
+pub use burn;
+
 /// The CUDA backend (feature `cuda`; needs the NVIDIA driver at run time:
 /// probe with [`cuda_available`] before using it, burn panics without it).
 #[cfg(feature = "cuda")]
 pub type Gpu = burn::backend::Cuda;
 
-/// Whether an NVIDIA driver is present (its device nodes exist).
+/// The `n`th CUDA device (check it with [`device::resolve`] first).
+#[cfg(feature = "cuda")]
+pub fn cuda_device(n: usize) -> burn::backend::cuda::CudaDevice {
+    burn::backend::cuda::CudaDevice { index: n }
+}
+
+/// Whether an NVIDIA driver is present: its device nodes exist and its
+/// library (`libcuda.so.1`, which burn's CUDA backend loads at first use)
+/// can be loaded.
 pub fn cuda_available() -> bool {
-    std::path::Path::new("/dev/nvidiactl").exists() && std::path::Path::new("/dev/nvidia0").exists()
+    device::cuda_devices() > 0 && device::cuda_library_loads()
 }

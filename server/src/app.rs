@@ -86,8 +86,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
 
+    // Where the models run, checked before any model touches the device.
+    let requested = huashen_inference::device::parse(&config.models.device)
+        .map_err(|e| anyhow::anyhow!("models.device: {e}"))?;
+    let (device, why) =
+        huashen_inference::device::resolve(requested).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(%device, reason = %why, "speech models run on {device}; face analysis, rendering and encoding on the CPU");
     let speech = {
         let cfg = crate::pipeline::speech::EngineConfig {
+            device,
             models_dir: config.speech.models_dir.clone(),
             workers: config.speech.workers,
             gain: config.speech.gain,

@@ -32,6 +32,26 @@ pub struct Config {
     pub speech: SpeechConfig,
     pub voice: VoiceConfig,
     pub face: FaceConfig,
+    pub models: ModelsConfig,
+}
+
+/// Where the models run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// `cpu`, `cuda:N` or `auto`: CUDA when this build has it (feature
+    /// `cuda`) and the machine has a working NVIDIA driver, else the CPU.
+    /// The speech models (TTS) run there; face analysis at enrollment, the
+    /// renderer and the encoders run on the CPU. `serve --device` overrides.
+    pub device: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            device: "auto".into(),
+        }
+    }
 }
 
 /// The host's live voice (PushAudio).
@@ -449,6 +469,9 @@ impl Config {
     /// Checks relations between values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if let Err(e) = huashen_inference::device::parse(&self.models.device) {
+            return bad(&format!("models.device: {e}"));
+        }
         if !(20..=1000).contains(&self.voice.prebuffer_ms) {
             return bad("voice.prebuffer_ms must be 20..1000");
         }

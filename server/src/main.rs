@@ -23,7 +23,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server until SIGINT/SIGTERM.
-    Serve,
+    Serve {
+        /// Where the speech models run: cpu, cuda:N or auto (CUDA when this
+        /// build has it and the machine has an NVIDIA driver). Overrides
+        /// `models.device`.
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Load and check the configuration, print it, and exit.
     ValidateConfig,
     /// Manage tenants.
@@ -60,9 +66,14 @@ fn init_tracing() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
-    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     match cli.command {
-        Command::Serve => {
+        Command::Serve { device } => {
+            if let Some(device) = device {
+                huashen_inference::device::parse(&device)
+                    .map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+                config.models.device = device;
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

@@ -12,6 +12,8 @@
 use super::clock::{AUDIO_FRAME, AUDIO_RATE};
 use super::resample::Resampler;
 use huashen_inference::Cpu;
+use huashen_inference::burn::tensor::backend::Backend;
+use huashen_inference::device::Device;
 use huashen_inference::speech::timeline::{Timeline, Viseme};
 use huashen_inference::speech::tts::VoiceInfo;
 use huashen_inference::speech::voices::Voices;
@@ -336,7 +338,8 @@ struct Job {
 pub struct SpeechEngine {
     /// CPU time the synthesis workers have used (admission by capacity).
     pub cpu: Arc<crate::metrics::CpuCounter>,
-    voices: Option<Arc<Voices<Cpu>>>,
+    /// The voices loaded (on whichever device).
+    voices: Vec<VoiceInfo>,
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     /// Why no voice is available, for the error clients get.
     unavailable: Option<String>,
@@ -350,6 +353,8 @@ pub struct EngineConfig {
     pub gain: f32,
     /// Jobs waiting for a worker at most (one per speaking session).
     pub queue: usize,
+    /// Where the models run (resolved and checked: see `inference::device`).
+    pub device: Device,
 }
 
 impl SpeechEngine {
@@ -357,8 +362,22 @@ impl SpeechEngine {
     /// missing model is not fatal: the server runs, and Speak explains what
     /// to install.
     pub fn start(config: &EngineConfig) -> Self {
+        match config.device {
+            Device::Cpu => Self::start_on::<Cpu>(config, &Default::default()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => {
+                Self::start_on::<huashen_inference::Gpu>(config, &huashen_inference::cuda_device(n))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Self::unavailable(
+                "this build has no CUDA backend (device resolution should have refused it)".into(),
+            ),
+        }
+    }
+
+    fn start_on<B: Backend>(config: &EngineConfig, device: &B::Device) -> Self {
         let t = Instant::now();
-        let (voices, errors) = Voices::<Cpu>::load(&config.models_dir, &Default::default());
+        let (voices, errors) = Voices::<B>::load(&config.models_dir, device);
         for e in &errors {
             tracing::warn!(error = %e, "a voice did not load");
         }
@@ -371,7 +390,10 @@ impl SpeechEngine {
             ));
         }
         let voices = Arc::new(voices);
-        // Warm-up: the first synthesis pays one-off allocations.
+        let loaded = t.elapsed();
+        let t = Instant::now();
+        // Warm-up: the first synthesis pays one-off allocations (and, on a
+        // GPU, kernel compilation).
         for (v, text) in list.iter().map(|v| {
             let text = if v.language.starts_with("zh") {
                 "好。"
@@ -390,9 +412,11 @@ impl SpeechEngine {
         let ids: Vec<&str> = list.iter().map(|v| v.id.as_str()).collect();
         tracing::info!(
             voices = %ids.join(","),
-            load_ms = t.elapsed().as_millis() as u64,
+            device = %config.device,
+            load_ms = loaded.as_millis() as u64,
+            warm_up_ms = t.elapsed().as_millis() as u64,
             workers = config.workers,
-            "speech engine ready (CPU)"
+            "speech engine ready"
         );
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
@@ -411,7 +435,7 @@ impl SpeechEngine {
         }
         Self {
             cpu,
-            voices: Some(voices),
+            voices: list,
             jobs: Some(tx),
             unavailable: None,
         }
@@ -421,7 +445,7 @@ impl SpeechEngine {
     pub fn unavailable(reason: String) -> Self {
         Self {
             cpu: Default::default(),
-            voices: None,
+            voices: Vec::new(),
             jobs: None,
             unavailable: Some(reason),
         }
@@ -429,7 +453,7 @@ impl SpeechEngine {
 
     /// Voices clients can pick.
     pub fn voices(&self) -> Vec<VoiceInfo> {
-        self.voices.iter().flat_map(|v| v.list()).collect()
+        self.voices.clone()
     }
 
     /// The voice that speaks `language` (as `voice_id`, when set).
@@ -495,9 +519,9 @@ impl SpeechEngine {
     }
 }
 
-fn worker(
+fn worker<B: Backend>(
     rx: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>,
-    voices: Arc<Voices<Cpu>>,
+    voices: Arc<Voices<B>>,
     gain: f32,
     cpu: Arc<crate::metrics::CpuCounter>,
 ) {
@@ -515,7 +539,7 @@ fn worker(
     }
 }
 
-fn run_job(voices: &Voices<Cpu>, job: &Job, gain: f32) -> Result<(), String> {
+fn run_job<B: Backend>(voices: &Voices<B>, job: &Job, gain: f32) -> Result<(), String> {
     if job.playback.generation() != job.generation {
         return Ok(());
     }

@@ -47,6 +47,47 @@ fn validate_config_accepts_good_and_names_bad_settings() {
         .unwrap();
     assert!(!typo.status.success());
     assert!(String::from_utf8_lossy(&typo.stderr).contains("lisen"));
+
+    let device = huashen(dir.path())
+        .env("HUASHEN_MODELS__DEVICE", "gpu")
+        .arg("validate-config")
+        .output()
+        .unwrap();
+    assert!(!device.status.success());
+    assert!(String::from_utf8_lossy(&device.stderr).contains("models.device"));
+}
+
+/// `serve --device`: a device this build or machine cannot use stops the
+/// server at start with a message saying what to do (never a panic inside
+/// the GPU backend); `auto` falls back to the CPU and says so.
+#[test]
+fn serve_refuses_a_device_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = huashen(dir.path())
+        .args(["serve", "--device", "gpu"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not one of cpu, auto, cuda"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    if huashen_inference::device::CUDA_BUILT && huashen_inference::cuda_available() {
+        eprintln!("skipped the cuda:N refusal: this machine has a working NVIDIA driver");
+        return;
+    }
+    let cuda = huashen(dir.path())
+        .args(["serve", "--device", "cuda:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&cuda.stderr);
+    assert!(!cuda.status.success(), "{err}");
+    assert!(
+        err.contains("cuda:0") && err.contains("--device cpu"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// Starts `huashen serve` and reads its banner: the child, its address, and
