@@ -19,6 +19,8 @@ pub struct Full {
     pub load: f64,
     pub budget: f64,
     pub cost: f64,
+    /// Sessions admitted since the last sample (starting, counted at `cost`).
+    pub starting: u64,
 }
 
 /// The admission side: the budget and the latest sample.
@@ -58,13 +60,14 @@ impl Capacity {
     /// Reserves room for one more session, or says why there is none.
     pub fn admit(&self) -> Result<(), Full> {
         let cost = self.cost();
-        let load =
-            self.load_mc.load(Ordering::Relaxed) + self.reserved.load(Ordering::Relaxed) * cost;
+        let starting = self.reserved.load(Ordering::Relaxed);
+        let load = self.load_mc.load(Ordering::Relaxed) + starting * cost;
         if load + cost > self.budget_mc {
             return Err(Full {
                 load: load as f64 / 1000.0,
                 budget: self.budget_mc as f64 / 1000.0,
                 cost: cost as f64 / 1000.0,
+                starting,
             });
         }
         self.reserved.fetch_add(1, Ordering::Relaxed);

@@ -276,10 +276,12 @@ impl SessionManager {
                 .with_label_values(&["capacity"])
                 .inc();
             ApiError::ResourceExhausted(format!(
-                "the server is at its measured capacity: its {} sessions use {:.2} of the {:.2} CPU \
-                 cores it may use, and a session costs about {:.2}; starting another would make \
-                 sessions fall behind real time. Close a session or try later",
+                "the server is at its measured capacity: its sessions ({} open, {} starting) use \
+                 {:.2} of the {:.2} CPU cores it may use, and a session costs about {:.2}; \
+                 starting another would make sessions fall behind real time. Close a session or \
+                 try later",
                 self.inner.sessions.len(),
+                full.starting,
                 full.load,
                 full.budget,
                 full.cost
