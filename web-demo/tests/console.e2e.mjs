@@ -8,6 +8,7 @@
 //   HUASHEN_URL      the server's base URL (http://127.0.0.1:PORT)
 //   HUASHEN_DEV_KEY  the key the console should pre-fill
 //   PORTRAIT, NO_FACE, OVERSIZE  image files
+//   MICROPHONE_WAV   speech Chromium plays as its microphone (absolute path)
 //   ARTIFACTS        directory for screenshots
 //   CHROMIUM         the browser binary (default /usr/bin/chromium)
 // Prints one JSON line of findings; exits non-zero with the reason on failure.
@@ -66,7 +67,7 @@ const browser = await chromium.launch({
     '--disable-features=WebRtcHideLocalIpsWithMdns',
     // The "microphone" is a WAV file of speech, allowed without a prompt.
     '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${env('FAKE_MIC')}`],
+    `--use-file-for-fake-audio-capture=${env('MICROPHONE_WAV')}`],
 });
 try {
   const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, locale: 'en-US' });

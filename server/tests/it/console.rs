@@ -32,7 +32,7 @@ async fn console_walks_enroll_speak_watch() {
 
     let script = web.join("tests/console.e2e.mjs");
     // Chromium reads its fake microphone from a plain absolute path.
-    let fake_mic = web
+    let microphone_wav = web
         .join("../docs/audio/speech-zh.wav")
         .canonicalize()
         .unwrap();
@@ -47,7 +47,7 @@ async fn console_walks_enroll_speak_watch() {
             .env("NO_FACE", &no_face)
             .env("OVERSIZE", &oversize)
             .env("ARTIFACTS", &artifacts)
-            .env("FAKE_MIC", fake_mic)
+            .env("MICROPHONE_WAV", microphone_wav)
             .output()
             .expect("node runs (Debian package nodejs)")
     })
