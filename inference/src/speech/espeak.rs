@@ -6,7 +6,8 @@
 //! punctuation, so text is cut at punctuation here first and the mark is
 //! appended after the clause's phonemes, as Piper's phonemizer does.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::sync::Mutex;
 
 #[link(name = "espeak-ng")]
@@ -23,7 +24,44 @@ unsafe extern "C" {
         textmode: c_int,
         phonememode: c_int,
     ) -> *const c_char;
+    fn espeak_SetSynthCallback(cb: SynthCallback);
+    fn espeak_SetParameter(parameter: c_int, value: c_int, relative: c_int) -> c_int;
+    fn espeak_Synth(
+        text: *const c_void,
+        size: usize,
+        position: c_uint,
+        position_type: c_int,
+        end_position: c_uint,
+        flags: c_uint,
+        unique_identifier: *mut c_uint,
+        user_data: *mut c_void,
+    ) -> c_int;
 }
+
+type SynthCallback =
+    unsafe extern "C" fn(wav: *mut i16, n: c_int, events: *mut EspeakEvent) -> c_int;
+
+/// `espeak_EVENT` of speak_lib.h.
+#[repr(C)]
+struct EspeakEvent {
+    kind: c_int,
+    unique_identifier: c_uint,
+    text_position: c_int,
+    length: c_int,
+    audio_position: c_int,
+    sample: c_int,
+    user_data: *mut c_void,
+    id: [u8; 8],
+}
+
+const EVENT_LIST_TERMINATED: c_int = 0;
+const EVENT_PHONEME: c_int = 7;
+const POS_CHARACTER: c_int = 1;
+const PARAM_RATE: c_int = 1;
+const PARAM_PITCH: c_int = 3;
+const PARAM_RANGE: c_int = 4;
+const ESPEAK_INITIALIZE_PHONEME_EVENTS: c_int = 0x0001;
+const ESPEAK_INITIALIZE_PHONEME_IPA: c_int = 0x0002;
 
 const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
 const ESPEAK_INITIALIZE_DONT_EXIT: c_int = 0x8000;
@@ -33,6 +71,8 @@ const ESPEAK_PHONEMES_IPA: c_int = 0x02;
 /// espeak-ng's global state: initialised once, the voice last selected.
 static ESPEAK: Mutex<Option<String>> = Mutex::new(None);
 static INIT: Mutex<Option<Result<(), String>>> = Mutex::new(None);
+/// espeak-ng's output rate (set at initialisation).
+static RATE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EspeakError {
@@ -51,10 +91,13 @@ fn init() -> Result<(), EspeakError> {
                 AUDIO_OUTPUT_SYNCHRONOUS,
                 0,
                 std::ptr::null(),
-                ESPEAK_INITIALIZE_DONT_EXIT,
+                ESPEAK_INITIALIZE_DONT_EXIT
+                    | ESPEAK_INITIALIZE_PHONEME_EVENTS
+                    | ESPEAK_INITIALIZE_PHONEME_IPA,
             )
         };
         if rate > 0 {
+            RATE.store(rate as u32, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         } else {
             Err(format!("espeak_Initialize returned {rate}"))
@@ -206,6 +249,119 @@ fn to_ipa(text: &str, voice: &str) -> Result<String, EspeakError> {
     Ok(ipa)
 }
 
+/// How espeak-ng speaks: its voice (`en-us+f3`: language + variant) and
+/// prosody.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EspeakVoice {
+    pub name: String,
+    /// Words per minute (espeak's default is 175).
+    pub rate: i32,
+    /// Base pitch, 0–100 (default 50).
+    pub pitch: i32,
+    /// Pitch range, 0–100 (default 50; 0 is a monotone).
+    pub range: i32,
+}
+
+impl EspeakVoice {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            rate: 175,
+            pitch: 50,
+            range: 50,
+        }
+    }
+}
+
+/// Speech synthesised by espeak-ng with its own phoneme timing.
+#[derive(Debug, Clone, Default)]
+pub struct Synthesis {
+    pub sample_rate: u32,
+    pub pcm: Vec<f32>,
+    /// Each phoneme (IPA, stress marks included) and the sample it starts
+    /// at; a phoneme lasts until the next one starts (the last until the
+    /// end of `pcm`).
+    pub phonemes: Vec<(String, u64)>,
+}
+
+thread_local! {
+    static COLLECT: RefCell<Synthesis> = RefCell::new(Synthesis::default());
+}
+
+unsafe extern "C" fn collect(wav: *mut i16, n: c_int, events: *mut EspeakEvent) -> c_int {
+    COLLECT.with(|c| {
+        let mut c = c.borrow_mut();
+        let mut e = events;
+        // SAFETY: espeak passes a list ended by a LIST_TERMINATED event,
+        // valid during the call.
+        while !e.is_null() && unsafe { (*e).kind } != EVENT_LIST_TERMINATED {
+            let ev = unsafe { &*e };
+            if ev.kind == EVENT_PHONEME {
+                let len = ev.id.iter().position(|&b| b == 0).unwrap_or(8);
+                let name = String::from_utf8_lossy(&ev.id[..len]).into_owned();
+                let at = u64::from(c.sample_rate) * ev.audio_position.max(0) as u64 / 1000;
+                c.phonemes.push((name, at));
+            }
+            e = unsafe { e.add(1) };
+        }
+        if !wav.is_null() && n > 0 {
+            // SAFETY: espeak's buffer of `n` samples, valid during the call.
+            let samples = unsafe { std::slice::from_raw_parts(wav, n as usize) };
+            c.pcm
+                .extend(samples.iter().map(|&v| f32::from(v) / 32768.0));
+        }
+    });
+    0
+}
+
+/// Speaks `text` with espeak-ng's formant synthesiser, returning its audio
+/// and when each phoneme starts (exact: they come from the synthesiser).
+pub fn synthesize(text: &str, voice: &EspeakVoice) -> Result<Synthesis, EspeakError> {
+    init()?;
+    let c_text = CString::new(text).map_err(|_| EspeakError::Voice("text has NUL".into()))?;
+    let mut selected = ESPEAK.lock().unwrap_or_else(|p| p.into_inner());
+    let name =
+        CString::new(voice.name.as_str()).map_err(|_| EspeakError::Voice(voice.name.clone()))?;
+    // SAFETY: `name` outlives the call; the lock serialises espeak.
+    if unsafe { espeak_SetVoiceByName(name.as_ptr()) } != 0 {
+        *selected = None;
+        return Err(EspeakError::Voice(voice.name.clone()));
+    }
+    *selected = Some(voice.name.clone());
+    let rate = RATE.load(std::sync::atomic::Ordering::Relaxed);
+    COLLECT.with(|c| {
+        *c.borrow_mut() = Synthesis {
+            sample_rate: rate,
+            ..Synthesis::default()
+        }
+    });
+    // SAFETY: plain C calls under the lock; `c_text` outlives espeak_Synth,
+    // which (synchronous output) calls `collect` on this thread before it
+    // returns.
+    unsafe {
+        espeak_SetParameter(PARAM_RATE, voice.rate, 0);
+        espeak_SetParameter(PARAM_PITCH, voice.pitch, 0);
+        espeak_SetParameter(PARAM_RANGE, voice.range, 0);
+        espeak_SetSynthCallback(collect);
+        espeak_Synth(
+            c_text.as_ptr().cast(),
+            text.len() + 1,
+            0,
+            POS_CHARACTER,
+            0,
+            ESPEAK_CHARS_UTF8 as c_uint,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        // Later phonemizing uses espeak's default prosody.
+        espeak_SetParameter(PARAM_RATE, 175, 0);
+        espeak_SetParameter(PARAM_PITCH, 50, 0);
+        espeak_SetParameter(PARAM_RANGE, 50, 0);
+    }
+    drop(selected);
+    Ok(COLLECT.with(|c| std::mem::take(&mut *c.borrow_mut())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +390,27 @@ mod tests {
             p[0].words[2]
         );
         assert!(p[0].words.iter().all(|w| !w.ipa.is_empty()));
+    }
+
+    #[test]
+    fn synthesis_reports_phonemes_in_order() {
+        let s = synthesize("Hello world.", &EspeakVoice::new("en-us+f3")).unwrap();
+        assert!(s.sample_rate > 0);
+        let secs = s.pcm.len() as f32 / s.sample_rate as f32;
+        assert!((0.5..3.0).contains(&secs), "{secs} s");
+        let names: String = s.phonemes.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(
+            names.contains('l') && names.contains('w'),
+            "{:?}",
+            s.phonemes
+        );
+        assert!(s.phonemes.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert!(s.phonemes.last().unwrap().1 < s.pcm.len() as u64);
+        // Phonemizing afterwards still works (prosody reset, same voice state).
+        assert_eq!(
+            phonemize("Hello.", "en-us").unwrap()[0].words[0].ipa,
+            "həlˈoʊ"
+        );
     }
 
     #[test]
