@@ -18,5 +18,7 @@ echo "== cargo check --features cuda (the GPU backend and the server with it bui
 cargo check --locked -p huashen-inference -p huashen --features cuda --all-targets
 echo "== web-demo: unit tests, and the committed console bundle matches its sources"
 (cd web-demo && npm test --silent && npm run --silent check)
+echo "== train-visemes --quick (the lip-sync training program still runs end to end: data, training, evaluation)"
+cargo run --locked -q -p huashen-inference --bin train-visemes -- --quick --out target/tmp/lipsync-quick.bin >/dev/null
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -74,5 +74,25 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The live-voice lip-sync model as the media thread runs it: 20 ms of
+/// 16 kHz audio per call (two frames out).
+fn lipsync(c: &mut Criterion) {
+    use huashen_inference::face::lipsync::{LipSync, LipWeights};
+    let device = Default::default();
+    let mut sync = LipSync::<huashen_inference::Cpu>::new(LipWeights::embedded(&device), device);
+    let audio: Vec<f32> = (0..320 * 500)
+        .map(|i| (i as f32 * 0.03).sin() * (i as f32 * 0.0007).sin() * 0.3)
+        .collect();
+    let mut at = 0;
+    let mut out = Vec::new();
+    c.bench_function("lipsync_20ms", |b| {
+        b.iter(|| {
+            out.clear();
+            sync.push(&audio[at..at + 320], &mut out);
+            at = (at + 320) % (audio.len() - 320);
+        })
+    });
+}
+
+criterion_group!(benches, bench, lipsync);
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 pub mod animate;
 pub mod detect;
 pub mod graph;
+pub mod lipsync;
 pub mod mesh;
 pub mod render;
 pub mod rig;
