@@ -107,6 +107,8 @@ pub struct Seen {
     pub last_loud_audio_at: Option<f64>,
     /// (RTP timestamp, arrival as Unix seconds) of audio packets.
     pub audio_ts: Vec<(u32, f64)>,
+    /// (RTP timestamp, RMS) of every decoded audio frame.
+    pub audio_levels: Vec<(u32, f64)>,
     /// (RTP timestamp, arrival) of complete video frames.
     pub video_ts: Vec<(u32, f64)>,
     /// Last sender report per track: (its NTP time as Unix seconds, RTP time).
@@ -571,6 +573,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, seen: Arc<Mutex<Seen>>, options
                                     / samples.len() as f64)
                                     .sqrt();
                                 s.audio_peak_rms = s.audio_peak_rms.max(rms);
+                                s.audio_levels.push((pkt.header.timestamp, rms));
                                 if rms > SPEECH_RMS {
                                     if s.last_loud_audio_at.is_none_or(|t| now - t > 0.1) {
                                         s.speech_onsets.push(now);
@@ -622,6 +625,17 @@ impl Seen {
         let a = offsets(&self.audio_ts, self.audio_sr?, 48_000.0)?;
         let v = offsets(&self.video_ts, self.video_sr?, 90_000.0)?;
         Some(a - v)
+    }
+
+    /// A track's RTP timestamp as sender time (Unix seconds, from its last
+    /// sender report): audio and video timestamps become comparable.
+    pub fn sender_time(&self, ts: u32, video: bool) -> Option<f64> {
+        let (sr, rate) = if video {
+            (self.video_sr?, 90_000.0)
+        } else {
+            (self.audio_sr?, 48_000.0)
+        };
+        Some(sr.0 + f64::from(ts.wrapping_sub(sr.1) as i32) / rate)
     }
 
     /// Standard deviation of the gaps between video frame arrivals, seconds.

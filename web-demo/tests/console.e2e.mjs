@@ -9,6 +9,7 @@
 //   HUASHEN_DEV_KEY  the key the console should pre-fill
 //   PORTRAIT, NO_FACE, OVERSIZE  image files
 //   MICROPHONE_WAV   speech Chromium plays as its microphone (absolute path)
+//   MOUTH_BOX        x0,y0,x1,y1 of the avatar's mouth in a 512×512 picture
 //   ARTIFACTS        directory for screenshots
 //   CHROMIUM         the browser binary (default /usr/bin/chromium)
 // Prints one JSON line of findings; exits non-zero with the reason on failure.
@@ -47,6 +48,53 @@ async function until(page, what, fn, arg, timeout = 30000) {
 
 // Drops a file on the drop zone the way a desktop drag does: a DataTransfer
 // carrying the File, in dragenter/dragover/drop events.
+// Samples the viewer page's video: per frame, the mean luma of the mouth
+// box and the share of its pixels darker than luma 60 (an open mouth).
+async function watchMouth(viewerPage, box, ms) {
+  return viewerPage.evaluate(async ({ box, ms }) => {
+    const video = document.getElementById('video');
+    const [x0, y0, x1, y1] = box;
+    const [w, h] = [x1 - x0, y1 - y0];
+    const canvas = document.createElement('canvas');
+    canvas.width = w;
+    canvas.height = h;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    const out = [];
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+      await new Promise((resolve) => (video.requestVideoFrameCallback
+        ? video.requestVideoFrameCallback(() => resolve())
+        : setTimeout(resolve, 40)));
+      const [sx, sy] = [video.videoWidth / 512, video.videoHeight / 512];
+      ctx.drawImage(video, x0 * sx, y0 * sy, w * sx, h * sy, 0, 0, w, h);
+      const d = ctx.getImageData(0, 0, w, h).data;
+      let sum = 0;
+      let dark = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+        sum += y;
+        if (y < 60) dark += 1;
+      }
+      out.push([sum / (w * h), dark / (w * h)]);
+    }
+    return out;
+  }, { box, ms });
+}
+
+function mouthStats(samples) {
+  const n = Math.max(samples.length, 1);
+  const mean = samples.reduce((a, s) => a + s[0], 0) / n;
+  const sd = Math.sqrt(samples.reduce((a, s) => a + (s[0] - mean) ** 2, 0) / n);
+  const darkMax = samples.reduce((m, s) => Math.max(m, s[1]), 0);
+  const darkMin = samples.reduce((m, s) => Math.min(m, s[1]), 1);
+  return {
+    frames: samples.length,
+    sd: Math.round(sd * 100) / 100,
+    darkMax: Math.round(darkMax * 1000) / 1000,
+    darkRange: Math.round((darkMax - darkMin) * 1000) / 1000,
+  };
+}
+
 async function dropFile(page, selector, path, type) {
   const bytes = [...readFileSync(path)];
   await page.evaluate(({ selector, bytes, name, type }) => {
@@ -188,18 +236,27 @@ try {
   await until(page, 'the console counts two viewers', () => window.huashenConsole.session.viewers >= 2);
 
   step('the host\'s microphone (a WAV as fake capture) drives the session over WHIP');
+  const mouthBox = env('MOUTH_BOX').split(',').map(Number);
   const viewerAudio = () => viewer.evaluate(() => ({ at: performance.now(), bytes: window.huashenViewer.stats.audioBytes }));
   await until(page, 'idle before the microphone', () => window.huashenConsole.session.state === 'IDLE');
   const quiet0 = await viewerAudio();
-  await page.waitForTimeout(2000);
+  const idleMouth = await watchMouth(viewer, mouthBox, 2000);
   const quietRate = rate(quiet0, await viewerAudio());
   await page.bringToFront();
   await page.click('#mic-button');
   await until(page, 'listening to the microphone', () => window.huashenConsole.session.state === 'LISTENING', undefined, 20000);
   check(await page.getAttribute('#mic-button', 'aria-pressed') === 'true', 'the microphone button is not pressed');
   const mic0 = await viewerAudio();
-  await page.waitForTimeout(3000);
+  const talkingMouth = await watchMouth(viewer, mouthBox, 3000);
   const micRate = rate(mic0, await viewerAudio());
+  const idleStats = mouthStats(idleMouth);
+  const talkStats = mouthStats(talkingMouth);
+  found.mouth = { idle: idleStats, talking: talkStats };
+  check(talkStats.frames >= 40 && idleStats.frames >= 20, `too few viewer frames sampled: ${JSON.stringify(found.mouth)}`);
+  // Opening the mouth shows its dark interior: the dark share swings while
+  // the host talks and holds still at rest.
+  check(talkStats.darkRange > 2 * idleStats.darkRange + 0.02, `the avatar's mouth does not open in the viewer: ${JSON.stringify(found.mouth)}`);
+  check(talkStats.sd > 2 * Math.max(idleStats.sd, 0.3), `the avatar's mouth does not move in the viewer: ${JSON.stringify(found.mouth)}`);
   found.micKbps = { quiet: Math.round(quietRate * 10) / 10, mic: Math.round(micRate * 10) / 10 };
   found.micStats = await page.evaluate(() => window.huashenConsole.micStats);
   check(micRate > 2 * quietRate, `the viewer does not hear the microphone: ${JSON.stringify(found.micKbps)} kbit/s; the page sends ${JSON.stringify(found.micStats)}`);

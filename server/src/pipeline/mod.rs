@@ -12,6 +12,7 @@ pub mod encode;
 pub mod face;
 pub mod frame;
 pub mod label;
+pub mod lips;
 pub mod portrait;
 pub mod resample;
 pub mod speech;
@@ -171,6 +172,7 @@ impl MediaPipeline {
             h264: H264Payloader::default(),
             opus: OpusPayloader,
             seq: rand::random(),
+            lips: lips::VoiceLips::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("media-{name}"))
@@ -247,6 +249,9 @@ struct Worker {
     h264: H264Payloader,
     opus: OpusPayloader,
     seq: u16,
+    /// The live voice's lip-sync (holds the voice back until its mouth
+    /// shapes are ready).
+    lips: lips::VoiceLips,
 }
 
 impl Worker {
@@ -310,6 +315,9 @@ impl Worker {
     ) {
         let input = &self.audio_in.voice;
         let (voiced, change) = input.fill(voice);
+        let voiced = self
+            .lips
+            .process(voice, voiced, change, sample, &self.audio_in.playback);
         match change {
             Some(VoiceChange::Started) => {
                 if input.barge_in == BargeIn::Interrupt {

@@ -90,6 +90,9 @@ pub struct Playback {
     state: Mutex<PlayState>,
     space: Condvar,
     max_buffered: usize,
+    /// Mouth shapes of the host's live voice, on the session clock (the
+    /// lip-sync model writes them ahead of the voice's audio).
+    voice_visemes: Mutex<VecDeque<(Viseme, u64, u64)>>,
 }
 
 impl Playback {
@@ -99,6 +102,22 @@ impl Playback {
             state: Mutex::new(PlayState::default()),
             space: Condvar::new(),
             max_buffered: max_buffered.max(AUDIO_FRAME as usize * 10),
+            voice_visemes: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Adds a mouth shape of the live voice for clock samples `from..to`
+    /// (extending the last one when it is the same shape and adjoins), and
+    /// forgets shapes that ended over a second before `from`.
+    pub fn push_voice_viseme(&self, viseme: Viseme, from: u64, to: u64) {
+        let mut q = self.voice_visemes.lock().unwrap_or_else(|p| p.into_inner());
+        match q.back_mut() {
+            Some(last) if last.0 == viseme && last.2 >= from => last.2 = last.2.max(to),
+            _ => q.push_back((viseme, from, to)),
+        }
+        let horizon = from.saturating_sub(u64::from(AUDIO_RATE));
+        while q.front().is_some_and(|s| s.2 < horizon) {
+            q.pop_front();
         }
     }
 
@@ -191,8 +210,19 @@ impl Playback {
     /// Reports the visemes of what is playing (and of what follows it
     /// seamlessly) that overlap session samples [`from`, `to`), as
     /// `f(viseme, start, end)` in session samples. Speech not yet started
-    /// has no place on the clock and is left out.
+    /// has no place on the clock and is left out. The live voice's mouth
+    /// shapes come first.
     pub fn visemes(&self, from: u64, to: u64, f: &mut dyn FnMut(Viseme, u64, u64)) {
+        for &(v, a, b) in self
+            .voice_visemes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if b > from && a < to {
+                f(v, a, b);
+            }
+        }
         let s = self.lock();
         let mut next_start = None;
         for seg in &s.segments {

@@ -69,6 +69,34 @@ pub fn mouth_box(w: u32, h: u32) -> [usize; 4] {
     [x0 as usize, y0 as usize, x1 as usize, y1 as usize]
 }
 
+/// Speech by a voice the lip-sync model never heard in training (espeak-ng
+/// `en-us+m7`), two sentences with 1.6 s of low background noise between,
+/// at 16 kHz, peak at half of full scale.
+pub fn held_out_speech() -> Vec<f32> {
+    use huashen_inference::speech::espeak::{EspeakVoice, synthesize};
+    let voice = EspeakVoice::new("en-us+m7");
+    let say = |t: &str| {
+        let s = synthesize(t, &voice).unwrap();
+        let mut out = Vec::new();
+        let mut r = huashen_inference::resample::Resampler::new(s.sample_rate, 16000);
+        r.push(&s.pcm, &mut out);
+        r.finish(&mut out);
+        out
+    };
+    let mut audio = say("Good evening, and welcome to the show.");
+    // Low noise (about -50 dBFS), not silence: it must not move the mouth.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    audio.extend((0..25_600).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.01
+    }));
+    audio.extend(say("Tonight we taste three rare teas from the mountains."));
+    let peak = audio.iter().fold(0f32, |m, v| m.max(v.abs()));
+    audio.iter().map(|v| v / peak * 0.5).collect()
+}
+
 pub fn models_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }

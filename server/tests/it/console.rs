@@ -31,11 +31,12 @@ async fn console_walks_enroll_speak_watch() {
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
 
     let script = web.join("tests/console.e2e.mjs");
-    // Chromium reads its fake microphone from a plain absolute path.
-    let microphone_wav = web
-        .join("../docs/audio/speech-zh.wav")
-        .canonicalize()
-        .unwrap();
+    // Chromium reads its fake microphone from a plain absolute path: speech
+    // by a voice the lip-sync model never heard.
+    let microphone_wav = files.path().join("host.wav");
+    huashen_inference::wav::write_pcm16(&microphone_wav, 16000, &held_out_speech()).unwrap();
+    let mouth = mouth_box(512, 512);
+    let mouth = format!("{},{},{},{}", mouth[0], mouth[1], mouth[2], mouth[3]);
     let url = server.url();
     let key = server.dev_key.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -48,6 +49,7 @@ async fn console_walks_enroll_speak_watch() {
             .env("OVERSIZE", &oversize)
             .env("ARTIFACTS", &artifacts)
             .env("MICROPHONE_WAV", microphone_wav)
+            .env("MOUTH_BOX", mouth)
             .output()
             .expect("node runs (Debian package nodejs)")
     })

@@ -143,6 +143,161 @@ async fn pushed_voice_is_heard_in_sync_while_listening() {
     server.stop().await;
 }
 
+fn pearson(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() as f32;
+    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
+    let cov: f32 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f32 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f32 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va.sqrt() * vb.sqrt()).max(1e-12)
+}
+
+/// Issue 8's end-to-end check: held-out speech pushed through PushAudio
+/// reaches a WHEP viewer as audio; the decoded video's mouth region moves
+/// while the speech is voiced and rests through the noisy pause; audio and
+/// video share one clock (offset within a frame).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_out_voice_moves_the_mouth_and_rests_in_the_pause() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c.watch(&s.session_id).await;
+    let mouth = mouth_box(512, 512);
+    let v = viewer::connect(
+        server.addr,
+        &s.session_id,
+        &s.viewer_token,
+        ViewerOptions {
+            decode: true,
+            watch: Some(mouth),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || v.seen().watched.len()
+            > 40)
+        .await
+    );
+    let idle = v.seen().watched.clone();
+    let pcm: Vec<i16> = held_out_speech()
+        .iter()
+        .map(|v| (v * 32767.0) as i16)
+        .collect();
+    let push = c
+        .sessions
+        .push_audio(live(pcm_messages(&s.session_id, &pcm, 16000)));
+    let (r, _) = tokio::join!(
+        push,
+        events_until(&mut watch, Duration::from_secs(20), |e| {
+            is_state(e, v1::SessionState::Idle)
+        })
+    );
+    let r = r.unwrap().into_inner();
+    assert!(r.accepted_ms.abs_diff(pcm.len() as u64 / 16) <= 20, "{r:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = v.seen();
+    assert!(
+        seen.audio_loud_frames > 80,
+        "heard {}",
+        seen.audio_loud_frames
+    );
+    let offset = seen.av_offset().expect("A/V offset");
+    assert!(offset.abs() <= 0.040, "A/V offset {offset:.3} s");
+
+    // Put audio loudness and mouth pictures on the sender's clock.
+    let loud: Vec<f64> = seen
+        .audio_levels
+        .iter()
+        .filter(|a| a.1 > huashen_loadtest::viewer::SPEECH_RMS)
+        .filter_map(|a| seen.sender_time(a.0, false))
+        .collect();
+    let (first, last) = (loud[0], *loud.last().unwrap());
+    let near_loud = |t: f64, within: f64| loud.iter().any(|&a| (a - t).abs() <= within);
+    let frames: Vec<(f64, f64, f64)> = seen.watched[idle.len()..]
+        .iter()
+        .filter_map(|w| Some((seen.sender_time(w.0, true)?, w.2, w.3)))
+        .collect();
+    let voiced: Vec<_> = frames.iter().filter(|f| near_loud(f.0, 0.05)).collect();
+    // The pause: no speech within 350 ms either side, between the sentences.
+    let pause: Vec<_> = frames
+        .iter()
+        .filter(|f| f.0 > first && f.0 < last && !near_loud(f.0, 0.35))
+        .collect();
+    let stats = |w: &[&(f64, f64, f64)]| {
+        let dark_max = w.iter().map(|x| x.2).fold(0.0, f64::max);
+        let mean = w.iter().map(|x| x.1).sum::<f64>() / w.len() as f64;
+        let sd = (w.iter().map(|x| (x.1 - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        (dark_max, sd)
+    };
+    let idle_frames: Vec<(f64, f64, f64)> = idle[5..].iter().map(|w| (0.0, w.2, w.3)).collect();
+    let (idle_dark, idle_sd) = stats(&idle_frames.iter().collect::<Vec<_>>());
+    let (talk_dark, talk_sd) = stats(&voiced);
+    let (pause_dark, pause_sd) = stats(&pause);
+    eprintln!(
+        "mouth: idle dark≤{idle_dark:.3} sd {idle_sd:.2}; voiced ({} frames) dark≤{talk_dark:.3} sd {talk_sd:.2}; \
+         pause ({} frames) dark≤{pause_dark:.3} sd {pause_sd:.2}; A/V offset {offset:.3} s",
+        voiced.len(),
+        pause.len()
+    );
+    // Lip-sync lag: the shift of the audio's loudness that best matches the
+    // mouth's opening (the animator opens the mouth 50 ms before the
+    // sound, as speakers do).
+    let levels: Vec<(f64, f64)> = seen
+        .audio_levels
+        .iter()
+        .filter_map(|a| Some((seen.sender_time(a.0, false)?, a.1)))
+        .collect();
+    let level_at = |t: f64| {
+        levels
+            .iter()
+            .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
+            .map_or(0.0, |l| l.1)
+    };
+    let dark: Vec<f32> = frames.iter().map(|f| f.2 as f32).collect();
+    let lag_ms = (-20i32..=20)
+        .map(|k| {
+            let loudness: Vec<f32> = frames
+                .iter()
+                .map(|f| level_at(f.0 + f64::from(k) * 0.01) as f32)
+                .collect();
+            (k * 10, pearson(&dark, &loudness))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    eprintln!(
+        "mouth follows the sound best at lag {} ms (r = {:.2})",
+        lag_ms.0, lag_ms.1
+    );
+    assert!(
+        lag_ms.0.abs() <= 40 && lag_ms.1 > 0.3,
+        "lips and sound more than a frame apart: {lag_ms:?}"
+    );
+    assert!(
+        voiced.len() > 40 && pause.len() >= 15,
+        "{} voiced, {} pause frames",
+        voiced.len(),
+        pause.len()
+    );
+    assert!(talk_dark > 0.04, "the mouth opens while the host speaks");
+    assert!(
+        talk_sd > 3.0 * idle_sd.max(0.3),
+        "the mouth moves while the host speaks"
+    );
+    assert!(
+        pause_dark < 0.02,
+        "the mouth rests in the pause (noise only)"
+    );
+    assert!(
+        pause_sd < 2.0 * idle_sd.max(0.3),
+        "no chattering in the pause"
+    );
+    v.hang_up().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_voice_barges_in_on_text_and_one_stream_feeds_a_session() {
     let server = TestServer::start().await;
