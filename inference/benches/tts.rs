@@ -22,5 +22,64 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The vocoder stages one batch at a time: `batch` mid-clause chunks (64
+/// frames + 2 × context), the time per batch (divide by the batch size for
+/// the time per chunk).
+fn vocoder_batches(c: &mut Criterion) {
+    use huashen_inference::batch::Batched;
+    use huashen_inference::speech::piper::PiperVoice;
+    use huashen_inference::speech::zh::model::MbMelgan;
+    use huashen_inference::speech::zh::{MelganVocoder, VocodeJob};
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let device = Default::default();
+    let voice = PiperVoice::<Cpu>::load(&models.join("piper/en_US-joe-medium.onnx"), &device)
+        .expect("models (run scripts/fetch-models.sh)");
+    let text = "Welcome back everyone, today we look at three new products and some very cheap headphones.";
+    let (ids, _) = voice.phoneme_ids(
+        &huashen_inference::speech::espeak::phonemize(text, "en-us")
+            .unwrap()
+            .iter()
+            .flat_map(|p| p.words.iter().map(|w| w.ipa.clone()))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let prepared = voice.prepare(&ids, voice.scales, &mut || 0.0);
+    let mut decoder = voice.decoder();
+    let mut g = c.benchmark_group("vocoder_batch");
+    g.sample_size(10);
+    for batch in [1usize, 2, 4, 8] {
+        g.bench_function(format!("piper_{batch}"), |b| {
+            b.iter(|| {
+                let jobs = (0..batch)
+                    .map(|_| voice.decode_job(&prepared, 100, 164).unwrap())
+                    .collect();
+                decoder.run(jobs).len()
+            })
+        });
+    }
+    let melgan = MbMelgan::<Cpu>::load(&models.join("zh/mb_melgan.tflite"), &device).unwrap();
+    let mut vocoder = MelganVocoder::new(melgan);
+    let mel = burn::tensor::Tensor::<Cpu, 2>::random(
+        [112, 80],
+        burn::tensor::Distribution::Normal(-2.0, 1.0),
+        &device,
+    );
+    for batch in [1usize, 2, 4, 8] {
+        g.bench_function(format!("melgan_{batch}"), |b| {
+            b.iter(|| {
+                let jobs = (0..batch)
+                    .map(|_| VocodeJob {
+                        mel: mel.clone(),
+                        keep_from: 24 * 300,
+                        keep: 64 * 300,
+                    })
+                    .collect();
+                vocoder.run(jobs).len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, vocoder_batches);
 criterion_main!(benches);

@@ -5,6 +5,7 @@
 //! Every streaming stage follows one shape: feed a chunk, get whatever output
 //! is ready, flush at the end, reset to start over.
 
+pub mod batch;
 pub mod device;
 pub mod face;
 pub mod nn;

@@ -99,6 +99,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             workers: config.speech.workers,
             gain: config.speech.gain,
             queue: config.limits.max_sessions.max(1),
+            batch: huashen_inference::batch::BatchConfig {
+                slots: config.speech.batch_slots,
+                max_wait: std::time::Duration::from_millis(config.speech.batch_wait_ms),
+                queue: config.limits.max_sessions.max(1) * 2,
+            },
         };
         Arc::new(
             tokio::task::spawn_blocking(move || crate::pipeline::speech::SpeechEngine::start(&cfg))

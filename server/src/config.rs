@@ -89,6 +89,13 @@ pub struct SpeechConfig {
     pub workers: usize,
     /// Output gain applied before a soft limiter (the voice peaks near 0.5).
     pub gain: f32,
+    /// Each voice's vocoder runs on one batched worker: chunks of clauses
+    /// being synthesised at the same time run together, at most this many
+    /// (1 = no batching).
+    pub batch_slots: usize,
+    /// How long a chunk waits for others to share its batch (never when
+    /// it is the only one in flight), milliseconds.
+    pub batch_wait_ms: u64,
 }
 
 impl Default for SpeechConfig {
@@ -97,6 +104,8 @@ impl Default for SpeechConfig {
             models_dir: PathBuf::from("models"),
             workers: 2,
             gain: 1.6,
+            batch_slots: 8,
+            batch_wait_ms: 3,
         }
     }
 }
@@ -484,6 +493,12 @@ impl Config {
         }
         if !(1..=64).contains(&self.speech.workers) {
             return bad("speech.workers must be 1..64");
+        }
+        if !(1..=64).contains(&self.speech.batch_slots) {
+            return bad("speech.batch_slots must be 1..64");
+        }
+        if self.speech.batch_wait_ms > 50 {
+            return bad("speech.batch_wait_ms must be at most 50 (it delays every chunk)");
         }
         if !(self.speech.gain > 0.0 && self.speech.gain <= 8.0) {
             return bad("speech.gain must be in (0, 8]");

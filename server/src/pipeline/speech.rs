@@ -385,6 +385,8 @@ pub struct EngineConfig {
     pub queue: usize,
     /// Where the models run (resolved and checked: see `inference::device`).
     pub device: Device,
+    /// The vocoders' batched workers (slots 1: none).
+    pub batch: huashen_inference::batch::BatchConfig,
 }
 
 impl SpeechEngine {
@@ -419,6 +421,12 @@ impl SpeechEngine {
                 why.join("; ")
             ));
         }
+        let mut voices = voices;
+        if config.batch.slots > 1
+            && let Err(e) = voices.batch(&config.batch)
+        {
+            tracing::warn!(error = %e, "cannot start the batched vocoder workers; each clause vocodes alone");
+        }
         let voices = Arc::new(voices);
         let loaded = t.elapsed();
         let t = Instant::now();
@@ -446,6 +454,8 @@ impl SpeechEngine {
             load_ms = loaded.as_millis() as u64,
             warm_up_ms = t.elapsed().as_millis() as u64,
             workers = config.workers,
+            batch_slots = config.batch.slots,
+            batch_wait_ms = config.batch.max_wait.as_millis() as u64,
             "speech engine ready"
         );
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.queue.max(1));

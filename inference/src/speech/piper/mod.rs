@@ -19,6 +19,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::Deserialize;
 
+use crate::batch::Batched;
 use crate::onnx::{OnnxWeights, WeightError};
 use model::{Vits, VitsConfig};
 
@@ -208,20 +209,39 @@ impl<B: Backend> PiperVoice<B> {
     /// Audio for latent frames `start..end` (clamped), decoded with
     /// [`DECODE_CONTEXT`] frames of context each side.
     pub fn decode(&self, prepared: &Prepared<B>, start: usize, end: usize) -> Vec<f32> {
+        match self.decode_job(prepared, start, end) {
+            Some(job) => self.decoder().run(vec![job]).pop().unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The decoder's input for latent frames `start..end` (clamped), with
+    /// [`DECODE_CONTEXT`] frames of context each side; `None` when empty.
+    pub fn decode_job(
+        &self,
+        prepared: &Prepared<B>,
+        start: usize,
+        end: usize,
+    ) -> Option<DecodeJob<B>> {
         let end = end.min(prepared.frames);
         if start >= end {
-            return Vec::new();
+            return None;
         }
         let a = start.saturating_sub(DECODE_CONTEXT);
         let b = (end + DECODE_CONTEXT).min(prepared.frames);
-        let z = prepared.latent.clone().narrow(2, a, b - a);
-        let audio = self.model.dec.forward(z);
         let hop = self.hop();
-        audio
-            .narrow(2, (start - a) * hop, (end - start) * hop)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap_or_default()
+        Some(DecodeJob {
+            z: prepared.latent.clone().narrow(2, a, b - a),
+            keep_from: (start - a) * hop,
+            keep: (end - start) * hop,
+        })
+    }
+
+    /// The voice's decoder (HiFi-GAN generator) as a batchable stage.
+    pub fn decoder(&self) -> PiperDecoder<B> {
+        PiperDecoder {
+            dec: self.model.dec.clone(),
+        }
     }
 
     /// The whole clause's audio in one decoder pass.
@@ -232,5 +252,49 @@ impl<B: Backend> PiperVoice<B> {
             .into_data()
             .to_vec::<f32>()
             .unwrap_or_default()
+    }
+}
+
+/// Latent frames for the decoder and the samples of its output to keep.
+pub struct DecodeJob<B: Backend> {
+    pub z: Tensor<B, 3>,
+    pub keep_from: usize,
+    pub keep: usize,
+}
+
+/// The HiFi-GAN decoder, run on chunks of equal length from many clauses
+/// at once (batch dimension): the chunks of different sessions never
+/// interact, so each gets the audio it would get alone.
+pub struct PiperDecoder<B: Backend> {
+    dec: model::Generator<B>,
+}
+
+impl<B: Backend> crate::batch::Batched for PiperDecoder<B> {
+    type Input = DecodeJob<B>;
+    type Output = Vec<f32>;
+
+    fn key(&self, job: &DecodeJob<B>) -> u64 {
+        job.z.dims()[2] as u64
+    }
+
+    fn run(&mut self, jobs: Vec<DecodeJob<B>>) -> Vec<Vec<f32>> {
+        let (crops, zs): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| ((j.keep_from, j.keep), j.z))
+            .unzip();
+        let audio = self.dec.forward(Tensor::cat(zs, 0));
+        crops
+            .into_iter()
+            .enumerate()
+            .map(|(i, (from, n))| {
+                audio
+                    .clone()
+                    .narrow(0, i, 1)
+                    .narrow(2, from, n)
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 }

@@ -18,6 +18,7 @@ use burn::prelude::*;
 
 use super::timeline::{Span, Timeline, Viseme};
 use super::tts::{TtsError, VoiceInfo, next_chunk_frames};
+use crate::batch::{BatchConfig, BatchStats, BatchWorker, Batched};
 use frontend::{Dictionary, Piece, Symbol};
 use model::{FastSpeech2, HOP, MbMelgan, SAMPLE_RATE};
 
@@ -102,6 +103,51 @@ pub struct MandarinTts<B: Backend> {
     vocoder: MbMelgan<B>,
     dict: Dictionary,
     info: VoiceInfo,
+    /// The vocoder's batched worker, when sessions share one.
+    batch: Option<BatchWorker<MelganVocoder<B>>>,
+}
+
+/// A chunk of mel frames to vocode and the samples of its audio to keep.
+pub struct VocodeJob<B: Backend> {
+    pub mel: Tensor<B, 2>,
+    pub keep_from: usize,
+    pub keep: usize,
+}
+
+/// The Multi-band MelGAN vocoder as a batchable stage (chunks of equal
+/// length from many clauses at once).
+pub struct MelganVocoder<B: Backend> {
+    vocoder: MbMelgan<B>,
+}
+
+impl<B: Backend> MelganVocoder<B> {
+    pub fn new(vocoder: MbMelgan<B>) -> Self {
+        Self { vocoder }
+    }
+}
+
+impl<B: Backend> Batched for MelganVocoder<B> {
+    type Input = VocodeJob<B>;
+    type Output = Vec<f32>;
+
+    fn key(&self, job: &VocodeJob<B>) -> u64 {
+        job.mel.dims()[0] as u64
+    }
+
+    fn run(&mut self, jobs: Vec<VocodeJob<B>>) -> Vec<Vec<f32>> {
+        let (crops, mels): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| ((j.keep_from, j.keep), j.mel))
+            .unzip();
+        self.vocoder
+            .forward_batch(mels)
+            .into_iter()
+            .zip(crops)
+            .map(|(audio, (from, n))| {
+                audio[from.min(audio.len())..(from + n).min(audio.len())].to_vec()
+            })
+            .collect()
+    }
 }
 
 impl<B: Backend> MandarinTts<B> {
@@ -124,11 +170,30 @@ impl<B: Backend> MandarinTts<B> {
             vocoder,
             dict,
             info,
+            batch: None,
         })
     }
 
     pub fn info(&self) -> &VoiceInfo {
         &self.info
+    }
+
+    /// From now on the vocoder runs on its own worker thread, batching the
+    /// chunks of every clause being synthesised at the same time.
+    pub fn batch(&mut self, config: BatchConfig) -> std::io::Result<()> {
+        self.batch = Some(BatchWorker::start(
+            MelganVocoder {
+                vocoder: self.vocoder.clone(),
+            },
+            config,
+            &format!("batch-{}", self.info.id),
+        )?);
+        Ok(())
+    }
+
+    /// The batched vocoder's counters (when batching).
+    pub fn batch_stats(&self) -> Option<&BatchStats> {
+        self.batch.as_ref().map(|b| &*b.stats)
     }
 
     /// Text → pieces (syllables with sandhi, pauses, Latin runs).
@@ -172,8 +237,20 @@ impl<B: Backend> MandarinTts<B> {
         )?;
         let a = start.saturating_sub(CONTEXT_FRAMES);
         let b = (end + CONTEXT_FRAMES).min(c.frames);
-        let audio = self.vocoder.forward(c.mel.clone().narrow(0, a, b - a));
-        Some(audio[(start - a) * HOP..(end - a) * HOP].to_vec())
+        let job = VocodeJob {
+            mel: c.mel.clone().narrow(0, a, b - a),
+            keep_from: (start - a) * HOP,
+            keep: (end - start) * HOP,
+        };
+        Some(match &self.batch {
+            Some(worker) => worker.run(job).unwrap_or_default(),
+            None => MelganVocoder {
+                vocoder: self.vocoder.clone(),
+            }
+            .run(vec![job])
+            .pop()
+            .unwrap_or_default(),
+        })
     }
 
     /// The whole clause at once (timeline and audio), vocoded in one pass.

@@ -728,7 +728,11 @@ impl<B: Backend> MbMelgan<B> {
 
     /// The four sub-band signals `[1, 4, frames · 75]` (before PQMF).
     pub fn subbands(&self, mel: Tensor<B, 2>) -> Tensor<B, 3> {
-        let x = mel.transpose().unsqueeze::<3>(); // [1, 80, frames]
+        self.subbands_batch(mel.transpose().unsqueeze::<3>())
+    }
+
+    /// Sub-bands of a batch of mels `[batch, 80, frames]`.
+    fn subbands_batch(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let mut x = self.input.forward(reflect(x, 3));
         for u in &self.ups {
             let [_, _, t] = x.dims();
@@ -744,16 +748,37 @@ impl<B: Backend> MbMelgan<B> {
 
     /// Mel `[frames, 80]` → audio samples (`frames · 300`), in [-1, 1].
     pub fn forward(&self, mel: Tensor<B, 2>) -> Vec<f32> {
-        let [frames, _] = mel.dims();
+        self.forward_batch(vec![mel]).pop().unwrap_or_default()
+    }
+
+    /// Mels of equal length, as one batch: each gets the audio it would
+    /// get alone.
+    pub fn forward_batch(&self, mels: Vec<Tensor<B, 2>>) -> Vec<Vec<f32>> {
+        let n = mels.len();
+        let frames = mels.first().map_or(0, |m| m.dims()[0]);
         if frames == 0 {
-            return Vec::new();
+            return vec![Vec::new(); n];
         }
-        let bands = self.subbands(mel);
+        let x = Tensor::cat(
+            mels.into_iter()
+                .map(|m| m.transpose().unsqueeze::<3>())
+                .collect(),
+            0,
+        );
+        let bands = self.subbands_batch(x);
         let full = self.interleave.forward(bands);
-        let [_, _, n] = full.dims();
+        let [_, _, len] = full.dims();
         let y = self
             .synthesis
-            .forward(full.narrow(2, 0, n.min(frames * HOP)));
-        y.into_data().to_vec::<f32>().unwrap_or_default()
+            .forward(full.narrow(2, 0, len.min(frames * HOP)));
+        (0..n)
+            .map(|i| {
+                y.clone()
+                    .narrow(0, i, 1)
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 }

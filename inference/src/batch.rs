@@ -1,0 +1,371 @@
+//! Batched model workers: one long-lived thread per model stage and device
+//! runs the requests of many sessions together.
+//!
+//! - Sessions submit through a bounded queue (a full queue makes the
+//!   submitter wait: backpressure) and get their result on their own
+//!   channel ([`Ticket`]).
+//! - The worker has `slots` places per batch. It takes the oldest request,
+//!   then waits at most `max_wait` for more requests that can share its
+//!   batch (the same [`Batched::key`]: equal shapes), and stops waiting as
+//!   soon as every request in flight is already here, so a lone session
+//!   never waits.
+//! - A session that closes or is interrupted drops its ticket: its request
+//!   is skipped (it takes no slot), and the slot goes to the next request.
+//! - The worker is generic over the stage; the same code runs on the CPU
+//!   and the CUDA backend.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+/// A model stage that can run several requests at once.
+pub trait Batched: Send + 'static {
+    type Input: Send + 'static;
+    type Output: Send + 'static;
+    /// Requests with equal keys can run in one batch.
+    fn key(&self, input: &Self::Input) -> u64;
+    /// Runs `inputs` (at least one, all with the same key) as one batch;
+    /// one output per input, in order.
+    fn run(&mut self, inputs: Vec<Self::Input>) -> Vec<Self::Output>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchConfig {
+    /// Most requests in one batch.
+    pub slots: usize,
+    /// How long the oldest request waits for company.
+    pub max_wait: Duration,
+    /// Requests queued at most before submitters wait.
+    pub queue: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            slots: 8,
+            max_wait: Duration::from_millis(3),
+            queue: 64,
+        }
+    }
+}
+
+/// What a worker has done.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub batches: AtomicU64,
+    /// Requests run (the sum of batch sizes).
+    pub items: AtomicU64,
+    /// Requests skipped because their session gave up on them.
+    pub cancelled: AtomicU64,
+    /// The largest batch run.
+    pub largest: AtomicU64,
+    /// Time spent running batches, microseconds.
+    pub busy_us: AtomicU64,
+}
+
+struct Request<M: Batched> {
+    input: M::Input,
+    reply: SyncSender<M::Output>,
+    alive: Arc<AtomicBool>,
+}
+
+/// A submitted request's result, when it comes. Dropping it cancels the
+/// request if it has not run yet.
+pub struct Ticket<O> {
+    rx: Receiver<O>,
+    alive: Arc<AtomicBool>,
+}
+
+impl<O> Ticket<O> {
+    /// Waits for the result; `None` when the worker is gone.
+    pub fn wait(self) -> Option<O> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<O> Drop for Ticket<O> {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+    }
+}
+
+/// A stage's worker thread and its queue.
+pub struct BatchWorker<M: Batched> {
+    tx: SyncSender<Request<M>>,
+    in_flight: Arc<AtomicU64>,
+    pub stats: Arc<BatchStats>,
+    pub config: BatchConfig,
+}
+
+impl<M: Batched> BatchWorker<M> {
+    /// Starts the worker thread `name` owning `model`. It ends when the
+    /// last handle is dropped and the queue is empty.
+    pub fn start(model: M, config: BatchConfig, name: &str) -> std::io::Result<Self> {
+        let config = BatchConfig {
+            slots: config.slots.max(1),
+            queue: config.queue.max(1),
+            ..config
+        };
+        let (tx, rx) = sync_channel(config.queue);
+        let stats = Arc::new(BatchStats::default());
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let worker = Worker {
+            model,
+            rx,
+            config: config.clone(),
+            stats: stats.clone(),
+            in_flight: in_flight.clone(),
+            pending: VecDeque::new(),
+        };
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || worker.run())?;
+        Ok(Self {
+            tx,
+            in_flight,
+            stats,
+            config,
+        })
+    }
+
+    /// Queues `input` (waiting while the queue is full). `None` when the
+    /// worker is gone.
+    pub fn submit(&self, input: M::Input) -> Option<Ticket<M::Output>> {
+        let (reply, rx) = sync_channel(1);
+        let alive = Arc::new(AtomicBool::new(true));
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let sent = self.tx.send(Request {
+            input,
+            reply,
+            alive: alive.clone(),
+        });
+        if sent.is_err() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Ticket { rx, alive })
+    }
+
+    /// Submits and waits.
+    pub fn run(&self, input: M::Input) -> Option<M::Output> {
+        self.submit(input)?.wait()
+    }
+}
+
+struct Worker<M: Batched> {
+    model: M,
+    rx: Receiver<Request<M>>,
+    config: BatchConfig,
+    stats: Arc<BatchStats>,
+    in_flight: Arc<AtomicU64>,
+    /// Received, not yet run (oldest first).
+    pending: VecDeque<Request<M>>,
+}
+
+impl<M: Batched> Worker<M> {
+    fn run(mut self) {
+        loop {
+            self.drop_cancelled();
+            if self.pending.is_empty() {
+                match self.rx.recv() {
+                    Ok(r) => self.pending.push_back(r),
+                    Err(_) => return,
+                }
+                continue;
+            }
+            let key = self.model.key(&self.pending[0].input);
+            let deadline = Instant::now() + self.config.max_wait;
+            loop {
+                let same = self.same_key(key);
+                let everyone_here =
+                    self.pending.len() as u64 >= self.in_flight.load(Ordering::Acquire);
+                if same >= self.config.slots || everyone_here {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match self.rx.recv_timeout(deadline - now) {
+                    Ok(r) => self.pending.push_back(r),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            self.run_batch(key);
+        }
+    }
+
+    fn same_key(&self, key: u64) -> usize {
+        self.pending
+            .iter()
+            .filter(|r| self.model.key(&r.input) == key)
+            .count()
+    }
+
+    fn drop_cancelled(&mut self) {
+        let before = self.pending.len();
+        self.pending.retain(|r| r.alive.load(Ordering::Acquire));
+        let gone = (before - self.pending.len()) as u64;
+        if gone > 0 {
+            self.stats.cancelled.fetch_add(gone, Ordering::Relaxed);
+            self.in_flight.fetch_sub(gone, Ordering::AcqRel);
+        }
+    }
+
+    fn run_batch(&mut self, key: u64) {
+        self.drop_cancelled();
+        let mut batch = Vec::with_capacity(self.config.slots);
+        let mut rest = VecDeque::with_capacity(self.pending.len());
+        for r in self.pending.drain(..) {
+            if batch.len() < self.config.slots && self.model.key(&r.input) == key {
+                batch.push(r);
+            } else {
+                rest.push_back(r);
+            }
+        }
+        self.pending = rest;
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        let (inputs, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|r| (r.input, r.reply)).unzip();
+        let t = Instant::now();
+        let outputs = self.model.run(inputs);
+        self.stats
+            .busy_us
+            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.items.fetch_add(n, Ordering::Relaxed);
+        self.stats.largest.fetch_max(n, Ordering::Relaxed);
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        for (reply, out) in replies.into_iter().zip(outputs) {
+            // The session may have gone meanwhile.
+            let _ = reply.send(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batches a test model was given.
+    type Seen = Arc<std::sync::Mutex<Vec<Vec<u64>>>>;
+
+    /// Squares numbers, recording the batches it was given. Inputs are
+    /// (key, value).
+    struct Squares {
+        seen: Seen,
+        delay: Duration,
+    }
+
+    impl Batched for Squares {
+        type Input = (u64, u64);
+        type Output = u64;
+        fn key(&self, input: &(u64, u64)) -> u64 {
+            input.0
+        }
+        fn run(&mut self, inputs: Vec<(u64, u64)>) -> Vec<u64> {
+            std::thread::sleep(self.delay);
+            self.seen
+                .lock()
+                .unwrap()
+                .push(inputs.iter().map(|i| i.1).collect());
+            inputs.iter().map(|i| i.1 * i.1).collect()
+        }
+    }
+
+    fn worker(slots: usize, wait_ms: u64, delay_ms: u64) -> (BatchWorker<Squares>, Seen) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = BatchWorker::start(
+            Squares {
+                seen: seen.clone(),
+                delay: Duration::from_millis(delay_ms),
+            },
+            BatchConfig {
+                slots,
+                max_wait: Duration::from_millis(wait_ms),
+                queue: 64,
+            },
+            "test-batch",
+        )
+        .unwrap();
+        (w, seen)
+    }
+
+    #[test]
+    fn concurrent_requests_share_batches_up_to_the_slots() {
+        let (w, seen) = worker(4, 50, 0);
+        let results: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..10u64)
+                .map(|i| {
+                    let w = &w;
+                    s.spawn(move || w.run((0, i)).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results, (0..10u64).map(|i| i * i).collect::<Vec<_>>());
+        let batches = seen.lock().unwrap().clone();
+        assert!(batches.iter().all(|b| b.len() <= 4), "{batches:?}");
+        assert!(batches.iter().any(|b| b.len() > 1), "{batches:?}");
+        assert_eq!(w.stats.items.load(Ordering::Relaxed), 10);
+        assert!(w.stats.largest.load(Ordering::Relaxed) <= 4);
+    }
+
+    #[test]
+    fn a_lone_request_does_not_wait_for_company() {
+        let (w, _) = worker(8, 2000, 0);
+        let t = Instant::now();
+        assert_eq!(w.run((0, 3)), Some(9));
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn different_shapes_never_share_a_batch() {
+        let (w, seen) = worker(8, 50, 0);
+        std::thread::scope(|s| {
+            for i in 0..6u64 {
+                let w = &w;
+                s.spawn(move || assert_eq!(w.run((i % 2, 10 + i)), Some((10 + i) * (10 + i))));
+            }
+        });
+        for b in seen.lock().unwrap().iter() {
+            assert!(b.iter().all(|v| v % 2 == b[0] % 2), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn a_cancelled_request_frees_its_slot() {
+        // A slow first batch keeps the worker busy while the second
+        // request is queued and then given up (its session closed).
+        let (w, seen) = worker(1, 0, 100);
+        let first = w.submit((0, 1)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let cancelled = w.submit((0, 2)).unwrap();
+        drop(cancelled);
+        let third = w.submit((0, 3)).unwrap();
+        assert_eq!(first.wait(), Some(1));
+        assert_eq!(third.wait(), Some(9));
+        let batches = seen.lock().unwrap().clone();
+        assert_eq!(batches, vec![vec![1], vec![3]]);
+        assert_eq!(w.stats.cancelled.load(Ordering::Relaxed), 1);
+        // And the worker keeps serving.
+        assert_eq!(w.run((0, 4)), Some(16));
+    }
+
+    #[test]
+    fn the_worker_ends_with_its_last_handle() {
+        let (w, _) = worker(2, 1, 0);
+        assert_eq!(w.run((0, 2)), Some(4));
+        drop(w);
+    }
+}
