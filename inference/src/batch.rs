@@ -1,27 +1,30 @@
-//! Batched model workers: one long-lived thread per model stage and device
+//! Batched model workers: one long-lived worker per model stage and device
 //! runs the requests of many sessions together.
 //!
 //! - Sessions submit through a bounded queue (a full queue makes the
 //!   submitter wait: backpressure) and get their result on their own
 //!   channel ([`Ticket`]).
-//! - The worker has `slots` places per batch. It takes the oldest request,
-//!   then waits at most `max_wait` for more requests that can share its
-//!   batch (the same [`Batched::key`]: equal shapes), and stops waiting as
-//!   soon as every request in flight is already here, so a lone session
-//!   never waits.
+//! - A batch has `slots` places. The worker takes the oldest request, then
+//!   waits at most `max_wait` for more requests that can share its batch
+//!   (the same [`Batched::key`]: equal shapes), and stops waiting as soon
+//!   as no other request is queued, so a lone session never waits.
 //! - A session that closes or is interrupted drops its ticket: its request
-//!   is skipped (it takes no slot), and the slot goes to the next request.
-//! - The worker is generic over the stage; the same code runs on the CPU
-//!   and the CUDA backend.
+//!   is skipped (it takes no place), and the place goes to the next one.
+//! - A worker may run batches on several threads (`threads`; on the CPU
+//!   backend each batch runs on one core, so a CPU worker uses one thread
+//!   per core it may use; a GPU worker needs one). Batches are formed one
+//!   at a time and run in parallel.
+//! - Generic over the stage; the same code runs on the CPU and the CUDA
+//!   backend.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A model stage that can run several requests at once.
-pub trait Batched: Send + 'static {
+pub trait Batched: Clone + Send + 'static {
     type Input: Send + 'static;
     type Output: Send + 'static;
     /// Requests with equal keys can run in one batch.
@@ -39,6 +42,8 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Requests queued at most before submitters wait.
     pub queue: usize,
+    /// Threads running batches.
+    pub threads: usize,
 }
 
 impl Default for BatchConfig {
@@ -47,6 +52,7 @@ impl Default for BatchConfig {
             slots: 8,
             max_wait: Duration::from_millis(3),
             queue: 64,
+            threads: 1,
         }
     }
 }
@@ -61,8 +67,25 @@ pub struct BatchStats {
     pub cancelled: AtomicU64,
     /// The largest batch run.
     pub largest: AtomicU64,
-    /// Time spent running batches, microseconds.
+    /// Wall time spent running batches, microseconds.
     pub busy_us: AtomicU64,
+    /// CPU time the worker's threads spent running batches, microseconds
+    /// (for admission by measured capacity).
+    pub cpu_us: AtomicU64,
+}
+
+/// CPU time of the calling thread, microseconds.
+fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_THREAD_CPUTIME_ID exists on
+    // Linux. A failure leaves zeros.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 struct Request<M: Batched> {
@@ -91,40 +114,47 @@ impl<O> Drop for Ticket<O> {
     }
 }
 
-/// A stage's worker thread and its queue.
+/// A stage's worker threads and their queue.
 pub struct BatchWorker<M: Batched> {
     tx: SyncSender<Request<M>>,
-    in_flight: Arc<AtomicU64>,
+    /// Submitted and not yet taken into a batch.
+    queued: Arc<AtomicU64>,
     pub stats: Arc<BatchStats>,
     pub config: BatchConfig,
 }
 
 impl<M: Batched> BatchWorker<M> {
-    /// Starts the worker thread `name` owning `model`. It ends when the
-    /// last handle is dropped and the queue is empty.
+    /// Starts the worker threads `name-N`, each with a clone of `model`.
+    /// They end when the handle is dropped and the queue is empty.
     pub fn start(model: M, config: BatchConfig, name: &str) -> std::io::Result<Self> {
         let config = BatchConfig {
             slots: config.slots.max(1),
             queue: config.queue.max(1),
+            threads: config.threads.max(1),
             ..config
         };
         let (tx, rx) = sync_channel(config.queue);
         let stats = Arc::new(BatchStats::default());
-        let in_flight = Arc::new(AtomicU64::new(0));
-        let worker = Worker {
-            model,
+        let queued = Arc::new(AtomicU64::new(0));
+        let former = Arc::new(Mutex::new(Former {
             rx,
-            config: config.clone(),
-            stats: stats.clone(),
-            in_flight: in_flight.clone(),
             pending: VecDeque::new(),
-        };
-        std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || worker.run())?;
+        }));
+        for i in 0..config.threads {
+            let worker = Worker {
+                model: model.clone(),
+                former: former.clone(),
+                config: config.clone(),
+                stats: stats.clone(),
+                queued: queued.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || worker.run())?;
+        }
         Ok(Self {
             tx,
-            in_flight,
+            queued,
             stats,
             config,
         })
@@ -135,14 +165,14 @@ impl<M: Batched> BatchWorker<M> {
     pub fn submit(&self, input: M::Input) -> Option<Ticket<M::Output>> {
         let (reply, rx) = sync_channel(1);
         let alive = Arc::new(AtomicBool::new(true));
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.queued.fetch_add(1, Ordering::AcqRel);
         let sent = self.tx.send(Request {
             input,
             reply,
             alive: alive.clone(),
         });
         if sent.is_err() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.queued.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
         Some(Ticket { rx, alive })
@@ -154,94 +184,108 @@ impl<M: Batched> BatchWorker<M> {
     }
 }
 
+/// The queue's receiving end and what was received but not yet run; one
+/// thread forms a batch at a time.
+struct Former<M: Batched> {
+    rx: Receiver<Request<M>>,
+    pending: VecDeque<Request<M>>,
+}
+
 struct Worker<M: Batched> {
     model: M,
-    rx: Receiver<Request<M>>,
+    former: Arc<Mutex<Former<M>>>,
     config: BatchConfig,
     stats: Arc<BatchStats>,
-    in_flight: Arc<AtomicU64>,
-    /// Received, not yet run (oldest first).
-    pending: VecDeque<Request<M>>,
+    queued: Arc<AtomicU64>,
 }
 
 impl<M: Batched> Worker<M> {
     fn run(mut self) {
         loop {
-            self.drop_cancelled();
-            if self.pending.is_empty() {
-                match self.rx.recv() {
-                    Ok(r) => self.pending.push_back(r),
-                    Err(_) => return,
+            let batch = {
+                let mut f = self.former.lock().unwrap_or_else(|p| p.into_inner());
+                self.form(&mut f)
+            };
+            let Some(batch) = batch else { return };
+            self.run_batch(batch);
+        }
+    }
+
+    /// The next batch: `None` when the queue is closed and empty.
+    fn form(&self, f: &mut Former<M>) -> Option<Vec<Request<M>>> {
+        loop {
+            self.drop_cancelled(f);
+            if f.pending.is_empty() {
+                match f.rx.recv() {
+                    Ok(r) => f.pending.push_back(r),
+                    Err(_) => return None,
                 }
                 continue;
             }
-            let key = self.model.key(&self.pending[0].input);
+            let key = self.model.key(&f.pending[0].input);
             let deadline = Instant::now() + self.config.max_wait;
             loop {
-                let same = self.same_key(key);
-                let everyone_here =
-                    self.pending.len() as u64 >= self.in_flight.load(Ordering::Acquire);
-                if same >= self.config.slots || everyone_here {
+                let same = f
+                    .pending
+                    .iter()
+                    .filter(|r| self.model.key(&r.input) == key)
+                    .count();
+                let nobody_else = f.pending.len() as u64 >= self.queued.load(Ordering::Acquire);
+                if same >= self.config.slots || nobody_else {
                     break;
                 }
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
-                match self.rx.recv_timeout(deadline - now) {
-                    Ok(r) => self.pending.push_back(r),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => break,
+                match f.rx.recv_timeout(deadline - now) {
+                    Ok(r) => f.pending.push_back(r),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
-            self.run_batch(key);
-        }
-    }
-
-    fn same_key(&self, key: u64) -> usize {
-        self.pending
-            .iter()
-            .filter(|r| self.model.key(&r.input) == key)
-            .count()
-    }
-
-    fn drop_cancelled(&mut self) {
-        let before = self.pending.len();
-        self.pending.retain(|r| r.alive.load(Ordering::Acquire));
-        let gone = (before - self.pending.len()) as u64;
-        if gone > 0 {
-            self.stats.cancelled.fetch_add(gone, Ordering::Relaxed);
-            self.in_flight.fetch_sub(gone, Ordering::AcqRel);
-        }
-    }
-
-    fn run_batch(&mut self, key: u64) {
-        self.drop_cancelled();
-        let mut batch = Vec::with_capacity(self.config.slots);
-        let mut rest = VecDeque::with_capacity(self.pending.len());
-        for r in self.pending.drain(..) {
-            if batch.len() < self.config.slots && self.model.key(&r.input) == key {
-                batch.push(r);
-            } else {
-                rest.push_back(r);
+            self.drop_cancelled(f);
+            let mut batch = Vec::with_capacity(self.config.slots);
+            let mut rest = VecDeque::with_capacity(f.pending.len());
+            for r in f.pending.drain(..) {
+                if batch.len() < self.config.slots && self.model.key(&r.input) == key {
+                    batch.push(r);
+                } else {
+                    rest.push_back(r);
+                }
+            }
+            f.pending = rest;
+            if !batch.is_empty() {
+                self.queued.fetch_sub(batch.len() as u64, Ordering::AcqRel);
+                return Some(batch);
             }
         }
-        self.pending = rest;
-        if batch.is_empty() {
-            return;
+    }
+
+    fn drop_cancelled(&self, f: &mut Former<M>) {
+        let before = f.pending.len();
+        f.pending.retain(|r| r.alive.load(Ordering::Acquire));
+        let gone = (before - f.pending.len()) as u64;
+        if gone > 0 {
+            self.stats.cancelled.fetch_add(gone, Ordering::Relaxed);
+            self.queued.fetch_sub(gone, Ordering::AcqRel);
         }
+    }
+
+    fn run_batch(&mut self, batch: Vec<Request<M>>) {
         let n = batch.len() as u64;
         let (inputs, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|r| (r.input, r.reply)).unzip();
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu_us());
         let outputs = self.model.run(inputs);
         self.stats
             .busy_us
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats
+            .cpu_us
+            .fetch_add(thread_cpu_us().saturating_sub(cpu), Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.items.fetch_add(n, Ordering::Relaxed);
         self.stats.largest.fetch_max(n, Ordering::Relaxed);
-        self.in_flight.fetch_sub(n, Ordering::AcqRel);
         for (reply, out) in replies.into_iter().zip(outputs) {
             // The session may have gone meanwhile.
             let _ = reply.send(out);
@@ -258,6 +302,7 @@ mod tests {
 
     /// Squares numbers, recording the batches it was given. Inputs are
     /// (key, value).
+    #[derive(Clone)]
     struct Squares {
         seen: Seen,
         delay: Duration,
@@ -290,6 +335,7 @@ mod tests {
                 slots,
                 max_wait: Duration::from_millis(wait_ms),
                 queue: 64,
+                threads: 1,
             },
             "test-batch",
         )
@@ -360,6 +406,39 @@ mod tests {
         assert_eq!(w.stats.cancelled.load(Ordering::Relaxed), 1);
         // And the worker keeps serving.
         assert_eq!(w.run((0, 4)), Some(16));
+    }
+
+    #[test]
+    fn several_threads_run_batches_in_parallel() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = BatchWorker::start(
+            Squares {
+                seen: seen.clone(),
+                delay: Duration::from_millis(100),
+            },
+            BatchConfig {
+                slots: 1,
+                max_wait: Duration::ZERO,
+                queue: 8,
+                threads: 4,
+            },
+            "test-pool",
+        )
+        .unwrap();
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for i in 0..4u64 {
+                let w = &w;
+                s.spawn(move || assert_eq!(w.run((0, i)), Some(i * i)));
+            }
+        });
+        // Four 100 ms batches on four threads: well under 400 ms.
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(seen.lock().unwrap().len(), 4);
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn sessions_speaking_at_once_sound_as_they_do_alone() {
             slots: 3,
             max_wait: Duration::from_millis(20),
             queue: 16,
+            threads: 1,
         })
         .unwrap();
     let together: Vec<Vec<f32>> = std::thread::scope(|s| {

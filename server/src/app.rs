@@ -103,6 +103,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 slots: config.speech.batch_slots,
                 max_wait: std::time::Duration::from_millis(config.speech.batch_wait_ms),
                 queue: config.limits.max_sessions.max(1) * 2,
+                // On the CPU a batch runs on one core: as many batch threads
+                // as speech workers; a GPU takes a whole batch at once.
+                threads: if device == huashen_inference::device::Device::Cpu {
+                    config.speech.workers
+                } else {
+                    1
+                },
             },
         };
         Arc::new(
@@ -110,6 +117,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .await?,
         )
     };
+    crate::pipeline::lips::start_worker(huashen_inference::batch::BatchConfig {
+        slots: config
+            .speech
+            .batch_slots
+            .max(config.limits.max_sessions.min(64)),
+        max_wait: std::time::Duration::from_millis(config.speech.batch_wait_ms),
+        queue: config.limits.max_sessions.max(1) * 2,
+        threads: 1,
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the lip-sync worker: {e}"))?;
     let face = {
         let dir = config.face.models_dir.clone();
         Arc::new(

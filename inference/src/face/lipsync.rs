@@ -23,12 +23,14 @@
 //! [`animate::mouth_at`]: super::animate::mouth_at
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::batch::{BatchWorker, Batched};
 use crate::speech::timeline::Viseme;
 
 /// Feature rate.
@@ -410,11 +412,76 @@ fn infer<B: Backend>(
         .collect()
 }
 
+/// The network as a batchable stage: rows of stacked frames from many
+/// streams run as one matrix (rows never interact, so each stream gets
+/// what it would get alone).
+#[derive(Clone)]
+pub struct LipStage<B: Backend> {
+    weights: LipWeights<B>,
+    device: B::Device,
+}
+
+impl<B: Backend> LipStage<B> {
+    pub fn new(weights: LipWeights<B>, device: B::Device) -> Self {
+        Self { weights, device }
+    }
+}
+
+/// `n` network inputs (`n × INPUT` values) of one stream, the first being
+/// its frame `first`.
+pub struct LipRows {
+    pub x: Vec<f32>,
+    pub n: usize,
+    pub first: u64,
+}
+
+impl<B: Backend> Batched for LipStage<B> {
+    type Input = LipRows;
+    type Output = Vec<LipFrame>;
+
+    fn key(&self, _: &LipRows) -> u64 {
+        // Every row has the same width: any requests can share a batch.
+        0
+    }
+
+    fn run(&mut self, inputs: Vec<LipRows>) -> Vec<Vec<LipFrame>> {
+        let total = inputs.iter().map(|r| r.n).sum();
+        let mut x = Vec::with_capacity(total * INPUT);
+        for r in &inputs {
+            x.extend_from_slice(&r.x);
+        }
+        let mut frames = infer(&self.weights, x, total, 0, &self.device).into_iter();
+        inputs
+            .iter()
+            .map(|r| {
+                frames
+                    .by_ref()
+                    .take(r.n)
+                    .enumerate()
+                    .map(|(i, f)| LipFrame {
+                        index: r.first + i as u64,
+                        ..f
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Where a stream's network runs.
+enum Runner<B: Backend> {
+    /// On the caller's thread.
+    Local(Box<LipStage<B>>),
+    /// On a batched worker shared by many streams.
+    Shared(Arc<BatchWorker<LipStage<B>>>),
+}
+
 /// Streaming inference: push 16 kHz audio, get each frame's output as soon
 /// as its look-ahead has arrived.
 pub struct LipSync<B: Backend> {
-    weights: LipWeights<B>,
-    device: B::Device,
+    runner: Runner<B>,
+    mean: [f32; N_MELS],
+    std: [f32; N_MELS],
     mel: LogMel,
     /// Normalised frames kept for context (the last PAST + 1 + AHEAD).
     history: VecDeque<[f32; N_MELS]>,
@@ -426,10 +493,28 @@ pub struct LipSync<B: Backend> {
 }
 
 impl<B: Backend> LipSync<B> {
+    /// Runs the network on the caller's thread.
     pub fn new(weights: LipWeights<B>, device: B::Device) -> Self {
+        let (mean, std) = (weights.mean, weights.std);
+        Self::with(
+            Runner::Local(Box::new(LipStage::new(weights, device))),
+            mean,
+            std,
+        )
+    }
+
+    /// Runs the network on `worker` (batched with other streams);
+    /// `weights` must be the ones the worker runs (for the features'
+    /// normalisation).
+    pub fn batched(worker: Arc<BatchWorker<LipStage<B>>>, weights: &LipWeights<B>) -> Self {
+        Self::with(Runner::Shared(worker), weights.mean, weights.std)
+    }
+
+    fn with(runner: Runner<B>, mean: [f32; N_MELS], std: [f32; N_MELS]) -> Self {
         Self {
-            weights,
-            device,
+            runner,
+            mean,
+            std,
             mel: LogMel::new(),
             history: VecDeque::with_capacity(CONTEXT + 1),
             computed: 0,
@@ -457,7 +542,7 @@ impl<B: Backend> LipSync<B> {
         let mut n = 0;
         let first = self.next;
         for f in std::mem::take(&mut self.scratch) {
-            let f = self.weights.normalize(&f);
+            let f: [f32; N_MELS] = std::array::from_fn(|i| (f[i] - self.mean[i]) / self.std[i]);
             if self.history.is_empty() {
                 // The stream's first frame stands in for the past.
                 self.history.extend(std::iter::repeat_n(f, PAST));
@@ -476,7 +561,11 @@ impl<B: Backend> LipSync<B> {
             }
         }
         if n > 0 {
-            out.extend(infer(&self.weights, x, n, first, &self.device));
+            let rows = LipRows { x, n, first };
+            match &mut self.runner {
+                Runner::Local(stage) => out.extend(stage.run(vec![rows]).into_iter().flatten()),
+                Runner::Shared(worker) => out.extend(worker.run(rows).unwrap_or_default()),
+            }
         }
     }
 }
@@ -589,6 +678,75 @@ mod tests {
                 assert!((x - y).abs() < 1e-4, "frame {}: {x} vs {y}", a.index);
             }
         }
+    }
+
+    #[test]
+    fn streams_batched_together_equal_each_alone() {
+        use crate::batch::BatchConfig;
+        let device = Default::default();
+        let weights = LipWeights::<Cpu>::embedded(&device);
+        let audio = |k: usize| -> Vec<f32> {
+            (0..16000)
+                .map(|i| {
+                    (i as f32 * 0.01 * (k + 2) as f32).sin()
+                        * (i as f32 / (900.0 + 300.0 * k as f32)).sin()
+                        * 0.4
+                })
+                .collect()
+        };
+        let alone: Vec<Vec<LipFrame>> = (0..4)
+            .map(|k| {
+                let mut s = LipSync::new(weights.clone(), device);
+                let mut out = Vec::new();
+                for c in audio(k).chunks(320) {
+                    s.push(c, &mut out);
+                }
+                out
+            })
+            .collect();
+        let worker = Arc::new(
+            BatchWorker::start(
+                LipStage::new(weights.clone(), device),
+                BatchConfig {
+                    slots: 4,
+                    max_wait: std::time::Duration::from_millis(5),
+                    queue: 16,
+                    threads: 1,
+                },
+                "test-lips",
+            )
+            .unwrap(),
+        );
+        let together: Vec<Vec<LipFrame>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..4)
+                .map(|k| {
+                    let (worker, weights) = (worker.clone(), &weights);
+                    sc.spawn(move || {
+                        let mut s = LipSync::batched(worker, weights);
+                        let mut out = Vec::new();
+                        for c in audio(k).chunks(320) {
+                            s.push(c, &mut out);
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (a, b) in alone.iter().zip(&together) {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!(x.index, y.index);
+                for (p, q) in x.posteriors.iter().zip(&y.posteriors) {
+                    assert!((p - q).abs() < 1e-5, "frame {}: {p} vs {q}", x.index);
+                }
+            }
+        }
+        let stats = &worker.stats;
+        assert!(
+            stats.largest.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+            "never batched"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! engine (espeak-ng phonemes → Piper VITS on burn) with its timeline.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::prelude::*;
 
@@ -103,8 +104,8 @@ impl<B: Backend> EnglishTts<B> {
     }
 
     /// The batched decoder's counters (when batching).
-    pub fn batch_stats(&self) -> Option<&BatchStats> {
-        self.batch.as_ref().map(|b| &*b.stats)
+    pub fn batch_stats(&self) -> Option<&Arc<BatchStats>> {
+        self.batch.as_ref().map(|b| &b.stats)
     }
 
     /// Phonemizes the clause and runs the clause-level networks; a `speed`

@@ -117,6 +117,13 @@ impl<B: Backend> Voices<B> {
         Ok(())
     }
 
+    /// The counters of the voices' batched workers.
+    pub fn batch_stats(&self) -> Vec<std::sync::Arc<crate::batch::BatchStats>> {
+        let en = self.english.as_ref().and_then(|e| e.batch_stats());
+        let zh = self.mandarin.as_ref().and_then(|m| m.batch_stats());
+        en.into_iter().chain(zh).cloned().collect()
+    }
+
     /// Starts `text` in voice `voice_id`; other-script runs go to the other
     /// voice when it is installed (and are skipped when not).
     pub fn begin(&self, voice_id: &str, text: &str, speed: f32) -> Result<Clause<B>, TtsError> {

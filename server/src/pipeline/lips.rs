@@ -5,14 +5,19 @@
 //! plays — the face reads shapes 50 ms ahead (anticipation) and the model
 //! needs 52.5 ms of look-ahead, so sound and mouth stay in sync.
 //!
-//! Runs on the media thread (two 10 ms frames per 20 ms tick, a small
-//! network), only while the host is talking.
+//! Features are computed on the media thread, only while the host is
+//! talking; the network (two 10 ms frames per 20 ms tick) runs on the
+//! process's batched lip-sync worker together with every other talking
+//! session's frames.
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use huashen_inference::Cpu;
-use huashen_inference::face::lipsync::{HOP, LipFrame, LipSync, LipWeights, VisemeDecoder};
+use huashen_inference::batch::{BatchConfig, BatchWorker};
+use huashen_inference::face::lipsync::{
+    HOP, LipFrame, LipStage, LipSync, LipWeights, VisemeDecoder,
+};
 use huashen_inference::resample::Resampler;
 
 use super::clock::AUDIO_RATE;
@@ -28,6 +33,32 @@ const FRAME_48K: u64 = (HOP as u64) * 3;
 fn weights() -> &'static LipWeights<Cpu> {
     static W: OnceLock<LipWeights<Cpu>> = OnceLock::new();
     W.get_or_init(|| LipWeights::embedded(&Default::default()))
+}
+
+static WORKER: OnceLock<Arc<BatchWorker<LipStage<Cpu>>>> = OnceLock::new();
+
+/// CPU time the lip-sync worker has used, microseconds (talking sessions'
+/// share of it counts towards their cost).
+pub fn worker_cpu_us() -> u64 {
+    WORKER.get().map_or(0, |w| {
+        w.stats.cpu_us.load(std::sync::atomic::Ordering::Relaxed)
+    })
+}
+
+/// Starts the process's batched lip-sync worker: from then on every
+/// session's voice runs through it (the first call's settings hold; until
+/// it is called, sessions run the network on their own media thread).
+pub fn start_worker(config: BatchConfig) -> std::io::Result<()> {
+    if WORKER.get().is_some() {
+        return Ok(());
+    }
+    let worker = BatchWorker::start(
+        LipStage::new(weights().clone(), Default::default()),
+        config,
+        "batch-lipsync",
+    )?;
+    let _ = WORKER.set(Arc::new(worker));
+    Ok(())
 }
 
 /// One session's voice lip-sync.
@@ -55,7 +86,10 @@ impl Default for VoiceLips {
 impl VoiceLips {
     pub fn new() -> Self {
         Self {
-            sync: LipSync::new(weights().clone(), Default::default()),
+            sync: match WORKER.get() {
+                Some(worker) => LipSync::batched(worker.clone(), weights()),
+                None => LipSync::new(weights().clone(), Default::default()),
+            },
             decoder: VisemeDecoder::default(),
             down: Resampler::new(AUDIO_RATE, huashen_inference::face::lipsync::RATE),
             delay: VecDeque::with_capacity(LIP_DELAY + 960),

@@ -366,8 +366,11 @@ struct Job {
 
 /// The text-to-speech engine: loaded voices and their worker threads.
 pub struct SpeechEngine {
-    /// CPU time the synthesis workers have used (admission by capacity).
+    /// CPU time the synthesis workers have used (admission by capacity);
+    /// see [`Self::cpu_us`].
     pub cpu: Arc<crate::metrics::CpuCounter>,
+    /// The batched vocoder workers' counters (their CPU time counts too).
+    batch: Vec<Arc<huashen_inference::batch::BatchStats>>,
     /// The voices loaded (on whichever device).
     voices: Vec<VoiceInfo>,
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
@@ -427,6 +430,7 @@ impl SpeechEngine {
         {
             tracing::warn!(error = %e, "cannot start the batched vocoder workers; each clause vocodes alone");
         }
+        let batch = voices.batch_stats();
         let voices = Arc::new(voices);
         let loaded = t.elapsed();
         let t = Instant::now();
@@ -475,6 +479,7 @@ impl SpeechEngine {
         }
         Self {
             cpu,
+            batch,
             voices: list,
             jobs: Some(tx),
             unavailable: None,
@@ -485,10 +490,22 @@ impl SpeechEngine {
     pub fn unavailable(reason: String) -> Self {
         Self {
             cpu: Default::default(),
+            batch: Vec::new(),
             voices: Vec::new(),
             jobs: None,
             unavailable: Some(reason),
         }
+    }
+
+    /// CPU time speech has used, microseconds: the synthesis threads and
+    /// the batched vocoders.
+    pub fn cpu_us(&self) -> u64 {
+        self.cpu.get()
+            + self
+                .batch
+                .iter()
+                .map(|b| b.cpu_us.load(std::sync::atomic::Ordering::Relaxed))
+                .sum::<u64>()
     }
 
     /// Voices clients can pick.

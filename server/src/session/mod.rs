@@ -195,7 +195,7 @@ impl SessionManager {
                 sampler.sample(
                     &inner.capacity,
                     sessions.into_iter(),
-                    inner.speech.cpu.get(),
+                    inner.speech.cpu_us() + crate::pipeline::lips::worker_cpu_us(),
                     std::time::Instant::now(),
                 );
                 let (load, budget, cost) = inner.capacity.snapshot();

@@ -265,6 +265,7 @@ pub struct DecodeJob<B: Backend> {
 /// The HiFi-GAN decoder, run on chunks of equal length from many clauses
 /// at once (batch dimension): the chunks of different sessions never
 /// interact, so each gets the audio it would get alone.
+#[derive(Clone)]
 pub struct PiperDecoder<B: Backend> {
     dec: model::Generator<B>,
 }

@@ -116,6 +116,7 @@ pub struct VocodeJob<B: Backend> {
 
 /// The Multi-band MelGAN vocoder as a batchable stage (chunks of equal
 /// length from many clauses at once).
+#[derive(Clone)]
 pub struct MelganVocoder<B: Backend> {
     vocoder: MbMelgan<B>,
 }
@@ -192,8 +193,8 @@ impl<B: Backend> MandarinTts<B> {
     }
 
     /// The batched vocoder's counters (when batching).
-    pub fn batch_stats(&self) -> Option<&BatchStats> {
-        self.batch.as_ref().map(|b| &*b.stats)
+    pub fn batch_stats(&self) -> Option<&std::sync::Arc<BatchStats>> {
+        self.batch.as_ref().map(|b| &b.stats)
     }
 
     /// Text → pieces (syllables with sandhi, pauses, Latin runs).
