@@ -74,8 +74,8 @@ pub struct BatchStats {
     pub cpu_us: AtomicU64,
 }
 
-/// CPU time of the calling thread, microseconds.
-fn thread_cpu_us() -> u64 {
+/// CPU time the calling thread has used, microseconds.
+pub fn thread_cpu_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -243,18 +243,7 @@ fn process_cpu_seconds() -> Option<f64> {
 }
 
 /// CPU time the calling thread has used, in microseconds.
-pub fn thread_cpu_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_THREAD_CPUTIME_ID exists on
-    // every Linux. A failure leaves zeros (no cost measured).
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
-    }
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
-}
+pub use huashen_inference::batch::thread_cpu_us;
 
 /// Shared CPU counters: a session's media thread stores its cumulative
 /// thread time; TTS workers add what each job used.
