@@ -97,6 +97,18 @@ pub fn held_out_speech() -> Vec<f32> {
     audio.iter().map(|v| v / peak * 0.5).collect()
 }
 
+/// Of a watched mouth region over some frames, given as (mean luma, dark
+/// share) per frame: the largest dark share (an open mouth shows its dark
+/// interior) and the deviation of the luma (the mouth moving).
+pub fn mouth_stats(frames: impl IntoIterator<Item = (f64, f64)>) -> (f64, f64) {
+    let frames: Vec<(f64, f64)> = frames.into_iter().collect();
+    let n = frames.len().max(1) as f64;
+    let dark_max = frames.iter().map(|f| f.1).fold(0.0, f64::max);
+    let mean = frames.iter().map(|f| f.0).sum::<f64>() / n;
+    let sd = (frames.iter().map(|f| (f.0 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (dark_max, sd)
+}
+
 pub fn models_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }

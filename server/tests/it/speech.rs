@@ -258,14 +258,8 @@ async fn the_mouth_moves_with_the_speech() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let seen = v.seen();
     let speaking: Vec<_> = seen.watched[idle.len()..].to_vec();
-    let stats = |w: &[(u32, f64, f64, f64)]| {
-        let dark_max = w.iter().map(|x| x.3).fold(0.0, f64::max);
-        let mean = w.iter().map(|x| x.2).sum::<f64>() / w.len() as f64;
-        let sd = (w.iter().map(|x| (x.2 - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
-        (dark_max, sd)
-    };
-    let (idle_dark, idle_sd) = stats(&idle[5..]);
-    let (talk_dark, talk_sd) = stats(&speaking);
+    let (idle_dark, idle_sd) = mouth_stats(idle[5..].iter().map(|w| (w.2, w.3)));
+    let (talk_dark, talk_sd) = mouth_stats(speaking.iter().map(|w| (w.2, w.3)));
     eprintln!(
         "mouth box {mouth:?}: idle dark≤{idle_dark:.3} sd {idle_sd:.2}; speaking dark≤{talk_dark:.3} sd {talk_sd:.2} over {} frames",
         speaking.len()

@@ -226,16 +226,9 @@ async fn held_out_voice_moves_the_mouth_and_rests_in_the_pause() {
         .iter()
         .filter(|f| f.0 > first && f.0 < last && !near_loud(f.0, 0.35))
         .collect();
-    let stats = |w: &[&(f64, f64, f64)]| {
-        let dark_max = w.iter().map(|x| x.2).fold(0.0, f64::max);
-        let mean = w.iter().map(|x| x.1).sum::<f64>() / w.len() as f64;
-        let sd = (w.iter().map(|x| (x.1 - mean).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
-        (dark_max, sd)
-    };
-    let idle_frames: Vec<(f64, f64, f64)> = idle[5..].iter().map(|w| (0.0, w.2, w.3)).collect();
-    let (idle_dark, idle_sd) = stats(&idle_frames.iter().collect::<Vec<_>>());
-    let (talk_dark, talk_sd) = stats(&voiced);
-    let (pause_dark, pause_sd) = stats(&pause);
+    let (idle_dark, idle_sd) = mouth_stats(idle[5..].iter().map(|w| (w.2, w.3)));
+    let (talk_dark, talk_sd) = mouth_stats(voiced.iter().map(|f| (f.1, f.2)));
+    let (pause_dark, pause_sd) = mouth_stats(pause.iter().map(|f| (f.1, f.2)));
     eprintln!(
         "mouth: idle dark≤{idle_dark:.3} sd {idle_sd:.2}; voiced ({} frames) dark≤{talk_dark:.3} sd {talk_sd:.2}; \
          pause ({} frames) dark≤{pause_dark:.3} sd {pause_sd:.2}; A/V offset {offset:.3} s",
