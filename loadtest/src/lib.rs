@@ -323,8 +323,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let mut seen = vec![];
     let mut after = None;
     while let Some(r) = tasks.join_next().await {
-        if after.is_none() {
-            // The first session to finish ends the measured window.
+        // The first session that ran to its end closes the measured window
+        // (one the server refused ends at once and would leave a window of
+        // milliseconds, read against a CPU counter of 10 ms ticks).
+        if after.is_none() && r.as_ref().is_ok_and(|one| one.create.is_some()) {
             after = Some(metrics_sample(whep_addr).await);
         }
         match r {
@@ -354,6 +356,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     report.close_session = Stats::from(close);
     report.viewers = viewer_report(&seen);
     match (&before, &after) {
+        (Ok(b), Some(Ok(a))) if a.at - b.at < 1.0 => report.errors.push(format!(
+            "server metrics: the measured window was only {:.0} ms (no CPU figure)",
+            (a.at - b.at) * 1000.0
+        )),
         (Ok(b), Some(Ok(a))) => {
             report.server = Some(ServerUsage {
                 cpu_percent: (a.cpu_s - b.cpu_s) / (a.at - b.at).max(1e-3) * 100.0,
