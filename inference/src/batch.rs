@@ -345,7 +345,9 @@ mod tests {
 
     #[test]
     fn concurrent_requests_share_batches_up_to_the_slots() {
-        let (w, seen) = worker(4, 50, 0);
+        // Each batch takes 50 ms: requests arriving meanwhile queue up and
+        // go together into the next one.
+        let (w, seen) = worker(4, 50, 50);
         let results: Vec<u64> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..10u64)
                 .map(|i| {
