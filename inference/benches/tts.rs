@@ -81,5 +81,36 @@ fn vocoder_batches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, vocoder_batches);
+/// The Mandarin acoustic model: four clauses one at a time vs packed into
+/// one pass.
+fn acoustic_batches(c: &mut Criterion) {
+    use huashen_inference::speech::zh::MandarinTts;
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let tts = MandarinTts::<Cpu>::load(&models, &Default::default()).unwrap();
+    let items: Vec<(Vec<usize>, f32)> = [
+        "欢迎来到直播间，今天我们聊聊新款手机。",
+        "这款耳机音质清晰，续航可以达到三十个小时。",
+        "现在下单可以享受八折优惠，还包邮哦。",
+        "请大家在评论区告诉我你们最喜欢的颜色。",
+    ]
+    .iter()
+    .map(|t| (tts.symbol_ids(t), 1.0))
+    .collect();
+    let mut g = c.benchmark_group("acoustic_batch");
+    g.sample_size(10);
+    g.bench_function("fastspeech2_4_alone", |b| {
+        b.iter(|| {
+            items
+                .iter()
+                .map(|(ids, s)| tts.acoustic().forward(ids, *s).durations.len())
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("fastspeech2_4_packed", |b| {
+        b.iter(|| tts.acoustic().forward_batch(&items).len())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, vocoder_batches, acoustic_batches);
 criterion_main!(benches);

@@ -1,6 +1,6 @@
-//! Batched vocoder workers: the clauses of several sessions synthesised at
-//! the same time through one worker per voice sound exactly as each does
-//! alone, and the worker really batches them.
+//! Batched model workers: the clauses of several sessions synthesised at
+//! the same time through the workers (vocoders, the Mandarin acoustic
+//! model) sound as each does alone, and the workers really batch them.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -74,17 +74,23 @@ fn sessions_speaking_at_once_sound_as_they_do_alone() {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        assert!(worst <= 1e-4, "{line:?}: differs by {worst}");
+        // Vocoder batches are exact to float rounding; the Mandarin
+        // acoustic model's packed pass sums attention over a longer row
+        // (masked positions add zeros), which moves the last bits of the
+        // mel and so of the audio: within -60 dB of full scale.
+        assert!(worst <= 1e-3, "{line:?}: differs by {worst}");
     }
+    let zh = voices.mandarin.as_ref().unwrap();
+    let acoustic = zh.acoustic_batch_stats().unwrap();
+    // Whether two clauses' acoustic passes meet in a batch is timing (the
+    // packed pass itself is checked below); every clause went through.
+    assert_eq!(acoustic.items.load(Ordering::Relaxed), 3);
     for (name, stats) in [
         (
             "en",
             voices.english.as_ref().unwrap().batch_stats().unwrap(),
         ),
-        (
-            "zh",
-            voices.mandarin.as_ref().unwrap().batch_stats().unwrap(),
-        ),
+        ("zh", zh.batch_stats().unwrap()),
     ] {
         let (batches, items, largest) = (
             stats.batches.load(Ordering::Relaxed),
@@ -97,5 +103,47 @@ fn sessions_speaking_at_once_sound_as_they_do_alone() {
             "{name}: largest batch {largest}"
         );
         assert!(batches < items, "{name}: nothing was batched");
+    }
+}
+
+/// The Mandarin acoustic model runs clauses of different lengths in one
+/// pass (packed along time, attention kept inside each clause): each gets
+/// the durations, pitch, energy and mel it gets alone.
+#[test]
+fn clauses_of_different_lengths_in_one_acoustic_pass_equal_each_alone() {
+    use huashen_inference::speech::zh::MandarinTts;
+    let tts = MandarinTts::<Cpu>::load(&models_dir(), &Default::default())
+        .expect("run scripts/fetch-models.sh");
+    let items: Vec<(Vec<usize>, f32)> = [
+        ("欢迎来到直播间。", 1.0),
+        (
+            "今天我们聊聊新款手机，这款耳机音质清晰，续航可以达到三十个小时。",
+            1.2,
+        ),
+        ("好。", 0.9),
+        ("感谢大家的支持！", 1.0),
+    ]
+    .iter()
+    .map(|(t, speed)| (tts.symbol_ids(t), *speed))
+    .collect();
+    let together = tts.acoustic().forward_batch(&items);
+    assert_eq!(together.len(), items.len());
+    for ((ids, speed), b) in items.iter().zip(&together) {
+        let a = tts.acoustic().forward(ids, *speed);
+        assert_eq!(a.durations, b.durations, "{} symbols", ids.len());
+        let close = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(close(&a.f0, &b.f0) < 1e-4 && close(&a.energy, &b.energy) < 1e-4);
+        assert_eq!(a.mel.dims(), b.mel.dims());
+        let (ma, mb) = (
+            a.mel.into_data().to_vec::<f32>().unwrap(),
+            b.mel.clone().into_data().to_vec::<f32>().unwrap(),
+        );
+        let worst = close(&ma, &mb);
+        assert!(worst < 1e-3, "mel differs by {worst}");
     }
 }

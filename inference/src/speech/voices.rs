@@ -121,7 +121,15 @@ impl<B: Backend> Voices<B> {
     pub fn batch_stats(&self) -> Vec<std::sync::Arc<crate::batch::BatchStats>> {
         let en = self.english.as_ref().and_then(|e| e.batch_stats());
         let zh = self.mandarin.as_ref().and_then(|m| m.batch_stats());
-        en.into_iter().chain(zh).cloned().collect()
+        let zh_acoustic = self
+            .mandarin
+            .as_ref()
+            .and_then(|m| m.acoustic_batch_stats());
+        en.into_iter()
+            .chain(zh)
+            .chain(zh_acoustic)
+            .cloned()
+            .collect()
     }
 
     /// Starts `text` in voice `voice_id`; other-script runs go to the other

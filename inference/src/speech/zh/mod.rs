@@ -105,6 +105,29 @@ pub struct MandarinTts<B: Backend> {
     info: VoiceInfo,
     /// The vocoder's batched worker, when sessions share one.
     batch: Option<BatchWorker<MelganVocoder<B>>>,
+    /// The acoustic model's batched worker, when sessions share one.
+    acoustic_batch: Option<BatchWorker<AcousticStage<B>>>,
+}
+
+/// FastSpeech2 as a batchable stage: clauses of any lengths run together,
+/// packed along time ([`FastSpeech2::forward_batch`]).
+#[derive(Clone)]
+pub struct AcousticStage<B: Backend> {
+    acoustic: FastSpeech2<B>,
+}
+
+impl<B: Backend> Batched for AcousticStage<B> {
+    /// Symbol ids and speed.
+    type Input = (Vec<usize>, f32);
+    type Output = model::Acoustic<B>;
+
+    fn key(&self, _: &(Vec<usize>, f32)) -> u64 {
+        0
+    }
+
+    fn run(&mut self, inputs: Vec<(Vec<usize>, f32)>) -> Vec<model::Acoustic<B>> {
+        self.acoustic.forward_batch(&inputs)
+    }
 }
 
 /// A chunk of mel frames to vocode and the samples of its audio to keep.
@@ -172,6 +195,7 @@ impl<B: Backend> MandarinTts<B> {
             dict,
             info,
             batch: None,
+            acoustic_batch: None,
         })
     }
 
@@ -186,15 +210,40 @@ impl<B: Backend> MandarinTts<B> {
             MelganVocoder {
                 vocoder: self.vocoder.clone(),
             },
-            config,
+            config.clone(),
             &format!("batch-{}", self.info.id),
         )?);
+        self.acoustic_batch = Some(BatchWorker::start(
+            AcousticStage {
+                acoustic: self.acoustic.clone(),
+            },
+            config,
+            &format!("batch-{}-acoustic", self.info.id),
+        )?);
         Ok(())
+    }
+
+    /// Symbol ids of a text (front end only).
+    pub fn symbol_ids(&self, text: &str) -> Vec<usize> {
+        frontend::symbols(&self.dict, &self.analyse(text))
+            .iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// The acoustic model.
+    pub fn acoustic(&self) -> &FastSpeech2<B> {
+        &self.acoustic
     }
 
     /// The batched vocoder's counters (when batching).
     pub fn batch_stats(&self) -> Option<&std::sync::Arc<BatchStats>> {
         self.batch.as_ref().map(|b| &b.stats)
+    }
+
+    /// The batched acoustic model's counters (when batching).
+    pub fn acoustic_batch_stats(&self) -> Option<&std::sync::Arc<BatchStats>> {
+        self.acoustic_batch.as_ref().map(|b| &b.stats)
     }
 
     /// Text → pieces (syllables with sandhi, pauses, Latin runs).
@@ -216,7 +265,12 @@ impl<B: Backend> MandarinTts<B> {
             return Err(TtsError::Empty);
         }
         let ids: Vec<usize> = symbols.iter().map(|s| s.id).collect();
-        let out = self.acoustic.forward(&ids, speed);
+        let out = match &self.acoustic_batch {
+            Some(worker) => worker
+                .run((ids.clone(), speed))
+                .unwrap_or_else(|| self.acoustic.forward(&ids, speed)),
+            None => self.acoustic.forward(&ids, speed),
+        };
         let [frames, _] = out.mel.dims();
         let timeline = timeline(&symbols, &out.durations, pieces);
         Ok(ZhClause {

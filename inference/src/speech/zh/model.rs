@@ -263,16 +263,32 @@ impl<B: Backend> Layer<B> {
 
     /// `x`: `[time, hidden]`.
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward_packed(x, None)
+    }
+
+    /// `x`: `[time, hidden]`, several sequences packed (see [`Packing`]):
+    /// attention stays inside each sequence and the rows between them are
+    /// zero where a convolution reads them.
+    fn forward_packed(&self, x: Tensor<B, 2>, pack: Option<&Packing<B>>) -> Tensor<B, 2> {
         let [t, _] = x.dims();
         let heads = |y: Tensor<B, 2>| y.reshape([t, HEADS, HEAD_SIZE]).swap_dims(0, 1);
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(1, 2)) / (HEAD_SIZE as f64).sqrt();
+        let mut scores = q.matmul(k.swap_dims(1, 2)) / (HEAD_SIZE as f64).sqrt();
+        if let Some(p) = pack {
+            scores = scores + p.attention.clone().unsqueeze::<3>();
+        }
         let ctx = softmax(scores, 2).matmul(v); // [heads, t, size]
         let ctx = ctx.swap_dims(0, 1).reshape([t, HEADS * HEAD_SIZE]);
         let a = self.attn_norm.forward(self.attn_out.forward(ctx) + x);
-        let h = self.conv2.forward(mish(self.conv1.forward(a.clone())));
+        let zero = |y: Tensor<B, 2>| match pack {
+            Some(p) => y * p.rows.clone(),
+            None => y,
+        };
+        let h = self
+            .conv2
+            .forward(zero(mish(self.conv1.forward(zero(a.clone())))));
         self.out_norm.forward(h + a)
     }
 }
@@ -302,9 +318,92 @@ impl<B: Backend> Predictor<B> {
 
     /// `[time, hidden]` → `[time]`.
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 1> {
-        let h = self.norm0.forward(relu(self.conv0.forward(x)));
-        let h = self.norm1.forward(relu(self.conv1.forward(h)));
+        self.forward_packed(x, None)
+    }
+
+    fn forward_packed(&self, x: Tensor<B, 2>, pack: Option<&Packing<B>>) -> Tensor<B, 1> {
+        let zero = |y: Tensor<B, 2>| match pack {
+            Some(p) => y * p.rows.clone(),
+            None => y,
+        };
+        let h = self.norm0.forward(relu(self.conv0.forward(zero(x))));
+        let h = self.norm1.forward(relu(self.conv1.forward(zero(h))));
         self.out.forward(h).squeeze_dim::<1>(1)
+    }
+}
+
+/// Rows between packed sequences: more than any convolution here reads
+/// beyond an edge (the pitch/energy embeddings' 9-tap kernels read 4).
+const PACK_GAP: usize = 4;
+
+/// Several sequences packed into one `[rows, channels]` matrix, `PACK_GAP`
+/// zero rows between them, so that one pass runs them all: attention is
+/// masked to each sequence and the gap rows are zeroed before every
+/// convolution, so each sequence's rows come out as they would alone.
+struct Packing<B: Backend> {
+    /// Start row and length of each sequence.
+    spans: Vec<(usize, usize)>,
+    /// `[rows, 1]`: 1 on sequence rows, 0 on gap rows.
+    rows: Tensor<B, 2>,
+    /// `[rows, rows]`: 0 where a row may attend, a large negative number
+    /// elsewhere (gap rows attend to themselves only).
+    attention: Tensor<B, 2>,
+}
+
+impl<B: Backend> Packing<B> {
+    fn new(lengths: &[usize], dev: &B::Device) -> Self {
+        let mut spans = Vec::with_capacity(lengths.len());
+        let mut group: Vec<usize> = Vec::new();
+        let mut at = 0;
+        for (i, &n) in lengths.iter().enumerate() {
+            if i > 0 {
+                for _ in 0..PACK_GAP {
+                    group.push(usize::MAX - group.len());
+                }
+                at += PACK_GAP;
+            }
+            spans.push((at, n));
+            group.extend(std::iter::repeat_n(i, n));
+            at += n;
+        }
+        let total = group.len();
+        let rows: Vec<f32> = group
+            .iter()
+            .map(|&g| if g < lengths.len() { 1.0 } else { 0.0 })
+            .collect();
+        let mut attention = vec![-1e9f32; total * total];
+        for (r, &g) in group.iter().enumerate() {
+            for (c, &h) in group.iter().enumerate() {
+                if g == h {
+                    attention[r * total + c] = 0.0;
+                }
+            }
+        }
+        Self {
+            spans,
+            rows: t2(rows, [total, 1], dev),
+            attention: t2(attention, [total, total], dev),
+        }
+    }
+
+    /// The sequences' rows as one matrix with gaps.
+    fn pack(&self, parts: Vec<Tensor<B, 2>>, channels: usize, dev: &B::Device) -> Tensor<B, 2> {
+        let mut pieces = Vec::with_capacity(parts.len() * 2);
+        for (i, p) in parts.into_iter().enumerate() {
+            if i > 0 {
+                pieces.push(Tensor::zeros([PACK_GAP, channels], dev));
+            }
+            pieces.push(p);
+        }
+        Tensor::cat(pieces, 0)
+    }
+
+    /// Each sequence's rows back out.
+    fn unpack2(&self, x: Tensor<B, 2>) -> Vec<Tensor<B, 2>> {
+        self.spans
+            .iter()
+            .map(|&(a, n)| x.clone().narrow(0, a, n))
+            .collect()
     }
 }
 
@@ -497,6 +596,114 @@ impl<B: Backend> FastSpeech2<B> {
             energy: to_vec(energy),
             mel,
         }
+    }
+}
+
+impl<B: Backend> FastSpeech2<B> {
+    /// Several clauses (symbol ids and speed each) in one pass, packed
+    /// along time (see [`Packing`]); each gets what [`Self::forward`] gives
+    /// it alone.
+    pub fn forward_batch(&self, items: &[(Vec<usize>, f32)]) -> Vec<Acoustic<B>> {
+        let dev = self.symbols.device();
+        if items.len() == 1 {
+            return vec![self.forward(&items[0].0, items[0].1)];
+        }
+        let lengths: Vec<usize> = items
+            .iter()
+            .map(|(ids, _)| ids.len().clamp(1, MAX_POSITIONS))
+            .collect();
+        let parts = items
+            .iter()
+            .zip(&lengths)
+            .map(|((ids, _), &t)| {
+                let ids: Vec<i64> = ids
+                    .iter()
+                    .take(t)
+                    .map(|&i| i.min(self.n_symbols - 1) as i64)
+                    .chain(std::iter::repeat(0))
+                    .take(t)
+                    .collect();
+                let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [t]), &dev);
+                self.symbols.clone().select(0, ids) + self.positions.clone().narrow(0, 1, t)
+            })
+            .collect();
+        let enc = Packing::new(&lengths, &dev);
+        let mut x = enc.pack(parts, HIDDEN, &dev);
+        for l in &self.encoder {
+            x = l.forward_packed(x, Some(&enc));
+        }
+        let to_vec = |v: Tensor<B, 1>| v.into_data().to_vec::<f32>().unwrap_or_default();
+        let log_d = to_vec(self.duration.forward_packed(x.clone(), Some(&enc)));
+        let f0 = self.f0.forward_packed(x.clone(), Some(&enc));
+        let energy = self.energy.forward_packed(x.clone(), Some(&enc));
+        let zero = |y: Tensor<B, 2>| y * enc.rows.clone();
+        let f0_emb = self.f0_embedding.forward(zero(f0.clone().unsqueeze_dim(1)));
+        let en_emb = self
+            .energy_embedding
+            .forward(zero(energy.clone().unsqueeze_dim(1)));
+        let h = x + f0_emb + en_emb;
+        let (f0, energy) = (to_vec(f0), to_vec(energy));
+        // Length regulation per clause.
+        let mut durations = Vec::with_capacity(items.len());
+        let mut frames_of = Vec::with_capacity(items.len());
+        let mut regulated = Vec::new();
+        for (&(a, n), (_, speed)) in enc.spans.iter().zip(items) {
+            let d: Vec<usize> = log_d[a..a + n]
+                .iter()
+                .map(|d| ((d.exp() - 1.0).max(0.0) / speed.clamp(0.25, 4.0)).round() as usize)
+                .collect();
+            let index: Vec<i64> = d
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &k)| std::iter::repeat_n((a + i) as i64, k))
+                .take(MAX_POSITIONS)
+                .collect();
+            let frames = index.len();
+            if frames > 0 {
+                let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [frames]), &dev);
+                regulated
+                    .push(h.clone().select(0, index) + self.positions.clone().narrow(0, 1, frames));
+            }
+            durations.push(d);
+            frames_of.push(frames);
+        }
+        let voiced: Vec<usize> = frames_of.iter().copied().filter(|&f| f > 0).collect();
+        let mut mels = Vec::new().into_iter();
+        if !voiced.is_empty() {
+            let dec = Packing::new(&voiced, &dev);
+            let mut y = dec.pack(regulated, HIDDEN, &dev);
+            for l in &self.decoder {
+                y = l.forward_packed(y, Some(&dec));
+            }
+            let before = self.mel_dense.forward(y);
+            let rows = dec.rows.clone().transpose().unsqueeze::<3>(); // [1, 1, rows]
+            let mut p = before.clone().transpose().unsqueeze::<3>() * rows.clone();
+            for (i, conv) in self.postnet.iter().enumerate() {
+                let sc = self.post_scale[i].clone().reshape([1, -1, 1]);
+                let b = self.post_shift[i].clone().reshape([1, -1, 1]);
+                p = conv.forward(p) * sc + b;
+                if i < self.postnet.len() - 1 {
+                    p = p.tanh() * rows.clone();
+                }
+            }
+            let mel = p.squeeze_dim::<2>(0).transpose() + before;
+            mels = dec.unpack2(mel).into_iter();
+        }
+        enc.spans
+            .iter()
+            .zip(durations)
+            .zip(frames_of)
+            .map(|((&(a, n), durations), frames)| Acoustic {
+                durations,
+                f0: f0[a..a + n].to_vec(),
+                energy: energy[a..a + n].to_vec(),
+                mel: if frames > 0 {
+                    mels.next().expect("one mel per voiced clause")
+                } else {
+                    Tensor::zeros([0, MELS], &dev)
+                },
+            })
+            .collect()
     }
 }
 
