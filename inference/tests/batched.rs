@@ -85,6 +85,13 @@ fn sessions_speaking_at_once_sound_as_they_do_alone() {
     // Whether two clauses' acoustic passes meet in a batch is timing (the
     // packed pass itself is checked below); every clause went through.
     assert_eq!(acoustic.items.load(Ordering::Relaxed), 3);
+    let clauses = voices
+        .english
+        .as_ref()
+        .unwrap()
+        .clause_batch_stats()
+        .unwrap();
+    assert_eq!(clauses.items.load(Ordering::Relaxed), 4);
     for (name, stats) in [
         (
             "en",
@@ -145,5 +152,53 @@ fn clauses_of_different_lengths_in_one_acoustic_pass_equal_each_alone() {
         );
         let worst = close(&ma, &mb);
         assert!(worst < 1e-3, "mel differs by {worst}");
+    }
+}
+
+/// The English voice's clause networks (text encoder, stochastic duration
+/// predictor, flow) run utterances of different lengths in one pass
+/// (packed along time): each gets the durations and latent it gets alone,
+/// its noise drawn in the same order.
+#[test]
+fn english_clauses_in_one_pass_equal_each_alone() {
+    use huashen_inference::speech::piper::PrepareJob;
+    use huashen_inference::speech::tts::{EnglishTts, Gaussian};
+    let tts = EnglishTts::<Cpu>::load(&models_dir(), &Default::default())
+        .expect("run scripts/fetch-models.sh");
+    let texts = [
+        "Good evening.",
+        "Tonight we are looking at three new phones and a cheap pair of headphones.",
+        "Yes!",
+        "Thank you so much for joining us tonight.",
+    ];
+    let jobs = || -> Vec<PrepareJob> {
+        texts
+            .iter()
+            .map(|t| {
+                let mut rng = Gaussian::seeded(t);
+                PrepareJob {
+                    ids: tts.phoneme_ids(t).unwrap(),
+                    scales: tts.voice().scales,
+                    noise: Box::new(move || rng.sample()),
+                }
+            })
+            .collect()
+    };
+    let together = tts.voice().prepare_batch(jobs());
+    assert_eq!(together.len(), texts.len());
+    for (mut job, b) in jobs().into_iter().zip(&together) {
+        let a = tts.voice().prepare(&job.ids, job.scales, &mut *job.noise);
+        assert_eq!(a.durations, b.durations, "{} ids", job.ids.len());
+        assert_eq!(a.latent.dims(), b.latent.dims());
+        let (la, lb) = (
+            a.latent.into_data().to_vec::<f32>().unwrap(),
+            b.latent.clone().into_data().to_vec::<f32>().unwrap(),
+        );
+        let worst = la
+            .iter()
+            .zip(&lb)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "latent differs by {worst}");
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use super::espeak::{self, EspeakError};
-use super::piper::{InferenceJson, PiperDecoder, PiperVoice, Prepared, VoiceError};
+use super::piper::{
+    InferenceJson, PiperClauses, PiperDecoder, PiperVoice, PrepareJob, Prepared, VoiceError,
+};
 use super::timeline::Timeline;
 use crate::batch::{BatchConfig, BatchStats, BatchWorker, Batched};
 
@@ -66,6 +68,8 @@ pub struct EnglishTts<B: Backend> {
     info: VoiceInfo,
     /// The decoder's batched worker, when sessions share one.
     batch: Option<BatchWorker<PiperDecoder<B>>>,
+    /// The clause networks' batched worker, when sessions share one.
+    clause_batch: Option<BatchWorker<PiperClauses<B>>>,
 }
 
 impl<B: Backend> EnglishTts<B> {
@@ -85,6 +89,7 @@ impl<B: Backend> EnglishTts<B> {
             voice,
             info,
             batch: None,
+            clause_batch: None,
         })
     }
 
@@ -97,8 +102,13 @@ impl<B: Backend> EnglishTts<B> {
     pub fn batch(&mut self, config: BatchConfig) -> std::io::Result<()> {
         self.batch = Some(BatchWorker::start(
             self.voice.decoder(),
-            config,
+            config.clone(),
             &format!("batch-{}", self.info.id),
+        )?);
+        self.clause_batch = Some(BatchWorker::start(
+            self.voice.clause_stage(),
+            config,
+            &format!("batch-{}-clauses", self.info.id),
         )?);
         Ok(())
     }
@@ -106,6 +116,26 @@ impl<B: Backend> EnglishTts<B> {
     /// The batched decoder's counters (when batching).
     pub fn batch_stats(&self) -> Option<&Arc<BatchStats>> {
         self.batch.as_ref().map(|b| &b.stats)
+    }
+
+    /// The batched clause networks' counters (when batching).
+    pub fn clause_batch_stats(&self) -> Option<&Arc<BatchStats>> {
+        self.clause_batch.as_ref().map(|b| &b.stats)
+    }
+
+    /// Phoneme ids of a text, as [`Self::begin`] makes them.
+    pub fn phoneme_ids(&self, text: &str) -> Result<Vec<i64>, TtsError> {
+        let pieces = espeak::phonemize(text, &self.voice.espeak_voice)?;
+        let ipa: Vec<String> = pieces
+            .iter()
+            .flat_map(|p| p.words.iter().map(|w| w.ipa.clone()))
+            .collect();
+        Ok(self.voice.phoneme_ids(&ipa.join(" ")).0)
+    }
+
+    /// The voice (its networks).
+    pub fn voice(&self) -> &PiperVoice<B> {
+        &self.voice
     }
 
     /// Phonemizes the clause and runs the clause-level networks; a `speed`
@@ -143,8 +173,21 @@ impl<B: Backend> EnglishTts<B> {
             length_scale: self.voice.scales.length_scale / speed.clamp(0.25, 4.0),
             ..self.voice.scales
         };
-        let mut rng = Gaussian::seeded(text);
-        let prepared = self.voice.prepare(&ids, scales, &mut || rng.sample());
+        let prepared = match &self.clause_batch {
+            Some(worker) => {
+                let mut rng = Gaussian::seeded(text);
+                worker.run(PrepareJob {
+                    ids: ids.clone(),
+                    scales,
+                    noise: Box::new(move || rng.sample()),
+                })
+            }
+            None => None,
+        };
+        let prepared = prepared.unwrap_or_else(|| {
+            let mut rng = Gaussian::seeded(text);
+            self.voice.prepare(&ids, scales, &mut || rng.sample())
+        });
         let hop = self.voice.hop() as u64;
         let mut bounds = Vec::with_capacity(ids.len() + 1);
         let mut acc = 0u64;

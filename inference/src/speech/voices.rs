@@ -120,12 +120,14 @@ impl<B: Backend> Voices<B> {
     /// The counters of the voices' batched workers.
     pub fn batch_stats(&self) -> Vec<std::sync::Arc<crate::batch::BatchStats>> {
         let en = self.english.as_ref().and_then(|e| e.batch_stats());
+        let en_clauses = self.english.as_ref().and_then(|e| e.clause_batch_stats());
         let zh = self.mandarin.as_ref().and_then(|m| m.batch_stats());
         let zh_acoustic = self
             .mandarin
             .as_ref()
             .and_then(|m| m.acoustic_batch_stats());
         en.into_iter()
+            .chain(en_clauses)
             .chain(zh)
             .chain(zh_acoustic)
             .cloned()

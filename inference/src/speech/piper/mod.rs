@@ -206,6 +206,96 @@ impl<B: Backend> PiperVoice<B> {
         }
     }
 
+    /// [`Self::prepare`] for several utterances in one pass, packed along
+    /// time ([`model::Packing`]); each gets what it gets alone (its noise
+    /// is drawn in the same order).
+    pub fn prepare_batch(&self, mut jobs: Vec<PrepareJob>) -> Vec<Prepared<B>> {
+        if jobs.len() == 1 {
+            let mut j = jobs.pop().expect("one job");
+            return vec![self.prepare(&j.ids, j.scales, &mut *j.noise)];
+        }
+        let dev = &self.device;
+        let lengths: Vec<usize> = jobs.iter().map(|j| j.ids.len()).collect();
+        let text = model::Packing::new(&lengths, true, dev);
+        let ids = jobs
+            .iter()
+            .map(|j| {
+                Tensor::<B, 1, Int>::from_data(TensorData::new(j.ids.clone(), [j.ids.len()]), dev)
+            })
+            .collect();
+        let enc = self.model.enc.forward_packed(ids, &text);
+        let noises = jobs
+            .iter_mut()
+            .map(|j| {
+                let t = j.ids.len();
+                let v: Vec<f32> = (0..2 * t).map(|_| (j.noise)() * j.scales.noise_w).collect();
+                Tensor::from_data(TensorData::new(v, [1, 2, t]), dev)
+            })
+            .collect();
+        let logw = self
+            .model
+            .dp
+            .forward_packed(enc.x.clone(), text.pack(noises), Some(&text));
+        let [_, c, _] = enc.m.dims();
+        let mut priors = Vec::with_capacity(jobs.len());
+        let mut meta = Vec::with_capacity(jobs.len());
+        for (j, &(a, n)) in jobs.iter_mut().zip(&text.spans) {
+            let durations: Vec<usize> = logw[a..a + n]
+                .iter()
+                .map(|&l| (l.exp() * j.scales.length_scale).ceil().max(0.0) as usize)
+                .collect();
+            let frames: usize = durations.iter().sum::<usize>().max(1);
+            let mut index = Vec::with_capacity(frames);
+            for (i, &d) in durations.iter().enumerate() {
+                index.extend(std::iter::repeat_n((a + i) as i64, d));
+            }
+            if index.is_empty() {
+                index.push(a as i64);
+            }
+            let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [frames]), dev);
+            let m = enc.m.clone().select(2, index.clone());
+            let logs = enc.logs.clone().select(2, index);
+            let eps: Vec<f32> = (0..c * frames)
+                .map(|_| (j.noise)() * j.scales.noise_scale)
+                .collect();
+            let eps = Tensor::from_data(TensorData::new(eps, [1, c, frames]), dev);
+            priors.push(m + eps * logs.exp());
+            meta.push((durations, frames));
+        }
+        let frames: Vec<usize> = meta.iter().map(|m| m.1).collect();
+        let latent = model::Packing::new(&frames, false, dev);
+        let z = self
+            .model
+            .flow
+            .reverse_packed(latent.pack(priors), Some(&latent));
+        latent
+            .unpack(z)
+            .into_iter()
+            .zip(meta)
+            .map(|(latent, (durations, frames))| Prepared {
+                durations,
+                latent,
+                frames,
+            })
+            .collect()
+    }
+
+    /// The clause-level networks (encoder, durations, flow) as a batchable
+    /// stage.
+    pub fn clause_stage(&self) -> PiperClauses<B> {
+        PiperClauses {
+            voice: std::sync::Arc::new(PiperVoice {
+                model: self.model.clone(),
+                cfg: self.cfg.clone(),
+                ids: self.ids.clone(),
+                sample_rate: self.sample_rate,
+                scales: self.scales,
+                espeak_voice: self.espeak_voice.clone(),
+                device: self.device.clone(),
+            }),
+        }
+    }
+
     /// Audio for latent frames `start..end` (clamped), decoded with
     /// [`DECODE_CONTEXT`] frames of context each side.
     pub fn decode(&self, prepared: &Prepared<B>, start: usize, end: usize) -> Vec<f32> {
@@ -297,5 +387,33 @@ impl<B: Backend> crate::batch::Batched for PiperDecoder<B> {
                     .unwrap_or_default()
             })
             .collect()
+    }
+}
+
+/// One utterance for [`PiperVoice::prepare_batch`]: phoneme ids, scales,
+/// and its source of standard normal noise.
+pub struct PrepareJob {
+    pub ids: Vec<i64>,
+    pub scales: InferenceJson,
+    pub noise: Box<dyn FnMut() -> f32 + Send>,
+}
+
+/// The clause-level networks of a voice, batched (utterances of any
+/// lengths packed along time).
+#[derive(Clone)]
+pub struct PiperClauses<B: Backend> {
+    voice: std::sync::Arc<PiperVoice<B>>,
+}
+
+impl<B: Backend> Batched for PiperClauses<B> {
+    type Input = PrepareJob;
+    type Output = Prepared<B>;
+
+    fn key(&self, _: &PrepareJob) -> u64 {
+        0
+    }
+
+    fn run(&mut self, jobs: Vec<PrepareJob>) -> Vec<Prepared<B>> {
+        self.voice.prepare_batch(jobs)
     }
 }

@@ -76,6 +76,12 @@ pub struct RelAttention<B: Backend> {
 impl<B: Backend> RelAttention<B> {
     /// `x`: `[1, hidden, t]` → `[1, hidden, t]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_packed(x, None)
+    }
+
+    /// As [`Self::forward`], with `bias` `[t, t]` added to the attention
+    /// logits (packed sequences: a large negative number across them).
+    pub fn forward_packed(&self, x: Tensor<B, 3>, bias: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
         let [b, d, t] = x.dims();
         let h = self.n_heads;
         let kc = d / h;
@@ -89,6 +95,9 @@ impl<B: Backend> RelAttention<B> {
         let rel_k = rel_k.swap_dims(1, 2).unsqueeze::<4>().repeat_dim(1, h); // [1, h, kc, 2t-1]
         let rel_logits = q.matmul(rel_k); // [1, h, t, 2t-1]
         scores = scores + rel_to_abs(rel_logits);
+        if let Some(bias) = bias {
+            scores = scores + bias.clone().unsqueeze::<4>();
+        }
         let p = softmax(scores, 3);
         let mut out = p.clone().matmul(v); // [1, h, t, kc]
         let rel_v = self.relative_embeddings(self.emb_rel_v.clone(), t); // [1, 2t-1, kc]
@@ -152,6 +161,97 @@ impl<B: Backend> Ffn<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.conv_2.forward(relu(self.conv_1.forward(x)))
     }
+
+    fn forward_packed(&self, x: Tensor<B, 3>, p: &Packing<B>) -> Tensor<B, 3> {
+        self.conv_2
+            .forward(p.zero(relu(self.conv_1.forward(p.zero(x)))))
+    }
+}
+
+/// Columns between packed sequences: more than any convolution of the
+/// clause networks reads beyond an edge (the duration predictor's
+/// dilation-9 convolutions read 9).
+pub const PACK_GAP: usize = 16;
+
+/// Several sequences packed along time (`[1, channels, columns]`) with
+/// `PACK_GAP` zero columns between them, so one pass runs them all:
+/// attention is masked to each sequence and the gap columns are zeroed
+/// before every convolution that reaches across, so each sequence comes
+/// out as it would alone.
+pub struct Packing<B: Backend> {
+    /// First column and length of each sequence.
+    pub spans: Vec<(usize, usize)>,
+    /// `[1, 1, columns]`: 1 on sequence columns, 0 on gaps.
+    pub cols: Tensor<B, 3>,
+    pub valid: Vec<bool>,
+    /// `[columns, columns]`: 0 where a column may attend, a large negative
+    /// number elsewhere (gap columns attend to themselves only).
+    pub attention: Tensor<B, 2>,
+}
+
+impl<B: Backend> Packing<B> {
+    /// `attention`: build the attention mask (the flow needs none).
+    pub fn new(lengths: &[usize], attention: bool, dev: &B::Device) -> Self {
+        let mut spans = Vec::with_capacity(lengths.len());
+        let mut group: Vec<usize> = Vec::new();
+        let mut at = 0;
+        for (i, &n) in lengths.iter().enumerate() {
+            if i > 0 {
+                for _ in 0..PACK_GAP {
+                    group.push(usize::MAX - group.len());
+                }
+                at += PACK_GAP;
+            }
+            spans.push((at, n));
+            group.extend(std::iter::repeat_n(i, n));
+            at += n;
+        }
+        let total = group.len();
+        let valid: Vec<bool> = group.iter().map(|&g| g < lengths.len()).collect();
+        let cols: Vec<f32> = valid.iter().map(|&v| if v { 1.0 } else { 0.0 }).collect();
+        let side = if attention { total } else { 1 };
+        let mut mask = vec![0f32; side * side];
+        if attention {
+            for (r, &g) in group.iter().enumerate() {
+                for (c, &h) in group.iter().enumerate() {
+                    if g != h {
+                        mask[r * total + c] = -1e9;
+                    }
+                }
+            }
+        }
+        Self {
+            spans,
+            cols: Tensor::from_data(TensorData::new(cols, [1, 1, total]), dev),
+            valid,
+            attention: Tensor::from_data(TensorData::new(mask, [side, side]), dev),
+        }
+    }
+
+    /// `parts` (`[1, channels, len]` each) side by side with gaps.
+    pub fn pack(&self, parts: Vec<Tensor<B, 3>>) -> Tensor<B, 3> {
+        let mut pieces = Vec::with_capacity(parts.len() * 2);
+        for (i, p) in parts.into_iter().enumerate() {
+            if i > 0 {
+                let [_, c, _] = p.dims();
+                pieces.push(Tensor::zeros([1, c, PACK_GAP], &p.device()));
+            }
+            pieces.push(p);
+        }
+        Tensor::cat(pieces, 2)
+    }
+
+    /// Each sequence's columns back out.
+    pub fn unpack(&self, x: Tensor<B, 3>) -> Vec<Tensor<B, 3>> {
+        self.spans
+            .iter()
+            .map(|&(a, n)| x.clone().narrow(2, a, n))
+            .collect()
+    }
+
+    pub fn zero(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        x * self.cols.clone()
+    }
 }
 
 /// Phoneme ids → hidden states and the prior's mean / log-scale.
@@ -195,6 +295,32 @@ impl<B: Backend> TextEncoder<B> {
         let logs = stats.narrow(1, inter, inter);
         Encoded { x, m, logs }
     }
+
+    /// Several utterances' ids packed along time (see [`Packing`]); the
+    /// outputs are packed alike.
+    pub fn forward_packed(&self, ids: Vec<Tensor<B, 1, Int>>, p: &Packing<B>) -> Encoded<B> {
+        let [_, hidden] = self.emb.dims();
+        let parts = ids
+            .into_iter()
+            .map(|ids| {
+                let t = ids.dims()[0];
+                let x = self.emb.clone().select(0, ids) * (hidden as f64).sqrt();
+                x.swap_dims(0, 1).reshape([1, hidden, t])
+            })
+            .collect();
+        let mut x = p.pack(parts);
+        for i in 0..self.attn.len() {
+            let y = self.attn[i].forward_packed(x.clone(), Some(&p.attention));
+            x = self.norm_1[i].forward(x + y);
+            let y = self.ffn[i].forward_packed(x.clone(), p);
+            x = self.norm_2[i].forward(x + y);
+        }
+        let stats = self.proj.forward(x.clone());
+        let inter = stats.dims()[1] / 2;
+        let m = stats.clone().narrow(1, 0, inter);
+        let logs = stats.narrow(1, inter, inter);
+        Encoded { x, m, logs }
+    }
 }
 
 // ------------------------------------------------------ duration predictor
@@ -209,9 +335,17 @@ pub struct DdsConv<B: Backend> {
 }
 
 impl<B: Backend> DdsConv<B> {
-    pub fn forward(&self, mut x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_packed(x, None)
+    }
+
+    fn forward_packed(&self, mut x: Tensor<B, 3>, p: Option<&Packing<B>>) -> Tensor<B, 3> {
         for i in 0..self.sep.len() {
-            let y = gelu(self.norm_1[i].forward(self.sep[i].forward(x.clone())));
+            let input = match p {
+                Some(p) => p.zero(x.clone()),
+                None => x.clone(),
+            };
+            let y = gelu(self.norm_1[i].forward(self.sep[i].forward(input)));
             let y = gelu(self.norm_2[i].forward(self.one[i].forward(y)));
             x = x + y;
         }
@@ -246,7 +380,20 @@ impl<B: Backend> DurationPredictor<B> {
     /// `x`: encoder output `[1, hidden, t]`; `noise`: `[1, 2, t]` (already
     /// scaled by `noise_w`). Returns log-durations in frames, `t` values.
     pub fn forward(&self, x: Tensor<B, 3>, noise: Tensor<B, 3>) -> Vec<f32> {
-        let g = self.proj.forward(self.convs.forward(self.pre.forward(x)));
+        self.forward_packed(x, noise, None)
+    }
+
+    /// As [`Self::forward`] on packed utterances (see [`Packing`]); one
+    /// value per column (gap columns give 0).
+    pub fn forward_packed(
+        &self,
+        x: Tensor<B, 3>,
+        noise: Tensor<B, 3>,
+        p: Option<&Packing<B>>,
+    ) -> Vec<f32> {
+        let g = self
+            .proj
+            .forward(self.convs.forward_packed(self.pre.forward(x), p));
         let [_, _, t] = g.dims();
         let mut z = noise;
         for flow in &self.flows {
@@ -254,7 +401,7 @@ impl<B: Backend> DurationPredictor<B> {
             let x0 = z.clone().narrow(1, 0, 1);
             let x1 = z.narrow(1, 1, 1);
             let h = flow.pre.forward(x0.clone());
-            let h = flow.convs.forward(h + g.clone());
+            let h = flow.convs.forward_packed(h + g.clone(), p);
             let h = flow.proj.forward(h); // [1, 3 * bins - 1, t]
             let params = h
                 .swap_dims(1, 2)
@@ -266,6 +413,9 @@ impl<B: Backend> DurationPredictor<B> {
             let scale = 1.0 / (self.filter as f32).sqrt();
             let out: Vec<f32> = (0..t)
                 .map(|i| {
+                    if p.is_some_and(|p| !p.valid[i]) {
+                        return 0.0;
+                    }
                     let p = &params[i * k..(i + 1) * k];
                     spline_inverse(
                         x1v[i],
@@ -358,12 +508,20 @@ pub struct WaveNet<B: Backend> {
 }
 
 impl<B: Backend> WaveNet<B> {
-    pub fn forward(&self, mut x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_packed(x, None)
+    }
+
+    fn forward_packed(&self, mut x: Tensor<B, 3>, p: Option<&Packing<B>>) -> Tensor<B, 3> {
         let h = self.hidden;
         let mut out: Option<Tensor<B, 3>> = None;
         let n = self.in_layers.len();
         for i in 0..n {
-            let a = self.in_layers[i].forward(x.clone());
+            let input = match p {
+                Some(p) => p.zero(x.clone()),
+                None => x.clone(),
+            };
+            let a = self.in_layers[i].forward(input);
             let acts = tanh(a.clone().narrow(1, 0, h)) * sigmoid(a.narrow(1, h, h));
             let rs = self.res_skip[i].forward(acts);
             let skip = if i < n - 1 {
@@ -399,14 +557,19 @@ pub struct Flow<B: Backend> {
 
 impl<B: Backend> Flow<B> {
     /// `z`: `[1, inter, frames]` → `[1, inter, frames]`.
-    pub fn reverse(&self, mut z: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn reverse(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.reverse_packed(z, None)
+    }
+
+    /// As [`Self::reverse`] on packed utterances (see [`Packing`]).
+    pub fn reverse_packed(&self, mut z: Tensor<B, 3>, p: Option<&Packing<B>>) -> Tensor<B, 3> {
         let [_, c, _] = z.dims();
         let half = c / 2;
         for layer in &self.layers {
             z = z.flip([1]);
             let x0 = z.clone().narrow(1, 0, half);
             let x1 = z.narrow(1, half, half);
-            let h = layer.enc.forward(layer.pre.forward(x0.clone()));
+            let h = layer.enc.forward_packed(layer.pre.forward(x0.clone()), p);
             let m = layer.post.forward(h);
             z = Tensor::cat(vec![x0, x1 - m], 1);
         }
