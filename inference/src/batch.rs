@@ -88,6 +88,72 @@ pub fn thread_cpu_us() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
+/// Where sequences of `lengths` go when packed along time with `gap`
+/// empty places between them: each one's start and length, which places
+/// hold a sequence, and (when `attention`) the `[places, places]` additive
+/// attention mask keeping each place to its own sequence (gap places to
+/// themselves). Shared by the models that pack clauses into one pass.
+pub struct PackLayout {
+    pub spans: Vec<(usize, usize)>,
+    pub valid: Vec<bool>,
+    /// Row-major `places × places`, or empty without attention.
+    pub attention: Vec<f32>,
+}
+
+impl PackLayout {
+    pub fn new(lengths: &[usize], gap: usize, attention: bool) -> Self {
+        let mut spans = Vec::with_capacity(lengths.len());
+        let mut group: Vec<usize> = Vec::new();
+        let mut at = 0;
+        for (i, &n) in lengths.iter().enumerate() {
+            if i > 0 {
+                for _ in 0..gap {
+                    group.push(usize::MAX - group.len());
+                }
+                at += gap;
+            }
+            spans.push((at, n));
+            group.extend(std::iter::repeat_n(i, n));
+            at += n;
+        }
+        let total = group.len();
+        let valid = group.iter().map(|&g| g < lengths.len()).collect();
+        let mut mask = Vec::new();
+        if attention {
+            mask = vec![0f32; total * total];
+            for (r, &g) in group.iter().enumerate() {
+                for (c, &h) in group.iter().enumerate() {
+                    if g != h {
+                        mask[r * total + c] = -1e9;
+                    }
+                }
+            }
+        }
+        Self {
+            spans,
+            valid,
+            attention: mask,
+        }
+    }
+
+    /// Places in all (sequences and gaps).
+    pub fn len(&self) -> usize {
+        self.valid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.valid.is_empty()
+    }
+
+    /// 1 on sequence places, 0 on gaps.
+    pub fn ones(&self) -> Vec<f32> {
+        self.valid
+            .iter()
+            .map(|&v| if v { 1.0 } else { 0.0 })
+            .collect()
+    }
+}
+
 struct Request<M: Batched> {
     input: M::Input,
     reply: SyncSender<M::Output>,

@@ -192,39 +192,19 @@ pub struct Packing<B: Backend> {
 impl<B: Backend> Packing<B> {
     /// `attention`: build the attention mask (the flow needs none).
     pub fn new(lengths: &[usize], attention: bool, dev: &B::Device) -> Self {
-        let mut spans = Vec::with_capacity(lengths.len());
-        let mut group: Vec<usize> = Vec::new();
-        let mut at = 0;
-        for (i, &n) in lengths.iter().enumerate() {
-            if i > 0 {
-                for _ in 0..PACK_GAP {
-                    group.push(usize::MAX - group.len());
-                }
-                at += PACK_GAP;
-            }
-            spans.push((at, n));
-            group.extend(std::iter::repeat_n(i, n));
-            at += n;
-        }
-        let total = group.len();
-        let valid: Vec<bool> = group.iter().map(|&g| g < lengths.len()).collect();
-        let cols: Vec<f32> = valid.iter().map(|&v| if v { 1.0 } else { 0.0 }).collect();
+        let layout = crate::batch::PackLayout::new(lengths, PACK_GAP, attention);
+        let total = layout.len();
         let side = if attention { total } else { 1 };
-        let mut mask = vec![0f32; side * side];
-        if attention {
-            for (r, &g) in group.iter().enumerate() {
-                for (c, &h) in group.iter().enumerate() {
-                    if g != h {
-                        mask[r * total + c] = -1e9;
-                    }
-                }
-            }
-        }
+        let mask = if attention {
+            layout.attention.clone()
+        } else {
+            vec![0.0]
+        };
         Self {
-            spans,
-            cols: Tensor::from_data(TensorData::new(cols, [1, 1, total]), dev),
-            valid,
+            cols: Tensor::from_data(TensorData::new(layout.ones(), [1, 1, total]), dev),
             attention: Tensor::from_data(TensorData::new(mask, [side, side]), dev),
+            spans: layout.spans,
+            valid: layout.valid,
         }
     }
 

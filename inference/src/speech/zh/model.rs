@@ -352,37 +352,12 @@ struct Packing<B: Backend> {
 
 impl<B: Backend> Packing<B> {
     fn new(lengths: &[usize], dev: &B::Device) -> Self {
-        let mut spans = Vec::with_capacity(lengths.len());
-        let mut group: Vec<usize> = Vec::new();
-        let mut at = 0;
-        for (i, &n) in lengths.iter().enumerate() {
-            if i > 0 {
-                for _ in 0..PACK_GAP {
-                    group.push(usize::MAX - group.len());
-                }
-                at += PACK_GAP;
-            }
-            spans.push((at, n));
-            group.extend(std::iter::repeat_n(i, n));
-            at += n;
-        }
-        let total = group.len();
-        let rows: Vec<f32> = group
-            .iter()
-            .map(|&g| if g < lengths.len() { 1.0 } else { 0.0 })
-            .collect();
-        let mut attention = vec![-1e9f32; total * total];
-        for (r, &g) in group.iter().enumerate() {
-            for (c, &h) in group.iter().enumerate() {
-                if g == h {
-                    attention[r * total + c] = 0.0;
-                }
-            }
-        }
+        let layout = crate::batch::PackLayout::new(lengths, PACK_GAP, true);
+        let total = layout.len();
         Self {
-            spans,
-            rows: t2(rows, [total, 1], dev),
-            attention: t2(attention, [total, total], dev),
+            rows: t2(layout.ones(), [total, 1], dev),
+            attention: t2(layout.attention, [total, total], dev),
+            spans: layout.spans,
         }
     }
 
