@@ -269,6 +269,11 @@ impl<B: Backend> TextEncoder<B> {
             let y = self.ffn[i].forward(x.clone());
             x = self.norm_2[i].forward(x + y);
         }
+        self.encoded(x)
+    }
+
+    /// The hidden states with the prior's mean and log-scale.
+    fn encoded(&self, x: Tensor<B, 3>) -> Encoded<B> {
         let stats = self.proj.forward(x.clone());
         let inter = stats.dims()[1] / 2;
         let m = stats.clone().narrow(1, 0, inter);
@@ -295,11 +300,7 @@ impl<B: Backend> TextEncoder<B> {
             let y = self.ffn[i].forward_packed(x.clone(), p);
             x = self.norm_2[i].forward(x + y);
         }
-        let stats = self.proj.forward(x.clone());
-        let inter = stats.dims()[1] / 2;
-        let m = stats.clone().narrow(1, 0, inter);
-        let logs = stats.narrow(1, inter, inter);
-        Encoded { x, m, logs }
+        self.encoded(x)
     }
 }
 

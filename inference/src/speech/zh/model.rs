@@ -483,6 +483,20 @@ impl<B: Backend> FastSpeech2<B> {
         self.n_symbols
     }
 
+    /// Symbol and position embeddings of the first `t` ids (unknown ids
+    /// clamped, missing ones 0).
+    fn embed(&self, ids: &[usize], t: usize) -> Tensor<B, 2> {
+        let ids: Vec<i64> = ids
+            .iter()
+            .take(t)
+            .map(|&i| i.min(self.n_symbols - 1) as i64)
+            .chain(std::iter::repeat(0))
+            .take(t)
+            .collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [t]), &self.symbols.device());
+        self.symbols.clone().select(0, ids) + self.positions.clone().narrow(0, 1, t)
+    }
+
     /// Symbol ids → durations, pitch, energy and mel. `speed` > 1 speaks
     /// faster. Ids must be below [`Self::n_symbols`], at most
     /// [`MAX_POSITIONS`] of them.
@@ -502,15 +516,7 @@ impl<B: Backend> FastSpeech2<B> {
     ) -> Acoustic<B> {
         let dev = self.symbols.device();
         let t = ids.len().clamp(1, MAX_POSITIONS);
-        let ids: Vec<i64> = ids
-            .iter()
-            .take(t)
-            .map(|&i| i.min(self.n_symbols - 1) as i64)
-            .chain(std::iter::repeat(0))
-            .take(t)
-            .collect();
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [t]), &dev);
-        let mut x = self.symbols.clone().select(0, ids) + self.positions.clone().narrow(0, 1, t);
+        let mut x = self.embed(ids, t);
         for l in &self.encoder {
             x = l.forward(x);
         }
@@ -590,17 +596,7 @@ impl<B: Backend> FastSpeech2<B> {
         let parts = items
             .iter()
             .zip(&lengths)
-            .map(|((ids, _), &t)| {
-                let ids: Vec<i64> = ids
-                    .iter()
-                    .take(t)
-                    .map(|&i| i.min(self.n_symbols - 1) as i64)
-                    .chain(std::iter::repeat(0))
-                    .take(t)
-                    .collect();
-                let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [t]), &dev);
-                self.symbols.clone().select(0, ids) + self.positions.clone().narrow(0, 1, t)
-            })
+            .map(|((ids, _), &t)| self.embed(ids, t))
             .collect();
         let enc = Packing::new(&lengths, &dev);
         let mut x = enc.pack(parts, HIDDEN, &dev);
