@@ -97,6 +97,35 @@ pub fn held_out_speech() -> Vec<f32> {
     audio.iter().map(|v| v / peak * 0.5).collect()
 }
 
+/// A decoding WebRTC viewer of `session` watching the test avatar's mouth
+/// (512×512 sessions), once it has seen `idle_frames` frames of it.
+pub async fn mouth_viewer(
+    server: &TestServer,
+    session: &v1::Session,
+    idle_frames: usize,
+) -> huashen_loadtest::viewer::Viewer {
+    use huashen_loadtest::viewer::{self, ViewerOptions};
+    let v = viewer::connect(
+        server.addr,
+        &session.session_id,
+        &session.viewer_token,
+        ViewerOptions {
+            decode: true,
+            watch: Some(mouth_box(512, 512)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || v.seen().watched.len()
+            > idle_frames)
+        .await,
+        "the viewer saw too few frames"
+    );
+    v
+}
+
 /// Of a watched mouth region over some frames, given as (mean luma, dark
 /// share) per frame: the largest dark share (an open mouth shows its dark
 /// interior) and the deviation of the luma (the mouth moving).

@@ -224,23 +224,7 @@ async fn the_mouth_moves_with_the_speech() {
     let avatar = c.enroll("Lips").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
     let mouth = mouth_box(512, 512);
-    let v = viewer::connect(
-        server.addr,
-        &s.session_id,
-        &s.viewer_token,
-        ViewerOptions {
-            decode: true,
-            watch: Some(mouth),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), async || v.seen().watched.len()
-            > 30)
-        .await
-    );
+    let v = mouth_viewer(&server, &s, 30).await;
     let idle = v.seen().watched.clone();
     c.sessions
         .speak(tokio_stream::iter(speak_req(

@@ -163,24 +163,7 @@ async fn held_out_voice_moves_the_mouth_and_rests_in_the_pause() {
     let avatar = c.enroll("Host").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
     let mut watch = c.watch(&s.session_id).await;
-    let mouth = mouth_box(512, 512);
-    let v = viewer::connect(
-        server.addr,
-        &s.session_id,
-        &s.viewer_token,
-        ViewerOptions {
-            decode: true,
-            watch: Some(mouth),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), async || v.seen().watched.len()
-            > 40)
-        .await
-    );
+    let v = mouth_viewer(&server, &s, 40).await;
     let idle = v.seen().watched.clone();
     let pcm: Vec<i16> = held_out_speech()
         .iter()
