@@ -117,7 +117,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .await?,
         )
     };
-    crate::pipeline::lips::start_worker(huashen_inference::batch::BatchConfig {
+    // Loading the lip-sync weights is blocking work: off the runtime.
+    let lips = huashen_inference::batch::BatchConfig {
         slots: config
             .speech
             .batch_slots
@@ -125,8 +126,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_wait: std::time::Duration::from_millis(config.speech.batch_wait_ms),
         queue: config.limits.max_sessions.max(1) * 2,
         threads: 1,
-    })
-    .map_err(|e| anyhow::anyhow!("cannot start the lip-sync worker: {e}"))?;
+    };
+    tokio::task::spawn_blocking(move || crate::pipeline::lips::start_worker(lips))
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot start the lip-sync worker: {e}"))?;
     let face = {
         let dir = config.face.models_dir.clone();
         Arc::new(
