@@ -14,6 +14,9 @@ APT_PACKAGES=(build-essential pkg-config ca-certificates curl nasm libopus-dev
 if [ "${1:-}" = "--test" ]; then
   # A CJK font, so the console's Chinese interface renders in screenshots.
   APT_PACKAGES+=(chromium chromium-driver fonts-wqy-microhei)
+  # A PostgreSQL server for the shared-storage tests (scripts/test-postgres.sh
+  # starts a throwaway one; the package's own cluster is not used).
+  APT_PACKAGES+=(postgresql)
   # Node.js runs the web demo's build check and its browser tests
   # (Playwright). Serving needs no Node: the console bundle is committed.
   command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

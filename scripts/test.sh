@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (if needed) and runs every check CI runs: formatting, clippy with
 # warnings as errors, and the whole test suite (unit + integration tests
-# against the real server) with cargo-nextest.
+# against the real server, the PostgreSQL storage against a throwaway
+# PostgreSQL server) with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
@@ -20,5 +21,10 @@ echo "== web-demo: unit tests, and the committed console bundle matches its sour
 (cd web-demo && npm test --silent && npm run --silent check)
 echo "== train-visemes --quick (the lip-sync training program still runs end to end: data, training, evaluation)"
 cargo run --locked -q -p huashen-inference --bin train-visemes -- --quick --out target/tmp/lipsync-quick.bin >/dev/null
+echo "== PostgreSQL for the shared-storage tests (a throwaway server on a Unix socket)"
+pg_dir=$(mktemp -d /tmp/huashen-pg.XXXXXX)
+HUASHEN_TEST_POSTGRES=$(bash scripts/test-postgres.sh start "$pg_dir")
+export HUASHEN_TEST_POSTGRES
+trap 'bash scripts/test-postgres.sh stop "$pg_dir" || true; rm -rf "$pg_dir"' EXIT
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --no-fail-fast "$@"

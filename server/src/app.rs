@@ -60,15 +60,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::warn!(
             "no storage.encryption_keys configured: encrypting at rest with a generated key kept in the data directory"
         );
+        if !config.storage.database_url.0.trim().is_empty() {
+            tracing::warn!(
+                "storage.database_url is set: servers sharing the database must share the data directory and the same storage.encryption_keys; configure the keys"
+            );
+        }
     }
-    let store = tokio::task::spawn_blocking(move || Store::open_embedded(&data_dir, keys))
+    let storage = config.storage.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&storage, keys))
         .await?
         .with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                config.storage.data_dir.display()
-            )
+            if config.storage.database_url.0.trim().is_empty() {
+                format!("cannot open the data directory {}", data_dir.display())
+            } else {
+                "cannot open the PostgreSQL database of storage.database_url".to_owned()
+            }
         })?;
+    tracing::info!(
+        records = store.kind(),
+        node = store.blocking().node_id(),
+        data_dir = %config.storage.data_dir.display(),
+        "storage open"
+    );
     let report = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.recover(CloseReason::ServerShutdown as i32))
@@ -248,8 +261,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
     let grace = config.server.shutdown_grace;
+    // Cancelled once every session is closed: the liveness task then
+    // records this server's clean stop.
+    let drained = CancellationToken::new();
     let task = {
         let stop = stop.clone();
+        let drained = drained.clone();
         let sessions = sessions.clone();
         let http_stop = http_stop.clone();
         tokio::spawn(async move {
@@ -268,6 +285,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .set_not_serving::<AvatarServiceServer<AvatarApi>>()
                 .await;
             sessions.shutdown(grace).await;
+            drained.cancel();
             http_stop.cancel();
             match tokio::time::timeout(grace, server).await {
                 Ok(r) => r.context("HTTP server task")?.context("HTTP server")?,
@@ -278,6 +296,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })
     };
     sessions.spawn_capacity_sampler(stop.clone());
+    tokio::spawn(store.clone().keep_alive(
+        CloseReason::ServerShutdown as i32,
+        stop.clone(),
+        drained.cancelled_owned(),
+    ));
     tokio::spawn(crate::privacy::retention::run(
         store.clone(),
         config.retention.clone(),

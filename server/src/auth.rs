@@ -139,9 +139,15 @@ pub fn bootstrap_dev_tenant(
 ) -> Result<Option<String>, StoreError> {
     let path = data_dir.join(DEV_KEY_FILE);
     if backend.count_tenants()? == 0 {
-        let (_, key) = create_tenant(backend, "dev", "system")?;
-        write_private(&path, key.as_bytes())?;
-        return Ok(Some(key));
+        match create_tenant(backend, "dev", "system") {
+            Ok((_, key)) => {
+                write_private(&path, key.as_bytes())?;
+                return Ok(Some(key));
+            }
+            // Another server sharing the database bootstrapped it first.
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     match std::fs::read_to_string(&path) {
         Ok(k)
@@ -157,7 +163,8 @@ pub fn bootstrap_dev_tenant(
 
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    // A name of its own: writers sharing the directory never share it.
+    let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
     {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);

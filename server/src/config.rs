@@ -283,6 +283,26 @@ pub struct StorageConfig {
     /// key that sealed them (rotation: add a key, make it active, keep the
     /// old one).
     pub active_key: String,
+    /// PostgreSQL for the records instead of the embedded SQLite, as a
+    /// libpq-style URL (`postgres://user:password@host:5432/huashen`,
+    /// `?sslmode=disable|prefer|require`). Empty: SQLite in `data_dir`.
+    /// Several servers may share one database; they must then share
+    /// `data_dir` (a shared volume) and `encryption_keys` too. Never printed.
+    pub database_url: Secret,
+    /// Connections this server keeps open to PostgreSQL, at most.
+    pub database_pool: usize,
+    /// How long a call waits for a free (or new) PostgreSQL connection
+    /// before it fails with UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub database_timeout: Duration,
+    /// PEM file of extra certificate authorities for PostgreSQL over TLS
+    /// (besides the public web roots), e.g. a cloud provider's CA.
+    pub database_ca_file: Option<PathBuf>,
+    /// A server that has not marked itself alive for this long is taken
+    /// for dead by the others sharing the database, which then close the
+    /// sessions it left open. It marks itself alive every third of this.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
 }
 
 /// A secret value from the config; never printed.
@@ -367,6 +387,11 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from(".huashen"),
             encryption_keys: Default::default(),
             active_key: String::new(),
+            database_url: Secret(String::new()),
+            database_pool: 8,
+            database_timeout: Duration::from_secs(10),
+            database_ca_file: None,
+            node_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -556,6 +581,20 @@ impl Config {
                     "webrtc.ice_servers: every server needs urls starting with stun:, turn: or turns:",
                 );
             }
+        }
+        let url = self.storage.database_url.0.trim();
+        if !url.is_empty() {
+            if let Err(e) = url.parse::<postgres::Config>() {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.database_url is not PostgreSQL connection settings (postgres://user:password@host:5432/db, or host=… user=… dbname=…): {e}"
+                )));
+            }
+            if self.storage.database_pool == 0 {
+                return bad("storage.database_pool must be at least 1");
+            }
+        }
+        if self.storage.node_ttl < Duration::from_secs(1) {
+            return bad("storage.node_ttl must be at least 1s");
         }
         if !self.storage.encryption_keys.is_empty() {
             if !self

@@ -49,6 +49,12 @@ impl From<ApiError> for Status {
             ApiError::Unimplemented(m) => Status::unimplemented(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Transport(s) => s,
+            ApiError::Store(crate::store::StoreError::Unavailable(e)) => {
+                tracing::error!(error = %e, "storage unavailable");
+                Status::unavailable(
+                    "storage is unavailable; the operation was not completed, retry shortly",
+                )
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Status::internal("internal storage error; the operation was not completed")

@@ -91,13 +91,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn tenant(config: Config, command: TenantCommand) -> anyhow::Result<()> {
-    let store = huashen::store::Store::open_embedded(&config.storage.data_dir, config.keyring()?)
-        .with_context(|| {
-        format!(
-            "cannot open the data directory {}",
-            config.storage.data_dir.display()
-        )
-    })?;
+    let store =
+        huashen::store::Store::open(&config.storage, config.keyring()?).with_context(|| {
+            if config.storage.database_url.0.trim().is_empty() {
+                format!(
+                    "cannot open the data directory {}",
+                    config.storage.data_dir.display()
+                )
+            } else {
+                "cannot open the PostgreSQL database of storage.database_url".to_owned()
+            }
+        })?;
     match command {
         TenantCommand::Create { name } => {
             huashen::auth::validate_tenant_name(&name).map_err(anyhow::Error::msg)?;

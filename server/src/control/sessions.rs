@@ -258,11 +258,16 @@ impl SessionApi {
         }
         let tenant = who.tenant_id.clone();
         let id2 = id.clone();
-        self.store
+        let record = self
+            .store
             .run(move |b| b.get_session(&tenant, &id2))
             .await?
-            .map(Found::Closed)
-            .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))
+            .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
+        Ok(if runs_elsewhere(&record, self.store.node_id()) {
+            Found::Elsewhere(record)
+        } else {
+            Found::Closed(record)
+        })
     }
 
     /// The caller's live session; FAILED_PRECONDITION if it is closed.
@@ -273,6 +278,7 @@ impl SessionApi {
                 "session {} is closed; create a new session",
                 r.id
             ))),
+            Found::Elsewhere(r) => Err(elsewhere(&r)),
         }
     }
 }
@@ -280,6 +286,30 @@ impl SessionApi {
 enum Found {
     Live(Arc<SessionHandle>),
     Closed(SessionRecord),
+    /// Open, run by another server sharing the database.
+    Elsewhere(SessionRecord),
+}
+
+/// An open record of a session another server (node) runs: with shared
+/// records, sessions are driven on the server that created them.
+fn runs_elsewhere(r: &SessionRecord, own_node: &str) -> bool {
+    r.closed_at.is_none() && r.node_id.as_deref().is_some_and(|n| n != own_node)
+}
+
+fn elsewhere(r: &SessionRecord) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "session {} runs on another server of this deployment (node {}); send calls for it to the server that created it",
+        r.id,
+        r.node_id.as_deref().unwrap_or("?")
+    ))
+}
+
+/// A session another server runs: its record, with the state unknown here.
+fn elsewhere_to_proto(r: &SessionRecord) -> v1::Session {
+    v1::Session {
+        state: v1::SessionState::Unspecified as i32,
+        ..record_to_proto(r, None)
+    }
 }
 
 fn event_to_proto(e: &Event) -> v1::SessionEvent {
@@ -456,6 +486,7 @@ impl SessionService for SessionApi {
             match self.find(&who, &request.get_ref().session_id).await? {
                 Found::Live(h) => handle_to_proto(&h),
                 Found::Closed(r) => record_to_proto(&r, None),
+                Found::Elsewhere(r) => elsewhere_to_proto(&r),
             },
         ))
     }
@@ -480,6 +511,7 @@ impl SessionService for SessionApi {
             .iter()
             .map(|r| match self.sessions.live(&who, &r.id) {
                 Some(h) => handle_to_proto(&h),
+                None if runs_elsewhere(r, self.store.node_id()) => elsewhere_to_proto(r),
                 None if r.closed_at.is_none() => {
                     // Closing right now: its row is about to be updated.
                     let mut s = record_to_proto(r, None);
@@ -512,6 +544,7 @@ impl SessionService for SessionApi {
         match self.find(&who, &id).await? {
             Found::Closed(r) => Ok(Response::new(record_to_proto(&r, None))),
             Found::Live(h) => Ok(Response::new(handle_to_proto(&h))),
+            Found::Elsewhere(r) => Err(elsewhere(&r).into()),
         }
     }
 
@@ -742,6 +775,7 @@ impl SessionService for SessionApi {
             Found::Closed(r) => Ok(Response::new(Box::pin(tokio_stream::iter(closed_events(
                 &r,
             ))))),
+            Found::Elsewhere(r) => Err(elsewhere(&r).into()),
         }
     }
 }

@@ -329,6 +329,7 @@ impl SessionManager {
             created_at: now_ms(),
             closed_at: None,
             close_reason: None,
+            node_id: Some(self.inner.store.node_id().to_owned()),
         };
         let audit = AuditEntry::new(Some(who), "session.create", record.id.clone(), "ok");
         let rec = record.clone();

@@ -93,12 +93,24 @@ impl Keyring {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
-                let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+                let fresh = base64::engine::general_purpose::STANDARD.encode(key);
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                crate::auth::write_private(&path, b64.as_bytes())?;
-                b64
+                // Servers sharing the data directory may start together:
+                // the key is written aside and linked into place only if no
+                // other server's key got there first (then that one is used).
+                let tmp = path.with_extension(format!("new-{:016x}", rand::random::<u64>()));
+                crate::auth::write_private(&tmp, fresh.as_bytes())?;
+                let linked = std::fs::hard_link(&tmp, &path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(e.into());
+                    }
+                    // What is in place is the key, whoever wrote it.
+                    _ => std::fs::read_to_string(&path)?,
+                }
             }
             Err(e) => return Err(e.into()),
         };
@@ -225,5 +237,25 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn servers_starting_together_agree_on_the_local_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let rings: Vec<Keyring> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| Keyring::local(dir.path()).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let sealed = rings[0].seal(b"portrait", b"o");
+        for r in &rings {
+            assert_eq!(r.open(&sealed, b"o").unwrap(), b"portrait");
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary files left: {names:?}");
     }
 }

@@ -122,13 +122,35 @@ impl FileStore {
     }
 
     /// Deletes leftover temporary files and avatar directories whose id is
-    /// not in `known_avatar_ids`. Returns (temporary, orphaned) counts.
-    pub fn sweep(&self, known_avatar_ids: &[String]) -> io::Result<(usize, usize)> {
+    /// not in `known_avatar_ids`, when last modified at least `min_age` ago
+    /// (another server sharing the directory may be writing younger ones).
+    /// Returns (temporary, orphaned) counts.
+    pub fn sweep(
+        &self,
+        known_avatar_ids: &[String],
+        min_age: std::time::Duration,
+    ) -> io::Result<(usize, usize)> {
+        let old_enough = |e: &std::fs::DirEntry| -> bool {
+            min_age.is_zero()
+                || e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= min_age)
+        };
         let mut tmp_removed = 0;
         for entry in std::fs::read_dir(&self.tmp)? {
             let entry = entry?;
-            std::fs::remove_file(entry.path())?;
-            tmp_removed += 1;
+            if !old_enough(&entry) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => {
+                    r?;
+                    tmp_removed += 1;
+                }
+            }
         }
         let known: std::collections::HashSet<&str> =
             known_avatar_ids.iter().map(String::as_str).collect();
@@ -136,14 +158,20 @@ impl FileStore {
         for entry in std::fs::read_dir(&self.avatars)? {
             let entry = entry?;
             let name = entry.file_name();
-            if !known.contains(name.to_string_lossy().as_ref()) {
+            if !known.contains(name.to_string_lossy().as_ref()) && old_enough(&entry) {
                 let p = entry.path();
-                if p.is_dir() {
-                    std::fs::remove_dir_all(&p)?;
+                let r = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
                 } else {
-                    std::fs::remove_file(&p)?;
+                    std::fs::remove_file(&p)
+                };
+                match r {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    r => {
+                        r?;
+                        orphans += 1;
+                    }
                 }
-                orphans += 1;
             }
         }
         Ok((tmp_removed, orphans))
@@ -252,9 +280,37 @@ mod tests {
         std::fs::create_dir_all(fs.avatar_dir("av_keep")).unwrap();
         std::fs::create_dir_all(fs.avatar_dir("av_gone")).unwrap();
         std::fs::write(dir.path().join("tmp").join("write-x"), b"x").unwrap();
-        let (t, o) = fs.sweep(&["av_keep".to_string()]).unwrap();
+        let (t, o) = fs
+            .sweep(&["av_keep".to_string()], std::time::Duration::ZERO)
+            .unwrap();
         assert_eq!((t, o), (1, 1));
         assert!(fs.avatar_dir("av_keep").exists());
         assert!(!fs.avatar_dir("av_gone").exists());
+    }
+
+    #[test]
+    fn shared_sweep_leaves_young_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = store(dir.path());
+        std::fs::create_dir_all(fs.avatar_dir("av_new")).unwrap();
+        std::fs::write(dir.path().join("tmp").join("write-y"), b"y").unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(fs.sweep(&[], hour).unwrap(), (0, 0));
+        assert!(fs.avatar_dir("av_new").exists());
+        // Aged past the limit, they go.
+        let old = std::time::SystemTime::now() - 2 * hour;
+        for p in [
+            fs.avatar_dir("av_new"),
+            dir.path().join("tmp").join("write-y"),
+        ] {
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .or_else(|_| std::fs::File::open(&p))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        assert_eq!(fs.sweep(&[], hour).unwrap(), (1, 1));
     }
 }

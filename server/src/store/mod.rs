@@ -1,18 +1,30 @@
-//! Storage: records in an embedded database behind the [`Backend`] trait
-//! (SQLite by default; PostgreSQL can implement the same trait), files in a
-//! data directory written atomically ([`files::FileStore`]).
+//! Storage: records behind the [`Backend`] trait (embedded SQLite by
+//! default, PostgreSQL when several servers share them), files in a data
+//! directory written atomically ([`files::FileStore`]).
 //!
 //! Backend calls are blocking; [`Store::run`] moves them off the async
 //! runtime.
+//!
+//! Every server process is a *node* with an id of its own. Sessions are
+//! recorded with the node that runs them; a node marks itself alive
+//! ([`Backend::heartbeat`]) and closes the sessions of nodes that stopped
+//! doing so ([`Backend::close_sessions_of_dead_nodes`]) — with one SQLite
+//! file that is only ever the previous run of this server.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod crypto;
 pub mod files;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use files::FileStore;
+
+/// A node gone this long is forgotten (its sessions were closed long ago).
+pub const NODE_FORGET_MS: Millis = 24 * 3600 * 1000;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -28,6 +40,11 @@ pub fn now_ms() -> Millis {
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("database: {}", pg_message(.0))]
+    Postgres(::postgres::Error),
+    /// The database cannot be reached now; the call may be retried.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("file store: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt: {0}")]
@@ -38,6 +55,41 @@ pub enum StoreError {
     Task(String),
     #[error("encryption: {0}")]
     Crypto(#[from] crypto::CryptoError),
+}
+
+impl From<::postgres::Error> for StoreError {
+    /// A lost connection or a server that cannot serve now (SQLSTATE
+    /// classes 08, 53, 57P) is [`StoreError::Unavailable`]; the rest is a
+    /// database error.
+    fn from(e: ::postgres::Error) -> Self {
+        let unavailable = match e.code() {
+            Some(code) => {
+                let c = code.code();
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
+            }
+            None => {
+                e.is_closed()
+                    || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+        };
+        if unavailable {
+            Self::Unavailable(pg_message(&e))
+        } else {
+            Self::Postgres(e)
+        }
+    }
+}
+
+/// The server's message for a database error (`Display` says only "db
+/// error"), else the client's.
+fn pg_message(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -176,6 +228,9 @@ pub struct SessionRecord {
     pub closed_at: Option<Millis>,
     /// `huashen.v1.CloseReason` number, once closed.
     pub close_reason: Option<i32>,
+    /// The server process (node) that runs it. Set by the backend that
+    /// inserts it (its own node); `None` for records older than nodes.
+    pub node_id: Option<String>,
 }
 
 /// One append-only audit entry. Carries identifiers, never personal data.
@@ -274,8 +329,21 @@ pub trait Backend: Send + Sync + 'static {
         tenant_id: &str,
         avatar_id: Option<&str>,
     ) -> StoreResult<usize>;
-    /// Marks sessions left open by a crash as closed; returns how many.
-    fn close_orphaned_sessions(&self, closed_at: Millis, reason: i32) -> StoreResult<usize>;
+    /// This server process's node id; sessions it inserts carry it.
+    fn node_id(&self) -> &str;
+    /// Records that this node is alive at `now`.
+    fn heartbeat(&self, now: Millis) -> StoreResult<()>;
+    /// Marks open sessions of other nodes not alive since `dead_before`
+    /// (or never recorded alive) as closed; returns how many. Forgets
+    /// nodes that have been gone for a day.
+    fn close_sessions_of_dead_nodes(
+        &self,
+        dead_before: Millis,
+        closed_at: Millis,
+        reason: i32,
+    ) -> StoreResult<usize>;
+    /// Forgets this node (a clean stop: its sessions are closed).
+    fn leave(&self) -> StoreResult<()>;
 
     fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Deletes audit entries older than `audit_before` and closed sessions
@@ -294,16 +362,42 @@ pub trait Backend: Send + Sync + 'static {
     ) -> StoreResult<Vec<(i64, AuditEntry)>>;
 }
 
+/// How long a node may go without marking itself alive, and whether other
+/// servers share the records.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Other server processes may use the same records and files.
+    pub shared: bool,
+    /// A node not seen for this long is dead.
+    pub node_ttl: std::time::Duration,
+}
+
+impl Liveness {
+    pub const EMBEDDED: Self = Self {
+        shared: false,
+        node_ttl: std::time::Duration::from_secs(30),
+    };
+}
+
+/// Files younger than this are left by the startup sweep when other
+/// servers share the data directory (one of them may be writing them).
+const SHARED_SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Shared handle to records and files.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
     pub files: FileStore,
+    liveness: Liveness,
 }
 
 impl Store {
-    pub fn new(backend: Arc<dyn Backend>, files: FileStore) -> Self {
-        Self { backend, files }
+    pub fn new(backend: Arc<dyn Backend>, files: FileStore, liveness: Liveness) -> Self {
+        Self {
+            backend,
+            files,
+            liveness,
+        }
     }
 
     /// Opens the default embedded store (SQLite + encrypted files) under
@@ -312,7 +406,44 @@ impl Store {
         std::fs::create_dir_all(data_dir)?;
         let backend = sqlite::SqliteBackend::open(&data_dir.join("huashen.db"))?;
         let files = FileStore::open(data_dir, keys)?;
-        Ok(Self::new(Arc::new(backend), files))
+        Ok(Self::new(Arc::new(backend), files, Liveness::EMBEDDED))
+    }
+
+    /// Opens the configured store: PostgreSQL when `storage.database_url`
+    /// is set (files still in `data_dir`), else the embedded one. Blocking.
+    pub fn open(cfg: &crate::config::StorageConfig, keys: crypto::Keyring) -> StoreResult<Self> {
+        if cfg.database_url.0.trim().is_empty() {
+            return Self::open_embedded(&cfg.data_dir, keys);
+        }
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let backend = postgres::PgBackend::connect(&postgres::PgOptions::from_config(cfg)?)?;
+        let files = FileStore::open(&cfg.data_dir, keys)?;
+        Ok(Self::new(
+            Arc::new(backend),
+            files,
+            Liveness {
+                shared: true,
+                node_ttl: cfg.node_ttl,
+            },
+        ))
+    }
+
+    /// Which database holds the records, for logs.
+    pub fn kind(&self) -> &'static str {
+        if self.liveness.shared {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// This server process's node id.
+    pub fn node_id(&self) -> &str {
+        self.backend.node_id()
+    }
+
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
     }
 
     /// Runs blocking backend work on the blocking pool.
@@ -333,18 +464,78 @@ impl Store {
     }
 
     /// Removes files no record points to (left by a crash mid-enrollment or
-    /// mid-deletion) and closes sessions a crash left open.
+    /// mid-deletion) and closes sessions a crash left open. With shared
+    /// records, only files older than an hour (another server may be
+    /// writing newer ones) and sessions of nodes dead for `node_ttl`.
     pub fn recover(&self, session_close_reason: i32) -> StoreResult<RecoveryReport> {
+        let now = now_ms();
+        self.backend.heartbeat(now)?;
         let ids = self.backend.all_avatar_ids()?;
-        let (tmp_removed, orphans_removed) = self.files.sweep(&ids)?;
-        let sessions_closed = self
-            .backend
-            .close_orphaned_sessions(now_ms(), session_close_reason)?;
+        let min_age = if self.liveness.shared {
+            SHARED_SWEEP_MIN_AGE
+        } else {
+            std::time::Duration::ZERO
+        };
+        let (tmp_removed, orphans_removed) = self.files.sweep(&ids, min_age)?;
+        let sessions_closed = self.close_sessions_of_dead_nodes(now, session_close_reason)?;
         Ok(RecoveryReport {
             tmp_removed,
             orphans_removed,
             sessions_closed,
         })
+    }
+
+    /// Closes sessions of dead nodes: with one embedded database every
+    /// other node is a previous run of this server; with shared records, a
+    /// node not seen for `node_ttl`.
+    fn close_sessions_of_dead_nodes(&self, now: Millis, reason: i32) -> StoreResult<usize> {
+        let dead_before = if self.liveness.shared {
+            now - self.liveness.node_ttl.as_millis() as Millis
+        } else {
+            now + 1
+        };
+        self.backend
+            .close_sessions_of_dead_nodes(dead_before, now, reason)
+    }
+
+    /// Marks this node alive every third of `node_ttl` and closes the
+    /// sessions of nodes that died, until `stop`; then forgets this node
+    /// once `drained` resolves (its sessions are closed by then).
+    pub async fn keep_alive(
+        self,
+        session_close_reason: i32,
+        stop: tokio_util::sync::CancellationToken,
+        drained: impl std::future::Future<Output = ()>,
+    ) {
+        let mut tick = tokio::time::interval(self.liveness.node_ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let store = self.clone();
+                    let r = self
+                        .run(move |b| {
+                            let now = now_ms();
+                            b.heartbeat(now)?;
+                            store.close_sessions_of_dead_nodes(now, session_close_reason)
+                        })
+                        .await;
+                    match r {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(
+                            sessions = n,
+                            "closed sessions left open by a server that stopped"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "cannot mark this server alive; will retry"),
+                    }
+                }
+            }
+        }
+        drained.await;
+        if let Err(e) = self.run(|b| b.leave()).await {
+            tracing::warn!(error = %e, "cannot record this server's clean stop");
+        }
     }
 }
 

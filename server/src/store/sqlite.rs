@@ -93,10 +93,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE avatars ADD COLUMN faces_found INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE avatars ADD COLUMN face_score REAL NOT NULL DEFAULT 0;
     "#,
+    // 4: the server process (node) running each session, and when each
+    // node was last alive
+    r#"
+    ALTER TABLE sessions ADD COLUMN node_id TEXT;
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub struct SqliteBackend {
     conn: Mutex<Connection>,
+    node_id: String,
+    started_at: Millis,
 }
 
 impl SqliteBackend {
@@ -119,6 +131,8 @@ impl SqliteBackend {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            node_id: crate::ids::new_id(crate::ids::NODE),
+            started_at: now_ms(),
         })
     }
 
@@ -239,6 +253,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<(SessionRecord, String)> {
             created_at: r.get(13)?,
             closed_at: r.get(14)?,
             close_reason: r.get(15)?,
+            node_id: r.get(16)?,
         },
         r.get(12)?,
     ))
@@ -433,7 +448,7 @@ impl Backend for SqliteBackend {
             let tx = c.transaction()?;
             tx.execute(
                 &format!(
-                    "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+                    "INSERT INTO sessions ({SESSION_COLS}, node_id) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"
                 ),
                 params![
                     s.id,
@@ -451,7 +466,8 @@ impl Backend for SqliteBackend {
                     labels_to_json(&s.labels),
                     s.created_at,
                     s.closed_at,
-                    s.close_reason
+                    s.close_reason,
+                    self.node_id
                 ],
             )?;
             insert_audit(&tx, audit)?;
@@ -482,7 +498,9 @@ impl Backend for SqliteBackend {
     fn get_session(&self, tenant_id: &str, session_id: &str) -> StoreResult<Option<SessionRecord>> {
         let raw = self.with(|c| {
             Ok(c.query_row(
-                &format!("SELECT {SESSION_COLS} FROM sessions WHERE tenant_id = ?1 AND id = ?2"),
+                &format!(
+                    "SELECT {SESSION_COLS}, node_id FROM sessions WHERE tenant_id = ?1 AND id = ?2"
+                ),
                 [tenant_id, session_id],
                 session_from_row,
             )
@@ -500,7 +518,7 @@ impl Backend for SqliteBackend {
     ) -> StoreResult<Vec<SessionRecord>> {
         let raws = self.with(|c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {SESSION_COLS} FROM sessions WHERE tenant_id = ?1 AND (?2 OR closed_at IS NULL) \
+                "SELECT {SESSION_COLS}, node_id FROM sessions WHERE tenant_id = ?1 AND (?2 OR closed_at IS NULL) \
                  AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
             ))?;
             let rows = st.query_map(
@@ -519,7 +537,7 @@ impl Backend for SqliteBackend {
     ) -> StoreResult<Vec<SessionRecord>> {
         let raws = self.with(|c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {SESSION_COLS} FROM sessions WHERE tenant_id = ?1 AND (?2 IS NULL OR avatar_id = ?2) ORDER BY id"
+                "SELECT {SESSION_COLS}, node_id FROM sessions WHERE tenant_id = ?1 AND (?2 IS NULL OR avatar_id = ?2) ORDER BY id"
             ))?;
             let rows = st.query_map(params![tenant_id, avatar_id], session_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -540,12 +558,48 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn close_orphaned_sessions(&self, closed_at: Millis, reason: i32) -> StoreResult<usize> {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn heartbeat(&self, now: Millis) -> StoreResult<()> {
         self.with(|c| {
-            Ok(c.execute(
-                "UPDATE sessions SET closed_at = ?1, close_reason = ?2 WHERE closed_at IS NULL",
-                params![closed_at, reason],
-            )?)
+            c.execute(
+                "INSERT INTO nodes (id, started_at, seen_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+                params![self.node_id, self.started_at, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn close_sessions_of_dead_nodes(
+        &self,
+        dead_before: Millis,
+        closed_at: Millis,
+        reason: i32,
+    ) -> StoreResult<usize> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE sessions SET closed_at = ?2, close_reason = ?3 WHERE closed_at IS NULL \
+                 AND node_id IS NOT ?4 AND (node_id IS NULL OR node_id NOT IN \
+                 (SELECT id FROM nodes WHERE seen_at >= ?1))",
+                params![dead_before, closed_at, reason, self.node_id],
+            )?;
+            tx.execute(
+                "DELETE FROM nodes WHERE seen_at < ?1 AND id <> ?2",
+                params![closed_at - NODE_FORGET_MS, self.node_id],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn leave(&self) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM nodes WHERE id = ?1", [&self.node_id])?;
+            Ok(())
         })
     }
 
@@ -620,55 +674,14 @@ impl Backend for SqliteBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tenant(b: &SqliteBackend, name: &str) -> Tenant {
-        let t = Tenant {
-            id: crate::ids::new_id(crate::ids::TENANT),
-            name: name.into(),
-            created_at: now_ms(),
-        };
-        b.create_tenant(&t).unwrap();
-        t
-    }
-
-    fn avatar(tenant_id: &str) -> Avatar {
-        Avatar {
-            id: crate::ids::new_id(crate::ids::AVATAR),
-            tenant_id: tenant_id.into(),
-            display_name: "Host".into(),
-            state: AvatarState::Ready,
-            failure_reason: String::new(),
-            image_format: ImageFormat::Jpeg,
-            image_bytes: 10,
-            image_sha256: "00".into(),
-            consent: Consent {
-                id: crate::ids::new_id(crate::ids::CONSENT),
-                uploader: "op".into(),
-                subject_name: "Li Wei".into(),
-                subject_consented: true,
-                subject_is_minor: false,
-                guardian_name: String::new(),
-                purpose: "livestream".into(),
-                consented_at: 1,
-                policy_version: "v1".into(),
-                recorded_at: 2,
-            },
-            labels: [("k".to_string(), "v".to_string())].into(),
-            created_at: now_ms(),
-            original_kept: false,
-            face: FaceSummary {
-                faces_found: 2,
-                score: 0.9,
-            },
-        }
-    }
+    use crate::store::conformance as c;
 
     #[test]
     fn migrates_once_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("db");
         let b = SqliteBackend::open(&p).unwrap();
-        tenant(&b, "a");
+        c::tenant(&b, "a");
         drop(b);
         let b = SqliteBackend::open(&p).unwrap();
         assert_eq!(b.count_tenants().unwrap(), 1);
@@ -679,30 +692,21 @@ mod tests {
     }
 
     #[test]
-    fn avatars_are_tenant_scoped_and_paged() {
-        let b = SqliteBackend::in_memory().unwrap();
-        let t1 = tenant(&b, "one");
-        let t2 = tenant(&b, "two");
-        let audit = AuditEntry::new(None, "test", "x", "ok");
-        let mut ids = vec![];
-        for _ in 0..5 {
-            let a = avatar(&t1.id);
-            b.insert_avatar(&a, &audit).unwrap();
-            ids.push(a.id);
-        }
-        let got = b.get_avatar(&t1.id, &ids[0]).unwrap().unwrap();
-        assert_eq!(got.labels.get("k").map(String::as_str), Some("v"));
-        assert_eq!(got.consent.subject_name, "Li Wei");
-        assert!(b.get_avatar(&t2.id, &ids[0]).unwrap().is_none());
-        let page1 = b.list_avatars(&t1.id, None, 2).unwrap();
-        assert_eq!(page1.len(), 2);
-        assert_eq!(page1[0].id, ids[4]);
-        let page2 = b.list_avatars(&t1.id, Some(&page1[1].id), 10).unwrap();
-        assert_eq!(page2.len(), 3);
-        assert!(b.list_avatars(&t2.id, None, 10).unwrap().is_empty());
-        assert!(!b.delete_avatar(&t2.id, &ids[0], &audit).unwrap());
-        assert!(b.delete_avatar(&t1.id, &ids[0], &audit).unwrap());
-        assert!(b.get_avatar(&t1.id, &ids[0]).unwrap().is_none());
+    fn conformance() {
+        c::tenants_and_keys(&SqliteBackend::in_memory().unwrap());
+        c::avatars_are_tenant_scoped_and_paged(&SqliteBackend::in_memory().unwrap());
+        c::sessions_open_close_list_and_delete(&SqliteBackend::in_memory().unwrap());
+        c::audit_pages_and_purges(&SqliteBackend::in_memory().unwrap());
+    }
+
+    #[test]
+    fn dead_nodes_sessions_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        c::dead_nodes_sessions_close(
+            &SqliteBackend::open(&p).unwrap(),
+            &SqliteBackend::open(&p).unwrap(),
+        );
     }
 
     #[test]
@@ -714,19 +718,5 @@ mod tests {
             .with(|c| Ok(c.execute("UPDATE audit_log SET outcome = 'x'", [])?))
             .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
-    }
-
-    #[test]
-    fn duplicate_tenant_is_conflict() {
-        let b = SqliteBackend::in_memory().unwrap();
-        tenant(&b, "same");
-        let e = b
-            .create_tenant(&Tenant {
-                id: crate::ids::new_id(crate::ids::TENANT),
-                name: "same".into(),
-                created_at: 0,
-            })
-            .unwrap_err();
-        assert!(matches!(e, StoreError::Conflict(_)));
     }
 }

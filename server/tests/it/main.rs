@@ -16,5 +16,6 @@ mod privacy;
 mod process;
 mod reflection_health_web;
 mod sessions;
+mod shared_storage;
 mod speech;
 mod voice;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_huashen");
 
-fn huashen(dir: &std::path::Path) -> Command {
+pub(crate) fn huashen(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -93,7 +93,17 @@ fn serve_refuses_a_device_it_cannot_use() {
 /// Starts `huashen serve` and reads its banner: the child, its address, and
 /// (with `dev_key`: a fresh data directory) the dev key it prints.
 fn serve(dir: &std::path::Path, dev_key: bool) -> (std::process::Child, String, Option<String>) {
+    serve_with(dir, dev_key, &[])
+}
+
+/// [`serve`] with more environment (configuration) variables.
+pub(crate) fn serve_with(
+    dir: &std::path::Path,
+    dev_key: bool,
+    envs: &[(&str, String)],
+) -> (std::process::Child, String, Option<String>) {
     let mut child = huashen(dir)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -119,7 +129,7 @@ fn serve(dir: &std::path::Path, dev_key: bool) -> (std::process::Child, String, 
 
 /// Waits for the process off the test's runtime, so its client connections
 /// keep answering the server (an idle HTTP/2 connection must ack GOAWAY).
-async fn wait(mut child: std::process::Child) -> std::process::ExitStatus {
+pub(crate) async fn wait(mut child: std::process::Child) -> std::process::ExitStatus {
     tokio::time::timeout(
         Duration::from_secs(30),
         tokio::task::spawn_blocking(move || child.wait()),
@@ -130,7 +140,7 @@ async fn wait(mut child: std::process::Child) -> std::process::ExitStatus {
     .unwrap()
 }
 
-async fn client(addr: &str, key: &str) -> Client {
+pub(crate) async fn client(addr: &str, key: &str) -> Client {
     let ch = tonic::transport::Channel::from_shared(addr.to_owned())
         .unwrap()
         .connect()

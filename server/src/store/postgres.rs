@@ -1,0 +1,1164 @@
+//! PostgreSQL backend, for several servers sharing their records: a small
+//! connection pool, schema migrations applied under an advisory lock (so
+//! servers starting together migrate once), TLS by rustls when the URL's
+//! `sslmode` asks for it, the audit log append-only (a trigger refuses
+//! updates) as in SQLite.
+
+use super::*;
+use ::postgres::{Client, Row};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Schema migrations, applied in order; never edit one that has shipped.
+/// The tables and their meaning are those of the SQLite backend; ids sort
+/// bytewise (`COLLATE "C"`) so paging by id matches creation order.
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants, keys, avatars, consents, sessions, audit, nodes
+    r#"
+    CREATE TABLE tenants (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        key_hash BYTEA NOT NULL UNIQUE,
+        label TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE TABLE avatars (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        display_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        failure_reason TEXT NOT NULL DEFAULT '',
+        image_format TEXT NOT NULL,
+        image_bytes BIGINT NOT NULL,
+        image_sha256 TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at BIGINT NOT NULL,
+        original_kept BOOLEAN NOT NULL DEFAULT FALSE,
+        faces_found BIGINT NOT NULL DEFAULT 0,
+        face_score DOUBLE PRECISION NOT NULL DEFAULT 0
+    );
+    CREATE INDEX avatars_by_tenant ON avatars(tenant_id, id);
+    CREATE TABLE consents (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        avatar_id TEXT NOT NULL REFERENCES avatars(id) ON DELETE CASCADE,
+        uploader TEXT NOT NULL,
+        subject_name TEXT NOT NULL,
+        subject_consented BOOLEAN NOT NULL,
+        subject_is_minor BOOLEAN NOT NULL,
+        guardian_name TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        consented_at BIGINT NOT NULL,
+        policy_version TEXT NOT NULL,
+        recorded_at BIGINT NOT NULL
+    );
+    CREATE UNIQUE INDEX consents_by_avatar ON consents(avatar_id);
+    CREATE TABLE sessions (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        avatar_id TEXT NOT NULL,
+        language TEXT NOT NULL,
+        voice_id TEXT NOT NULL,
+        speed DOUBLE PRECISION NOT NULL,
+        width BIGINT NOT NULL,
+        height BIGINT NOT NULL,
+        fps BIGINT NOT NULL,
+        video_bitrate_kbps BIGINT NOT NULL,
+        audio_bitrate_kbps BIGINT NOT NULL,
+        idle_timeout_secs BIGINT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        created_at BIGINT NOT NULL,
+        closed_at BIGINT,
+        close_reason INTEGER,
+        node_id TEXT
+    );
+    CREATE INDEX sessions_by_tenant ON sessions(tenant_id, id);
+    CREATE INDEX sessions_open ON sessions(node_id) WHERE closed_at IS NULL;
+    CREATE TABLE audit_log (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at BIGINT NOT NULL,
+        tenant_id TEXT,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_tenant ON audit_log(tenant_id, seq);
+    CREATE INDEX audit_by_at ON audit_log(at);
+    CREATE FUNCTION huashen_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION huashen_audit_append_only();
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        started_at BIGINT NOT NULL,
+        seen_at BIGINT NOT NULL
+    );
+    "#,
+];
+
+/// Any number; servers migrating the same database take this lock.
+const MIGRATION_LOCK: i64 = 0x0068_7561_7368_656e; // "huashen"
+
+/// Connection settings (from `[storage]`).
+#[derive(Clone)]
+pub struct PgOptions {
+    pub config: ::postgres::Config,
+    pub pool: usize,
+    pub timeout: Duration,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl PgOptions {
+    pub fn from_config(cfg: &crate::config::StorageConfig) -> StoreResult<Self> {
+        Self::from_url(&cfg.database_url.0, cfg.database_pool, cfg.database_timeout).map(|o| Self {
+            ca_file: cfg.database_ca_file.clone(),
+            ..o
+        })
+    }
+
+    pub fn from_url(url: &str, pool: usize, timeout: Duration) -> StoreResult<Self> {
+        let mut config: ::postgres::Config = url.trim().parse().map_err(|e| {
+            StoreError::Unavailable(format!("storage.database_url is not a PostgreSQL URL: {e}"))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("huashen");
+        }
+        Ok(Self {
+            config,
+            pool: pool.max(1),
+            timeout,
+            ca_file: None,
+        })
+    }
+
+    /// Where the database is (never the password), for messages.
+    pub fn describe(&self) -> String {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                ::postgres::config::Host::Tcp(h) => h.clone(),
+                ::postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        format!(
+            "{}@{}/{}",
+            self.config.get_user().unwrap_or("?"),
+            hosts.join(","),
+            self.config.get_dbname().unwrap_or("?")
+        )
+    }
+}
+
+fn tls(ca_file: Option<&std::path::Path>) -> StoreResult<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                StoreError::Unavailable(format!("storage.database_ca_file {}: {e}", path.display()))
+            })?;
+        if certs.is_empty() {
+            return Err(StoreError::Unavailable(format!(
+                "storage.database_ca_file {} holds no certificate",
+                path.display()
+            )));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| {
+                StoreError::Unavailable(format!("storage.database_ca_file {}: {e}", path.display()))
+            })?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Unavailable(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Connections kept open, handed out one per call.
+struct Pool {
+    options: PgOptions,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<(Client, Instant)>,
+    /// Connections out of the pool plus idle ones plus ones being opened.
+    open: usize,
+}
+
+impl Drop for Pool {
+    /// Closing a connection blocks on the client's own runtime, which must
+    /// not happen on an async runtime's thread (the last handle to the
+    /// store is often dropped there, at shutdown): close them on a thread
+    /// of their own.
+    fn drop(&mut self) {
+        let idle =
+            std::mem::take(&mut self.state.get_mut().unwrap_or_else(|p| p.into_inner()).idle);
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
+/// An idle connection older than this is checked before use.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(30);
+
+struct Conn<'a> {
+    pool: &'a Pool,
+    client: Option<Client>,
+    /// Not to be reused.
+    broken: bool,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("connection present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        let client = self.client.take();
+        let mut st = self.pool.state.lock().unwrap_or_else(|p| p.into_inner());
+        match client {
+            // A connection lost mid-call (or left inside a transaction by a
+            // panic) is not reused.
+            Some(c) if !c.is_closed() && !self.broken && !std::thread::panicking() => {
+                st.idle.push((c, Instant::now()))
+            }
+            _ => st.open -= 1,
+        }
+        drop(st);
+        self.pool.freed.notify_one();
+    }
+}
+
+impl Pool {
+    /// A new connection: TLS as the URL's `sslmode` asks, except over Unix
+    /// sockets (local; PostgreSQL offers no TLS there).
+    fn connect(&self) -> Result<Client, ::postgres::Error> {
+        let c = &self.options.config;
+        let local = c
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, ::postgres::config::Host::Unix(_)));
+        if local || c.get_ssl_mode() == ::postgres::config::SslMode::Disable {
+            c.connect(::postgres::NoTls)
+        } else {
+            c.connect(self.tls.clone())
+        }
+    }
+
+    fn get(&self) -> StoreResult<Conn<'_>> {
+        let deadline = Instant::now() + self.options.timeout;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some((mut client, since)) = st.idle.pop() {
+                drop(st);
+                if since.elapsed() < CHECK_IDLE_AFTER
+                    || client.is_valid(Duration::from_secs(2)).is_ok()
+                {
+                    return Ok(Conn {
+                        pool: self,
+                        client: Some(client),
+                        broken: false,
+                    });
+                }
+                // Dead while idle (a database restart): open another.
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.open -= 1;
+                continue;
+            }
+            if st.open < self.options.pool {
+                st.open += 1;
+                drop(st);
+                return match self.connect() {
+                    Ok(client) => Ok(Conn {
+                        pool: self,
+                        client: Some(client),
+                        broken: false,
+                    }),
+                    Err(e) => {
+                        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                        st.open -= 1;
+                        drop(st);
+                        self.freed.notify_one();
+                        Err(StoreError::Unavailable(format!(
+                            "cannot connect to PostgreSQL at {}: {e}",
+                            self.options.describe()
+                        )))
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "all {} PostgreSQL connections stayed busy for {:?}",
+                    self.options.pool, self.options.timeout
+                )));
+            }
+            st = self
+                .freed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+pub struct PgBackend {
+    pool: Pool,
+    node_id: String,
+    started_at: Millis,
+}
+
+impl PgBackend {
+    /// Connects, migrates the schema and keeps the connection for reuse.
+    pub fn connect(options: &PgOptions) -> StoreResult<Self> {
+        let b = Self {
+            pool: Pool {
+                tls: tls(options.ca_file.as_deref())?,
+                options: options.clone(),
+                state: Mutex::new(PoolState {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
+                freed: Condvar::new(),
+            },
+            node_id: crate::ids::new_id(crate::ids::NODE),
+            started_at: now_ms(),
+        };
+        migrate(&mut *b.pool.get()?)?;
+        Ok(b)
+    }
+
+    /// Where the database is (never the password).
+    pub fn describe(&self) -> String {
+        self.pool.options.describe()
+    }
+
+    fn conn(&self) -> StoreResult<Conn<'_>> {
+        self.pool.get()
+    }
+
+    /// Runs `f` on a pooled connection. A connection whose call failed as
+    /// unavailable (lost, or ended by the server) is not reused.
+    fn with<T>(&self, f: impl FnOnce(&mut Client) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.conn()?;
+        let r = f(&mut conn);
+        if matches!(r, Err(StoreError::Unavailable(_))) {
+            conn.broken = true;
+        }
+        r
+    }
+
+    /// Connections open now (idle or in use), for tests.
+    pub fn open_connections(&self) -> usize {
+        self.pool
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .open
+    }
+}
+
+fn migrate(c: &mut Client) -> StoreResult<()> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS huashen_schema (version INTEGER NOT NULL)")?;
+    let current: i32 = tx
+        .query_opt("SELECT version FROM huashen_schema", &[])?
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    if current as usize > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {current} is newer than this build ({}); upgrade huashen",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql)?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    let version = MIGRATIONS.len() as i32;
+    if current == 0 {
+        tx.execute(
+            "INSERT INTO huashen_schema (version) VALUES ($1)",
+            &[&version],
+        )?;
+    } else if version != current {
+        tx.execute("UPDATE huashen_schema SET version = $1", &[&version])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn labels_to_json(labels: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+}
+
+fn labels_from_json(s: &str) -> StoreResult<BTreeMap<String, String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("labels: {e}")))
+}
+
+fn insert_audit(c: &mut impl ::postgres::GenericClient, e: &AuditEntry) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO audit_log (at, tenant_id, actor, action, target, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&e.at, &e.tenant_id, &e.actor, &e.action, &e.target, &e.outcome],
+    )?;
+    Ok(())
+}
+
+const AVATAR_COLS: &str = "a.id, a.tenant_id, a.display_name, a.state, a.failure_reason, a.image_format, \
+     a.image_bytes, a.image_sha256, a.labels, a.created_at, c.id, c.uploader, c.subject_name, \
+     c.subject_consented, c.subject_is_minor, c.guardian_name, c.purpose, c.consented_at, \
+     c.policy_version, c.recorded_at, a.original_kept, a.faces_found, a.face_score";
+
+fn avatar_from_row(r: &Row) -> StoreResult<Avatar> {
+    Ok(Avatar {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        display_name: r.try_get(2)?,
+        state: AvatarState::parse(r.try_get(3)?)?,
+        failure_reason: r.try_get(4)?,
+        image_format: ImageFormat::parse(r.try_get(5)?)?,
+        image_bytes: r.try_get::<_, i64>(6)? as u64,
+        image_sha256: r.try_get(7)?,
+        labels: labels_from_json(r.try_get(8)?)?,
+        created_at: r.try_get(9)?,
+        consent: Consent {
+            id: r.try_get(10)?,
+            uploader: r.try_get(11)?,
+            subject_name: r.try_get(12)?,
+            subject_consented: r.try_get(13)?,
+            subject_is_minor: r.try_get(14)?,
+            guardian_name: r.try_get(15)?,
+            purpose: r.try_get(16)?,
+            consented_at: r.try_get(17)?,
+            policy_version: r.try_get(18)?,
+            recorded_at: r.try_get(19)?,
+        },
+        original_kept: r.try_get(20)?,
+        face: FaceSummary {
+            faces_found: r.try_get::<_, i64>(21)? as u32,
+            score: r.try_get::<_, f64>(22)? as f32,
+        },
+    })
+}
+
+const SESSION_COLS: &str = "id, tenant_id, avatar_id, language, voice_id, speed, width, height, fps, \
+     video_bitrate_kbps, audio_bitrate_kbps, idle_timeout_secs, labels, created_at, closed_at, close_reason";
+
+fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
+    let u32_at = |i: usize| -> StoreResult<u32> {
+        let v: i64 = r.try_get(i)?;
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("session column {i}: {v}")))
+    };
+    Ok(SessionRecord {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        avatar_id: r.try_get(2)?,
+        language: r.try_get(3)?,
+        voice_id: r.try_get(4)?,
+        speed: r.try_get::<_, f64>(5)? as f32,
+        width: u32_at(6)?,
+        height: u32_at(7)?,
+        fps: u32_at(8)?,
+        video_bitrate_kbps: u32_at(9)?,
+        audio_bitrate_kbps: u32_at(10)?,
+        idle_timeout_secs: u32_at(11)?,
+        labels: labels_from_json(r.try_get(12)?)?,
+        created_at: r.try_get(13)?,
+        closed_at: r.try_get(14)?,
+        close_reason: r.try_get(15)?,
+        node_id: r.try_get(16)?,
+    })
+}
+
+fn audit_from_row(r: &Row, first: usize) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        at: r.try_get(first)?,
+        tenant_id: r.try_get(first + 1)?,
+        actor: r.try_get(first + 2)?,
+        action: r.try_get(first + 3)?,
+        target: r.try_get(first + 4)?,
+        outcome: r.try_get(first + 5)?,
+    })
+}
+
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+impl Backend for PgBackend {
+    fn create_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&t.id, &t.name, &t.created_at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("tenant {:?}", t.name)));
+            }
+            Ok(())
+        })
+    }
+
+    fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
+        self.with(|c| {
+            c.query_opt(
+                "SELECT id, name, created_at FROM tenants WHERE name = $1",
+                &[&name],
+            )?
+            .map(|r| {
+                Ok(Tenant {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn count_tenants(&self) -> StoreResult<u64> {
+        self.with(|c| {
+            let n: i64 = c
+                .query_one("SELECT COUNT(*) FROM tenants", &[])?
+                .try_get(0)?;
+            Ok(n as u64)
+        })
+    }
+
+    fn create_api_key(
+        &self,
+        key_id: &str,
+        tenant_id: &str,
+        key_hash: &[u8; 32],
+        label: &str,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO api_keys (id, tenant_id, key_hash, label, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&key_id, &tenant_id, &&key_hash[..], &label, &now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn principal_by_key_hash(&self, key_hash: &[u8; 32]) -> StoreResult<Option<Principal>> {
+        self.with(|c| {
+            c.query_opt(
+                "SELECT id, tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                &[&&key_hash[..]],
+            )?
+            .map(|r| {
+                Ok(Principal {
+                    key_id: r.try_get(0)?,
+                    tenant_id: r.try_get(1)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn insert_avatar(&self, a: &Avatar, audit: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO avatars (id, tenant_id, display_name, state, failure_reason, image_format, \
+                 image_bytes, image_sha256, labels, created_at, original_kept, faces_found, \
+                 face_score) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                &[
+                    &a.id,
+                    &a.tenant_id,
+                    &a.display_name,
+                    &a.state.as_str(),
+                    &a.failure_reason,
+                    &a.image_format.as_str(),
+                    &(a.image_bytes as i64),
+                    &a.image_sha256,
+                    &labels_to_json(&a.labels),
+                    &a.created_at,
+                    &a.original_kept,
+                    &i64::from(a.face.faces_found),
+                    &f64::from(a.face.score),
+                ],
+            )?;
+            let k = &a.consent;
+            tx.execute(
+                "INSERT INTO consents (id, tenant_id, avatar_id, uploader, subject_name, subject_consented, \
+                 subject_is_minor, guardian_name, purpose, consented_at, policy_version, recorded_at) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                &[
+                    &k.id,
+                    &a.tenant_id,
+                    &a.id,
+                    &k.uploader,
+                    &k.subject_name,
+                    &k.subject_consented,
+                    &k.subject_is_minor,
+                    &k.guardian_name,
+                    &k.purpose,
+                    &k.consented_at,
+                    &k.policy_version,
+                    &k.recorded_at,
+                ],
+            )?;
+            insert_audit(&mut tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn get_avatar(&self, tenant_id: &str, avatar_id: &str) -> StoreResult<Option<Avatar>> {
+        self.with(|c| {
+            c.query_opt(
+                &format!(
+                    "SELECT {AVATAR_COLS} FROM avatars a JOIN consents c ON c.avatar_id = a.id \
+                         WHERE a.tenant_id = $1 AND a.id = $2"
+                ),
+                &[&tenant_id, &avatar_id],
+            )?
+            .as_ref()
+            .map(avatar_from_row)
+            .transpose()
+        })
+    }
+
+    fn list_avatars(
+        &self,
+        tenant_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Avatar>> {
+        self.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT {AVATAR_COLS} FROM avatars a JOIN consents c ON c.avatar_id = a.id \
+                         WHERE a.tenant_id = $1 AND ($2::text IS NULL OR a.id < $2) \
+                         ORDER BY a.id DESC LIMIT $3"
+                ),
+                &[&tenant_id, &before, &(limit as i64)],
+            )?
+            .iter()
+            .map(avatar_from_row)
+            .collect()
+        })
+    }
+
+    fn delete_avatar(
+        &self,
+        tenant_id: &str,
+        avatar_id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let n = tx.execute(
+                "DELETE FROM avatars WHERE tenant_id = $1 AND id = $2",
+                &[&tenant_id, &avatar_id],
+            )?;
+            if n > 0 {
+                insert_audit(&mut tx, audit)?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn all_avatar_ids(&self) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            c.query("SELECT id FROM avatars", &[])?
+                .iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect()
+        })
+    }
+
+    fn insert_session(&self, s: &SessionRecord, audit: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLS}, node_id) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+                ),
+                &[
+                    &s.id,
+                    &s.tenant_id,
+                    &s.avatar_id,
+                    &s.language,
+                    &s.voice_id,
+                    &f64::from(s.speed),
+                    &i64::from(s.width),
+                    &i64::from(s.height),
+                    &i64::from(s.fps),
+                    &i64::from(s.video_bitrate_kbps),
+                    &i64::from(s.audio_bitrate_kbps),
+                    &i64::from(s.idle_timeout_secs),
+                    &labels_to_json(&s.labels),
+                    &s.created_at,
+                    &s.closed_at,
+                    &s.close_reason,
+                    &self.node_id,
+                ],
+            )?;
+            insert_audit(&mut tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn close_session(
+        &self,
+        session_id: &str,
+        closed_at: Millis,
+        reason: i32,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "UPDATE sessions SET closed_at = $2, close_reason = $3 WHERE id = $1 AND closed_at IS NULL",
+                &[&session_id, &closed_at, &reason],
+            )?;
+            insert_audit(&mut tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn get_session(&self, tenant_id: &str, session_id: &str) -> StoreResult<Option<SessionRecord>> {
+        self.with(|c| {
+            c.query_opt(
+                &format!(
+                    "SELECT {SESSION_COLS}, node_id FROM sessions WHERE tenant_id = $1 AND id = $2"
+                ),
+                &[&tenant_id, &session_id],
+            )?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+        })
+    }
+
+    fn list_sessions(
+        &self,
+        tenant_id: &str,
+        include_closed: bool,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT {SESSION_COLS}, node_id FROM sessions WHERE tenant_id = $1 \
+                         AND ($2 OR closed_at IS NULL) AND ($3::text IS NULL OR id < $3) \
+                         ORDER BY id DESC LIMIT $4"
+                ),
+                &[&tenant_id, &include_closed, &before, &(limit as i64)],
+            )?
+            .iter()
+            .map(session_from_row)
+            .collect()
+        })
+    }
+
+    fn sessions_of(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT {SESSION_COLS}, node_id FROM sessions WHERE tenant_id = $1 \
+                         AND ($2::text IS NULL OR avatar_id = $2) ORDER BY id"
+                ),
+                &[&tenant_id, &avatar_id],
+            )?
+            .iter()
+            .map(session_from_row)
+            .collect()
+        })
+    }
+
+    fn delete_closed_sessions(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+    ) -> StoreResult<usize> {
+        self.with(|c| {
+            Ok(count(c.execute(
+                "DELETE FROM sessions WHERE tenant_id = $1 AND ($2::text IS NULL OR avatar_id = $2) \
+                 AND closed_at IS NOT NULL",
+                &[&tenant_id, &avatar_id],
+            )?))
+        })
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn heartbeat(&self, now: Millis) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO nodes (id, started_at, seen_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+                &[&self.node_id, &self.started_at, &now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn close_sessions_of_dead_nodes(
+        &self,
+        dead_before: Millis,
+        closed_at: Millis,
+        reason: i32,
+    ) -> StoreResult<usize> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE sessions SET closed_at = $2, close_reason = $3 WHERE closed_at IS NULL \
+                 AND node_id IS DISTINCT FROM $4 AND (node_id IS NULL OR node_id NOT IN \
+                 (SELECT id FROM nodes WHERE seen_at >= $1))",
+                &[&dead_before, &closed_at, &reason, &self.node_id],
+            )?;
+            tx.execute(
+                "DELETE FROM nodes WHERE seen_at < $1 AND id <> $2",
+                &[&(closed_at - NODE_FORGET_MS), &self.node_id],
+            )?;
+            tx.commit()?;
+            Ok(count(n))
+        })
+    }
+
+    fn leave(&self) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM nodes WHERE id = $1", &[&self.node_id])?;
+            Ok(())
+        })
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| insert_audit(c, entry))
+    }
+
+    fn purge(&self, audit_before: Millis, sessions_before: Millis) -> StoreResult<(usize, usize)> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let audit = tx.execute("DELETE FROM audit_log WHERE at < $1", &[&audit_before])?;
+            let sessions = tx.execute(
+                "DELETE FROM sessions WHERE closed_at IS NOT NULL AND closed_at < $1",
+                &[&sessions_before],
+            )?;
+            tx.commit()?;
+            Ok((count(audit), count(sessions)))
+        })
+    }
+
+    fn audit_for_tenant(&self, tenant_id: &str, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.with(|c| {
+            c.query(
+                "SELECT at, tenant_id, actor, action, target, outcome FROM audit_log \
+                     WHERE tenant_id = $1 ORDER BY seq LIMIT $2",
+                &[&tenant_id, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| audit_from_row(r, 0))
+            .collect()
+        })
+    }
+
+    fn list_audit(
+        &self,
+        tenant_id: &str,
+        target: Option<&str>,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        self.with(|c| {
+            c.query(
+                "SELECT seq, at, tenant_id, actor, action, target, outcome FROM audit_log \
+                     WHERE tenant_id = $1 AND ($2::text IS NULL OR target = $2) \
+                     AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq DESC LIMIT $4",
+                &[&tenant_id, &target, &before_seq, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, audit_from_row(r, 1)?)))
+            .collect()
+        })
+    }
+}
+
+/// A fresh database on the test PostgreSQL server, dropped at the end (for
+/// this crate's tests and its integration tests).
+#[doc(hidden)]
+pub mod testdb {
+    /// `HUASHEN_TEST_POSTGRES`: connection settings of a server the tests
+    /// may create databases on (`scripts/test-postgres.sh start` prints
+    /// them; scripts/test.sh sets them). Unset: the PostgreSQL tests are
+    /// skipped, except under CI where that is an error.
+    pub fn base() -> Option<String> {
+        match std::env::var("HUASHEN_TEST_POSTGRES") {
+            Ok(s) if !s.trim().is_empty() => Some(s),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!(
+                    "HUASHEN_TEST_POSTGRES is unset: scripts/test.sh starts a PostgreSQL server for these tests"
+                )
+            }
+            _ => {
+                eprintln!("skipped: HUASHEN_TEST_POSTGRES is unset (scripts/test.sh sets it)");
+                None
+            }
+        }
+    }
+
+    pub struct TestDb {
+        base: String,
+        pub name: String,
+    }
+
+    /// Runs `sql` as the test server's administrator, on a thread of its
+    /// own (the blocking client must not run on an async runtime's thread).
+    pub fn admin(sql: String) -> Result<(), ::postgres::Error> {
+        let base = base().expect("HUASHEN_TEST_POSTGRES");
+        std::thread::spawn(move || {
+            let mut admin =
+                ::postgres::Client::connect(&format!("{base} dbname=postgres"), ::postgres::NoTls)?;
+            admin.batch_execute(&sql)
+        })
+        .join()
+        .expect("admin thread")
+    }
+
+    impl TestDb {
+        pub fn create() -> Option<Self> {
+            let base = base()?;
+            let name = format!("huashen_t_{}", uuid::Uuid::now_v7().simple());
+            admin(format!("CREATE DATABASE {name}")).expect("test PostgreSQL reachable");
+            Some(Self { base, name })
+        }
+
+        /// Connection settings for this database.
+        pub fn url(&self) -> String {
+            format!("{} dbname={}", self.base, self.name)
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let _ = admin(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testdb::TestDb;
+    use super::*;
+    use crate::store::conformance as c;
+
+    fn backend(db: &TestDb) -> PgBackend {
+        PgBackend::connect(&PgOptions::from_url(&db.url(), 4, Duration::from_secs(5)).unwrap())
+            .unwrap()
+    }
+
+    /// Runs `check` on a backend over a fresh database.
+    fn on_fresh(check: fn(&dyn Backend)) {
+        if let Some(db) = TestDb::create() {
+            check(&backend(&db));
+        }
+    }
+
+    #[test]
+    fn tenants_and_keys() {
+        on_fresh(c::tenants_and_keys);
+    }
+
+    #[test]
+    fn avatars_are_tenant_scoped_and_paged() {
+        on_fresh(c::avatars_are_tenant_scoped_and_paged);
+    }
+
+    #[test]
+    fn sessions_open_close_list_and_delete() {
+        on_fresh(c::sessions_open_close_list_and_delete);
+    }
+
+    #[test]
+    fn audit_pages_and_purges() {
+        on_fresh(c::audit_pages_and_purges);
+    }
+
+    #[test]
+    fn dead_nodes_sessions_close() {
+        let Some(db) = TestDb::create() else { return };
+        c::dead_nodes_sessions_close(&backend(&db), &backend(&db));
+    }
+
+    #[test]
+    fn servers_starting_together_migrate_once() {
+        let Some(db) = TestDb::create() else { return };
+        let url = db.url();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    PgBackend::connect(
+                        &PgOptions::from_url(&url, 2, Duration::from_secs(10)).unwrap(),
+                    )
+                    .map(|_| ())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().expect("each server opens the database");
+        }
+        let b = backend(&db);
+        let v: i32 = b
+            .conn()
+            .unwrap()
+            .query_one("SELECT version FROM huashen_schema", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let rows: i64 = b
+            .conn()
+            .unwrap()
+            .query_one("SELECT COUNT(*) FROM huashen_schema", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let Some(db) = TestDb::create() else { return };
+        let b = backend(&db);
+        b.conn()
+            .unwrap()
+            .execute("UPDATE huashen_schema SET version = version + 1", &[])
+            .unwrap();
+        let Err(e) =
+            PgBackend::connect(&PgOptions::from_url(&db.url(), 1, Duration::from_secs(5)).unwrap())
+        else {
+            panic!("opened a database from a newer build")
+        };
+        assert!(e.to_string().contains("upgrade huashen"), "{e}");
+    }
+
+    #[test]
+    fn audit_log_refuses_updates() {
+        let Some(db) = TestDb::create() else { return };
+        let b = backend(&db);
+        b.append_audit(&AuditEntry::new(None, "a", "t", "ok"))
+            .unwrap();
+        let e = b
+            .conn()
+            .unwrap()
+            .execute("UPDATE audit_log SET outcome = 'x'", &[])
+            .unwrap_err();
+        let e = StoreError::from(e);
+        assert!(e.to_string().contains("append-only"), "{e}");
+    }
+
+    #[test]
+    fn the_pool_bounds_connections_and_survives_a_killed_connection() {
+        let Some(db) = TestDb::create() else { return };
+        let b = std::sync::Arc::new(
+            PgBackend::connect(
+                &PgOptions::from_url(&db.url(), 3, Duration::from_millis(300)).unwrap(),
+            )
+            .unwrap(),
+        );
+        c::tenant(&*b, "pool");
+        // Three calls hold every connection: a fourth waits, then fails
+        // with UNAVAILABLE (not a hang, not a panic).
+        let held: Vec<_> = (0..3).map(|_| b.conn().unwrap()).collect();
+        assert_eq!(b.open_connections(), 3);
+        let t0 = Instant::now();
+        let e = b.count_tenants().unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        assert!(t0.elapsed() >= Duration::from_millis(250));
+        drop(held);
+        // The database ends every connection of ours (as a restart would):
+        // the pool drops the dead ones and opens new ones.
+        super::testdb::admin(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            db.name
+        ))
+        .unwrap();
+        // The first call on a killed connection may fail as UNAVAILABLE;
+        // within a few calls every dead connection has been replaced.
+        let mut ok = 0;
+        for _ in 0..6 {
+            match b.count_tenants() {
+                Ok(n) => {
+                    assert_eq!(n, 1);
+                    ok += 1;
+                }
+                Err(e) => assert!(matches!(e, StoreError::Unavailable(_)), "{e}"),
+            }
+        }
+        assert!(ok >= 3, "{ok} of 6 calls succeeded after the restart");
+        assert!(b.open_connections() <= 3);
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_with_its_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "host={} port=5999 user=huashen password=secret dbname=nowhere",
+            dir.path().display()
+        );
+        let Err(e) =
+            PgBackend::connect(&PgOptions::from_url(&url, 1, Duration::from_secs(2)).unwrap())
+        else {
+            panic!("connected to nothing")
+        };
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{msg}");
+        assert!(
+            msg.contains("huashen@") && msg.contains("/nowhere"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("secret"),
+            "the password is never shown: {msg}"
+        );
+    }
+}

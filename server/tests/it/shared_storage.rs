@@ -1,0 +1,231 @@
+//! Records in PostgreSQL (`storage.database_url`), shared by several
+//! servers that also share the data directory and the encryption keys: what
+//! one server enrolls the other serves; a session is driven where it runs;
+//! a killed server's sessions are closed by the survivors; a database that
+//! cannot be reached is a clear error, at start and mid-run.
+//!
+//! Needs the test PostgreSQL (`HUASHEN_TEST_POSTGRES`, set by
+//! scripts/test.sh); without it these tests are skipped (an error under CI).
+
+use crate::common::*;
+use crate::process::{client, serve_with, wait};
+use huashen::config::{Config, Secret};
+use huashen::store::postgres::testdb::{TestDb, admin};
+use huashen_protos::v1;
+use std::time::Duration;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+
+/// Configures `c` for the shared records in `db` and the files in `dir`.
+fn share(c: &mut Config, db: &TestDb, dir: &std::path::Path) {
+    c.storage.data_dir = dir.to_path_buf();
+    c.storage.database_url = Secret(db.url());
+    c.storage.encryption_keys = [("k1".to_string(), Secret(KEY.into()))].into();
+    c.storage.active_key = "k1".into();
+    c.storage.node_ttl = Duration::from_secs(2);
+}
+
+/// The same settings as environment variables, for the `huashen` binary.
+fn share_env(db: &TestDb) -> Vec<(&'static str, String)> {
+    vec![
+        ("HUASHEN_STORAGE__DATABASE_URL", db.url()),
+        ("HUASHEN_STORAGE__ENCRYPTION_KEYS__K1", KEY.into()),
+        ("HUASHEN_STORAGE__ACTIVE_KEY", "k1".into()),
+        ("HUASHEN_STORAGE__NODE_TTL", "2s".into()),
+        (
+            "HUASHEN_SPEECH__MODELS_DIR",
+            models_dir().display().to_string(),
+        ),
+        ("HUASHEN_LIMITS__CPU_BUDGET", "64".into()),
+    ]
+}
+
+async fn get_session(c: &mut Client, id: &str) -> Result<v1::Session, tonic::Status> {
+    c.sessions
+        .get_session(v1::GetSessionRequest {
+            session_id: id.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_share_avatars_and_sessions() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestServer::start_with(|c| share(c, &db, dir.path())).await;
+    let b = TestServer::start_with(|c| share(c, &db, dir.path())).await;
+    // One dev tenant, bootstrapped by the first; the second prints its key.
+    assert_eq!(a.dev_key, b.dev_key);
+    let (mut ca, mut cb) = (a.dev().await, b.dev().await);
+
+    // Enrolled on A, served by B: the record from PostgreSQL, the portrait
+    // and face data from the shared (encrypted) files.
+    let avatar = ca.enroll("shared host").await;
+    let got = cb
+        .avatars
+        .get_avatar(v1::GetAvatarRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.avatar_id, avatar.avatar_id);
+    assert_eq!(got.state, v1::AvatarState::Ready as i32);
+    let on_b = cb.create_session(&avatar.avatar_id).await.unwrap();
+
+    // A sees B's session but does not drive it: a clear error naming why.
+    let seen = get_session(&mut ca, &on_b.session_id).await.unwrap();
+    assert_eq!(seen.state, v1::SessionState::Unspecified as i32);
+    assert!(seen.closed_at.is_none());
+    let listed = ca
+        .sessions
+        .list_sessions(v1::ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.sessions.iter().any(
+        |s| s.session_id == on_b.session_id && s.state == v1::SessionState::Unspecified as i32
+    ));
+    let (code, msg) = code_of(
+        ca.sessions
+            .close_session(v1::CloseSessionRequest {
+                session_id: on_b.session_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("another server"), "{msg}");
+
+    // Closed where it runs; both see it closed.
+    cb.sessions
+        .close_session(v1::CloseSessionRequest {
+            session_id: on_b.session_id.clone(),
+        })
+        .await
+        .unwrap();
+    let closed = get_session(&mut ca, &on_b.session_id).await.unwrap();
+    assert_eq!(closed.state, v1::SessionState::Closed as i32);
+
+    // Deleted on B: gone for A too, files included.
+    cb.avatars
+        .delete_avatar(v1::DeleteAvatarRequest {
+            avatar_id: avatar.avatar_id.clone(),
+        })
+        .await
+        .unwrap();
+    let (code, _) = code_of(
+        ca.avatars
+            .get_avatar(v1::GetAvatarRequest {
+                avatar_id: avatar.avatar_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+    assert!(
+        !dir.path()
+            .join("blobs/avatars")
+            .join(&avatar.avatar_id)
+            .exists()
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_servers_sessions_are_closed_by_a_survivor() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let survivor = TestServer::start_with(|c| share(c, &db, dir.path())).await;
+    let mut cs = survivor.dev().await;
+    let avatar = cs.enroll("host").await;
+
+    // A second server, a real process, runs a session and is killed.
+    let (mut child, addr, _) = serve_with(dir.path(), false, &share_env(&db));
+    let mut ck = client(&addr, &survivor.dev_key).await;
+    let doomed = ck.create_session(&avatar.avatar_id).await.unwrap();
+    let own = cs.create_session(&avatar.avatar_id).await.unwrap();
+    child.kill().unwrap();
+    wait(child).await;
+
+    // Within the node TTL (2 s) and a heartbeat, the survivor marks the
+    // dead server's session closed (server shutdown) and keeps its own.
+    let closed = eventually(Duration::from_secs(15), async || {
+        get_session(&mut cs, &doomed.session_id)
+            .await
+            .is_ok_and(|s| s.state == v1::SessionState::Closed as i32)
+    })
+    .await;
+    assert!(closed, "the killed server's session was never closed");
+    let s = get_session(&mut cs, &doomed.session_id).await.unwrap();
+    assert_eq!(s.close_reason, v1::CloseReason::ServerShutdown as i32);
+    let mine = get_session(&mut cs, &own.session_id).await.unwrap();
+    assert_ne!(mine.state, v1::SessionState::Closed as i32);
+    survivor.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_stops_the_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::process::huashen(dir.path())
+        .env(
+            "HUASHEN_STORAGE__DATABASE_URL",
+            format!(
+                "postgres://huashen:hunter2@localhost/db?host={}&port=5999&connect_timeout=2",
+                dir.path().display()
+            ),
+        )
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the PostgreSQL database of storage.database_url")
+            && err.contains("cannot connect to PostgreSQL at huashen@"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2"),
+        "the password is never shown: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_is_unavailable_and_passes() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| {
+        share(c, &db, dir.path());
+        c.storage.database_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut c = server.dev().await;
+    let list = async |c: &mut Client| {
+        c.avatars
+            .list_avatars(v1::ListAvatarsRequest::default())
+            .await
+            .map(|r| r.into_inner().avatars.len())
+    };
+    assert_eq!(list(&mut c).await.unwrap(), 0);
+
+    // The database refuses new connections and ends the open ones.
+    let name = db.name.clone();
+    admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).unwrap();
+    admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .unwrap();
+    let (code, msg) = code_of(list(&mut c).await);
+    assert_eq!(code, tonic::Code::Unavailable, "{msg}");
+    assert!(msg.contains("retry"), "{msg}");
+    // The server itself keeps answering.
+    let health = http(server.addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(health.status, 200);
+
+    admin(format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name)).unwrap();
+    let back = eventually(Duration::from_secs(10), async || list(&mut c).await.is_ok()).await;
+    assert!(back, "the server never got its database back");
+    server.stop().await;
+}
