@@ -15,8 +15,9 @@ if [ "${1:-}" = "--test" ]; then
   # A CJK font, so the console's Chinese interface renders in screenshots.
   APT_PACKAGES+=(chromium chromium-driver fonts-wqy-microhei)
   # A PostgreSQL server for the shared-storage tests (scripts/test-postgres.sh
-  # starts a throwaway one; the package's own cluster is not used).
-  APT_PACKAGES+=(postgresql)
+  # starts a throwaway one; the package's own cluster is not used), and
+  # openssl for its TLS certificates.
+  APT_PACKAGES+=(postgresql openssl)
   # Node.js runs the web demo's build check and its browser tests
   # (Playwright). Serving needs no Node: the console bundle is committed.
   command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

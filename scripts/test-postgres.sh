@@ -3,14 +3,16 @@
 # backend (scripts/test.sh runs it; Debian's `postgresql` package, installed
 # by `setup.sh --test`, provides the programs).
 #
-#   scripts/test-postgres.sh start DIR   # prints the connection settings
+#   eval "$(scripts/test-postgres.sh start DIR)"   # exports the settings
 #   scripts/test-postgres.sh stop DIR
 #
-# The server keeps its files in DIR, listens on a Unix socket in DIR (no TCP
-# port, so nothing else on the machine can reach it or clash with it) and
-# trusts local connections. Started as root, it runs as the `postgres` user
-# (PostgreSQL refuses to run as root). `start` prints the settings the tests
-# read from HUASHEN_TEST_POSTGRES: `host=DIR port=5432 user=postgres`.
+# The server keeps its files in DIR and trusts local connections. It listens
+# on a Unix socket in DIR (HUASHEN_TEST_POSTGRES: `host=DIR port=5432
+# user=postgres`) and, for the TLS tests, on a free loopback port with a
+# certificate for `localhost` from a certificate authority made for the run
+# (HUASHEN_TEST_POSTGRES_TLS: `host=localhost port=P user=postgres`,
+# HUASHEN_TEST_POSTGRES_CA: that authority's PEM file). Started as root, it
+# runs as the `postgres` user (PostgreSQL refuses to run as root).
 set -euo pipefail
 
 cmd=${1:?usage: test-postgres.sh start|stop DIR}
@@ -38,13 +40,32 @@ case "$cmd" in
         --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
         { cat "$dir/initdb.log" >&2; exit 1; }
     fi
+    # A certificate authority for this run and a server certificate for
+    # localhost signed by it.
+    tls="$dir/tls"
+    if [ ! -f "$tls/server.crt" ]; then
+      mkdir -p "$tls"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=huashen test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+      printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$tls/ext.cnf"
+      openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 3 -extfile "$tls/ext.cnf" -out "$tls/server.crt" 2>/dev/null
+      chmod 600 "$tls/server.key"
+      [ "$(id -u)" -eq 0 ] && chown -R postgres: "$tls"
+    fi
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     # Tests open many short-lived databases side by side; fsync off keeps
     # that fast (the data is thrown away).
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-      -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off \
-          -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' \
+          -c ssl=on -c ssl_cert_file='$tls/server.crt' -c ssl_key_file='$tls/server.key' \
+          -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
       >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-    echo "host=$dir port=5432 user=postgres"
+    echo "export HUASHEN_TEST_POSTGRES='host=$dir port=$port user=postgres'"
+    echo "export HUASHEN_TEST_POSTGRES_TLS='host=localhost port=$port user=postgres'"
+    echo "export HUASHEN_TEST_POSTGRES_CA='$tls/ca.crt'"
     ;;
   stop)
     [ -f "$dir/data/postmaster.pid" ] || exit 0

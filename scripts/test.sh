@@ -23,8 +23,8 @@ echo "== train-visemes --quick (the lip-sync training program still runs end to 
 cargo run --locked -q -p huashen-inference --bin train-visemes -- --quick --out target/tmp/lipsync-quick.bin >/dev/null
 echo "== PostgreSQL for the shared-storage tests (a throwaway server on a Unix socket)"
 pg_dir=$(mktemp -d /tmp/huashen-pg.XXXXXX)
-HUASHEN_TEST_POSTGRES=$(bash scripts/test-postgres.sh start "$pg_dir")
-export HUASHEN_TEST_POSTGRES
+pg_env=$(bash scripts/test-postgres.sh start "$pg_dir")
+eval "$pg_env"
 trap 'bash scripts/test-postgres.sh stop "$pg_dir" || true; rm -rf "$pg_dir"' EXIT
 echo "== cargo nextest"
 cargo nextest run --locked --workspace --no-fail-fast "$@"

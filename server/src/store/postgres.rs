@@ -311,8 +311,9 @@ impl Pool {
                         drop(st);
                         self.freed.notify_one();
                         Err(StoreError::Unavailable(format!(
-                            "cannot connect to PostgreSQL at {}: {e}",
-                            self.options.describe()
+                            "cannot connect to PostgreSQL at {}: {}",
+                            self.options.describe(),
+                            pg_message(&e)
                         )))
                     }
                 };
@@ -1136,6 +1137,49 @@ mod tests {
         }
         assert!(ok >= 3, "{ok} of 6 calls succeeded after the restart");
         assert!(b.open_connections() <= 3);
+    }
+
+    #[test]
+    fn tls_to_the_database_is_verified() {
+        let Some(db) = TestDb::create() else { return };
+        let (Ok(tls), Ok(ca)) = (
+            std::env::var("HUASHEN_TEST_POSTGRES_TLS"),
+            std::env::var("HUASHEN_TEST_POSTGRES_CA"),
+        ) else {
+            panic!("HUASHEN_TEST_POSTGRES_TLS/_CA unset: scripts/test-postgres.sh sets them")
+        };
+        let url = format!("{tls} dbname={} sslmode=require", db.name);
+        let options = |ca_file: Option<&str>| PgOptions {
+            ca_file: ca_file.map(Into::into),
+            ..PgOptions::from_url(&url, 1, Duration::from_secs(5)).unwrap()
+        };
+        // Trusting the test authority: the connection is TLS.
+        let b = PgBackend::connect(&options(Some(&ca))).unwrap();
+        let (ssl, version): (bool, String) = b
+            .with(|c| {
+                let r = c.query_one(
+                    "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )?;
+                Ok((r.try_get(0)?, r.try_get(1)?))
+            })
+            .unwrap();
+        assert!(ssl && version.starts_with("TLS"), "{ssl} {version}");
+        c::tenants_and_keys(&b);
+        // Not trusting it: refused, never a connection in clear.
+        let Err(e) = PgBackend::connect(&options(None)) else {
+            panic!("connected to a server whose certificate nobody vouches for")
+        };
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+        assert!(e.to_string().contains("certificate"), "{e}");
+        // A CA file that is not one: said at start.
+        let dir = tempfile::tempdir().unwrap();
+        let bogus = dir.path().join("ca.pem");
+        std::fs::write(&bogus, "not a certificate").unwrap();
+        let Err(e) = PgBackend::connect(&options(Some(bogus.to_str().unwrap()))) else {
+            panic!("accepted a CA file without certificates")
+        };
+        assert!(e.to_string().contains("database_ca_file"), "{e}");
     }
 
     #[test]
