@@ -296,6 +296,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })
     };
     sessions.spawn_capacity_sampler(stop.clone());
+    sessions.spawn_avatar_watch(stop.clone());
     tokio::spawn(store.clone().keep_alive(
         CloseReason::ServerShutdown as i32,
         stop.clone(),

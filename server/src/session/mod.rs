@@ -207,6 +207,62 @@ impl SessionManager {
         });
     }
 
+    /// With records shared by several servers: once a second, closes the
+    /// live sessions whose avatar another server deleted (a deletion or a
+    /// consent withdrawal there closes the sessions here too), until
+    /// `stop`. Nothing to do with one server: its own deletions close its
+    /// sessions directly.
+    pub fn spawn_avatar_watch(&self, stop: CancellationToken) {
+        if !self.inner.store.liveness().shared {
+            return;
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let mut avatars: Vec<String> = inner
+                    .sessions
+                    .iter()
+                    .map(|h| h.record.avatar_id.clone())
+                    .collect();
+                if avatars.is_empty() {
+                    continue;
+                }
+                avatars.sort();
+                avatars.dedup();
+                let asked = avatars.clone();
+                let present = match inner
+                    .store
+                    .run(move |b| b.existing_avatar_ids(&asked))
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot check for avatars deleted elsewhere");
+                        continue;
+                    }
+                };
+                let gone: std::collections::HashSet<&String> =
+                    avatars.iter().filter(|a| !present.contains(*a)).collect();
+                for h in inner.sessions.iter() {
+                    if gone.contains(&h.record.avatar_id) {
+                        tracing::info!(
+                            session = %h.record.id,
+                            avatar = %h.record.avatar_id,
+                            "closing a session whose avatar another server deleted"
+                        );
+                        h.request_close(CloseReason::AvatarDeleted);
+                    }
+                }
+            }
+        });
+    }
+
     /// The face models (enrollment analyses portraits with them).
     pub fn face(&self) -> &Arc<FaceEngine> {
         &self.inner.face

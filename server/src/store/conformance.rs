@@ -132,6 +132,11 @@ pub fn avatars_are_tenant_scoped_and_paged(b: &dyn Backend) {
     let mut all = b.all_avatar_ids().unwrap();
     all.sort();
     assert_eq!(all, ids);
+    let asked = [ids[1].clone(), "av_nothing".to_string(), ids[3].clone()];
+    let mut present = b.existing_avatar_ids(&asked).unwrap();
+    present.sort();
+    assert_eq!(present, [ids[1].clone(), ids[3].clone()]);
+    assert!(b.existing_avatar_ids(&[]).unwrap().is_empty());
     let del = audit(&t1.id, &ids[0]);
     assert!(!b.delete_avatar(&t2.id, &ids[0], &del).unwrap());
     assert!(b.delete_avatar(&t1.id, &ids[0], &del).unwrap());

@@ -300,6 +300,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Every avatar id, for the startup sweep of orphaned files.
     fn all_avatar_ids(&self) -> StoreResult<Vec<String>>;
+    /// Which of `ids` name avatars that exist (of any tenant).
+    fn existing_avatar_ids(&self, ids: &[String]) -> StoreResult<Vec<String>>;
 
     fn insert_session(&self, session: &SessionRecord, audit: &AuditEntry) -> StoreResult<()>;
     fn close_session(

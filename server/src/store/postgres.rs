@@ -704,6 +704,15 @@ impl Backend for PgBackend {
         })
     }
 
+    fn existing_avatar_ids(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            c.query("SELECT id FROM avatars WHERE id = ANY($1::text[])", &[&ids])?
+                .iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect()
+        })
+    }
+
     fn insert_session(&self, s: &SessionRecord, audit: &AuditEntry) -> StoreResult<()> {
         self.with(|c| {
             let mut tx = c.transaction()?;

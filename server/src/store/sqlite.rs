@@ -443,6 +443,19 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn existing_avatar_ids(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT 1 FROM avatars WHERE id = ?1")?;
+            let mut out = Vec::new();
+            for id in ids {
+                if st.exists([id])? {
+                    out.push(id.clone());
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn insert_session(&self, s: &SessionRecord, audit: &AuditEntry) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.transaction()?;

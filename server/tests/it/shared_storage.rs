@@ -1,6 +1,7 @@
 //! Records in PostgreSQL (`storage.database_url`), shared by several
 //! servers that also share the data directory and the encryption keys: what
 //! one server enrolls the other serves; a session is driven where it runs;
+//! deleting an avatar on one server closes its sessions on the others;
 //! a killed server's sessions are closed by the survivors; a database that
 //! cannot be reached is a clear error, at start and mid-run.
 //!
@@ -107,15 +108,27 @@ async fn two_servers_share_avatars_and_sessions() {
     let closed = get_session(&mut ca, &on_b.session_id).await.unwrap();
     assert_eq!(closed.state, v1::SessionState::Closed as i32);
 
-    // Deleted on B: gone for A too, files included.
-    cb.avatars
+    // Deleted through A while B runs a session of it: B closes that
+    // session within a second or two (its avatar watch), and the avatar is
+    // gone for both, files included.
+    let running = cb.create_session(&avatar.avatar_id).await.unwrap();
+    ca.avatars
         .delete_avatar(v1::DeleteAvatarRequest {
             avatar_id: avatar.avatar_id.clone(),
         })
         .await
         .unwrap();
+    let closed = eventually(Duration::from_secs(5), async || {
+        get_session(&mut cb, &running.session_id)
+            .await
+            .is_ok_and(|s| s.state == v1::SessionState::Closed as i32)
+    })
+    .await;
+    assert!(closed, "B kept running a session of an avatar deleted on A");
+    let s = get_session(&mut cb, &running.session_id).await.unwrap();
+    assert_eq!(s.close_reason, v1::CloseReason::AvatarDeleted as i32);
     let (code, _) = code_of(
-        ca.avatars
+        cb.avatars
             .get_avatar(v1::GetAvatarRequest {
                 avatar_id: avatar.avatar_id.clone(),
             })
