@@ -265,6 +265,25 @@ impl AuditEntry {
     }
 }
 
+// What the SQL backends share: labels stored as JSON text, and the column
+// lists of the avatar (joined with its consent) and session reads.
+
+fn labels_to_json(labels: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+}
+
+fn labels_from_json(s: &str) -> StoreResult<BTreeMap<String, String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("labels: {e}")))
+}
+
+const AVATAR_COLS: &str = "a.id, a.tenant_id, a.display_name, a.state, a.failure_reason, a.image_format, \
+     a.image_bytes, a.image_sha256, a.labels, a.created_at, c.id, c.uploader, c.subject_name, \
+     c.subject_consented, c.subject_is_minor, c.guardian_name, c.purpose, c.consented_at, \
+     c.policy_version, c.recorded_at, a.original_kept, a.faces_found, a.face_score";
+
+const SESSION_COLS: &str = "id, tenant_id, avatar_id, language, voice_id, speed, width, height, fps, \
+     video_bitrate_kbps, audio_bitrate_kbps, idle_timeout_secs, labels, created_at, closed_at, close_reason";
+
 /// Records storage. Every method is blocking; call through [`Store::run`].
 pub trait Backend: Send + Sync + 'static {
     fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()>;

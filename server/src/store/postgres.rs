@@ -421,14 +421,6 @@ fn migrate(c: &mut Client) -> StoreResult<()> {
     Ok(())
 }
 
-fn labels_to_json(labels: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
-}
-
-fn labels_from_json(s: &str) -> StoreResult<BTreeMap<String, String>> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("labels: {e}")))
-}
-
 fn insert_audit(c: &mut impl ::postgres::GenericClient, e: &AuditEntry) -> StoreResult<()> {
     c.execute(
         "INSERT INTO audit_log (at, tenant_id, actor, action, target, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -436,11 +428,6 @@ fn insert_audit(c: &mut impl ::postgres::GenericClient, e: &AuditEntry) -> Store
     )?;
     Ok(())
 }
-
-const AVATAR_COLS: &str = "a.id, a.tenant_id, a.display_name, a.state, a.failure_reason, a.image_format, \
-     a.image_bytes, a.image_sha256, a.labels, a.created_at, c.id, c.uploader, c.subject_name, \
-     c.subject_consented, c.subject_is_minor, c.guardian_name, c.purpose, c.consented_at, \
-     c.policy_version, c.recorded_at, a.original_kept, a.faces_found, a.face_score";
 
 fn avatar_from_row(r: &Row) -> StoreResult<Avatar> {
     Ok(Avatar {
@@ -473,9 +460,6 @@ fn avatar_from_row(r: &Row) -> StoreResult<Avatar> {
         },
     })
 }
-
-const SESSION_COLS: &str = "id, tenant_id, avatar_id, language, voice_id, speed, width, height, fps, \
-     video_bitrate_kbps, audio_bitrate_kbps, idle_timeout_secs, labels, created_at, closed_at, close_reason";
 
 fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
     let u32_at = |i: usize| -> StoreResult<u32> {

@@ -162,14 +162,6 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn labels_to_json(labels: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
-}
-
-fn labels_from_json(s: &str) -> StoreResult<BTreeMap<String, String>> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("labels: {e}")))
-}
-
 fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO audit_log (at, tenant_id, actor, action, target, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -177,11 +169,6 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
     )?;
     Ok(())
 }
-
-const AVATAR_COLS: &str = "a.id, a.tenant_id, a.display_name, a.state, a.failure_reason, a.image_format, \
-     a.image_bytes, a.image_sha256, a.labels, a.created_at, c.id, c.uploader, c.subject_name, \
-     c.subject_consented, c.subject_is_minor, c.guardian_name, c.purpose, c.consented_at, \
-     c.policy_version, c.recorded_at, a.original_kept, a.faces_found, a.face_score";
 
 fn avatar_from_row(r: &Row<'_>) -> rusqlite::Result<(Avatar, String, String, String)> {
     let state: String = r.get(3)?;
@@ -230,9 +217,6 @@ fn finish_avatar(raw: (Avatar, String, String, String)) -> StoreResult<Avatar> {
     a.labels = labels_from_json(&labels)?;
     Ok(a)
 }
-
-const SESSION_COLS: &str = "id, tenant_id, avatar_id, language, voice_id, speed, width, height, fps, \
-     video_bitrate_kbps, audio_bitrate_kbps, idle_timeout_secs, labels, created_at, closed_at, close_reason";
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<(SessionRecord, String)> {
     Ok((
