@@ -7,11 +7,11 @@
 #   scripts/test-postgres.sh stop DIR
 #
 # The server keeps its files in DIR and trusts local connections. It listens
-# on a Unix socket in DIR (HUASHEN_TEST_POSTGRES: `host=DIR port=5432
+# on a Unix socket in DIR (TEST_POSTGRES: `host=DIR port=P
 # user=postgres`) and, for the TLS tests, on a free loopback port with a
 # certificate for `localhost` from a certificate authority made for the run
-# (HUASHEN_TEST_POSTGRES_TLS: `host=localhost port=P user=postgres`,
-# HUASHEN_TEST_POSTGRES_CA: that authority's PEM file). Started as root, it
+# (TEST_POSTGRES_TLS: `host=localhost port=P user=postgres`,
+# TEST_POSTGRES_CA: that authority's PEM file). Started as root, it
 # runs as the `postgres` user (PostgreSQL refuses to run as root).
 set -euo pipefail
 
@@ -63,9 +63,9 @@ case "$cmd" in
           -c ssl=on -c ssl_cert_file='$tls/server.crt' -c ssl_key_file='$tls/server.key' \
           -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
       >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-    echo "export HUASHEN_TEST_POSTGRES='host=$dir port=$port user=postgres'"
-    echo "export HUASHEN_TEST_POSTGRES_TLS='host=localhost port=$port user=postgres'"
-    echo "export HUASHEN_TEST_POSTGRES_CA='$tls/ca.crt'"
+    echo "export TEST_POSTGRES='host=$dir port=$port user=postgres'"
+    echo "export TEST_POSTGRES_TLS='host=localhost port=$port user=postgres'"
+    echo "export TEST_POSTGRES_CA='$tls/ca.crt'"
     ;;
   stop)
     [ -f "$dir/data/postmaster.pid" ] || exit 0

@@ -393,7 +393,11 @@ impl PgBackend {
 fn migrate(c: &mut Client) -> StoreResult<()> {
     let mut tx = c.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS huashen_schema (version INTEGER NOT NULL)")?;
+    // (Without the NOTICE "already exists, skipping" on every start.)
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS huashen_schema (version INTEGER NOT NULL)",
+    )?;
     let current: i32 = tx
         .query_opt("SELECT version FROM huashen_schema", &[])?
         .map(|r| r.get(0))
@@ -919,20 +923,20 @@ impl Backend for PgBackend {
 /// this crate's tests and its integration tests).
 #[doc(hidden)]
 pub mod testdb {
-    /// `HUASHEN_TEST_POSTGRES`: connection settings of a server the tests
+    /// `TEST_POSTGRES`: connection settings of a server the tests
     /// may create databases on (`scripts/test-postgres.sh start` prints
     /// them; scripts/test.sh sets them). Unset: the PostgreSQL tests are
     /// skipped, except under CI where that is an error.
     pub fn base() -> Option<String> {
-        match std::env::var("HUASHEN_TEST_POSTGRES") {
+        match std::env::var("TEST_POSTGRES") {
             Ok(s) if !s.trim().is_empty() => Some(s),
             _ if std::env::var_os("CI").is_some() => {
                 panic!(
-                    "HUASHEN_TEST_POSTGRES is unset: scripts/test.sh starts a PostgreSQL server for these tests"
+                    "TEST_POSTGRES is unset: scripts/test.sh starts a PostgreSQL server for these tests"
                 )
             }
             _ => {
-                eprintln!("skipped: HUASHEN_TEST_POSTGRES is unset (scripts/test.sh sets it)");
+                eprintln!("skipped: TEST_POSTGRES is unset (scripts/test.sh sets it)");
                 None
             }
         }
@@ -946,7 +950,7 @@ pub mod testdb {
     /// Runs `sql` as the test server's administrator, on a thread of its
     /// own (the blocking client must not run on an async runtime's thread).
     pub fn admin(sql: String) -> Result<(), ::postgres::Error> {
-        let base = base().expect("HUASHEN_TEST_POSTGRES");
+        let base = base().expect("TEST_POSTGRES");
         std::thread::spawn(move || {
             let mut admin =
                 ::postgres::Client::connect(&format!("{base} dbname=postgres"), ::postgres::NoTls)?;
@@ -1136,10 +1140,10 @@ mod tests {
     fn tls_to_the_database_is_verified() {
         let Some(db) = TestDb::create() else { return };
         let (Ok(tls), Ok(ca)) = (
-            std::env::var("HUASHEN_TEST_POSTGRES_TLS"),
-            std::env::var("HUASHEN_TEST_POSTGRES_CA"),
+            std::env::var("TEST_POSTGRES_TLS"),
+            std::env::var("TEST_POSTGRES_CA"),
         ) else {
-            panic!("HUASHEN_TEST_POSTGRES_TLS/_CA unset: scripts/test-postgres.sh sets them")
+            panic!("TEST_POSTGRES_TLS/_CA unset: scripts/test-postgres.sh sets them")
         };
         let url = format!("{tls} dbname={} sslmode=require", db.name);
         let options = |ca_file: Option<&str>| PgOptions {

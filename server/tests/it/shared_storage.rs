@@ -5,7 +5,7 @@
 //! a killed server's sessions are closed by the survivors; a database that
 //! cannot be reached is a clear error, at start and mid-run.
 //!
-//! Needs the test PostgreSQL (`HUASHEN_TEST_POSTGRES`, set by
+//! Needs the test PostgreSQL (`TEST_POSTGRES`, set by
 //! scripts/test.sh); without it these tests are skipped (an error under CI).
 
 use crate::common::*;
