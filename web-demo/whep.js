@@ -22,13 +22,18 @@ function waitForGathering(pc, ms) {
 async function exchange(pc, endpoint, token) {
   await pc.setLocalDescription(await pc.createOffer());
   await waitForGathering(pc, 1500);
+  const post = (url) => fetch(url, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/sdp', 'Authorization': `Bearer ${token}` },
+    body: pc.localDescription.sdp,
+  });
   let resp;
   try {
-    resp = await fetch(endpoint, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/sdp', 'Authorization': `Bearer ${token}` },
-      body: pc.localDescription.sdp,
-    });
+    resp = await post(endpoint);
+    // With several servers, the one asked may redirect (307) to the server
+    // running the session; browsers drop the Authorization header on a
+    // redirect to another origin, so ask that server directly.
+    if (resp.redirected && resp.status === 401) resp = await post(resp.url);
   } catch (e) {
     pc.close();
     throw new WhepError(0, String(e));
@@ -39,7 +44,7 @@ async function exchange(pc, endpoint, token) {
     throw new WhepError(resp.status, text.trim());
   }
   const location = resp.headers.get('Location');
-  const resource = location ? new URL(location, endpoint).toString() : null;
+  const resource = location ? new URL(location, resp.url || endpoint).toString() : null;
   await pc.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
   return resource;
 }

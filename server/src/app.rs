@@ -69,6 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let storage = config.storage.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&storage, keys))
         .await?
+        .map(|s| s.with_advertise_url(&config.server.advertise_url))
         .with_context(|| {
             if config.storage.database_url.0.trim().is_empty() {
                 format!("cannot open the data directory {}", data_dir.display())
@@ -240,6 +241,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rtc_settings = crate::rtc::RtcSettings::new(config.webrtc.clone());
     let whep = crate::rtc::whep::routes(crate::rtc::whep::WhepState {
         sessions: sessions.clone(),
+        store: store.clone(),
         settings: rtc_settings.clone(),
     });
     let whip = crate::rtc::whip::routes(crate::rtc::whip::WhipState {

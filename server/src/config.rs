@@ -266,6 +266,11 @@ pub struct ServerConfig {
     /// How long shutdown waits for sessions to drain before forcing them.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// With several servers on one database (`storage.database_url`): the
+    /// base URL clients reach this server at (`http://10.0.0.5:8700`). The
+    /// other servers redirect WHEP/WHIP offers for this server's sessions
+    /// here and name it in their errors. Empty: they name the node only.
+    pub advertise_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +382,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
             shutdown_grace: Duration::from_secs(10),
+            advertise_url: String::new(),
         }
     }
 }
@@ -593,6 +599,20 @@ impl Config {
                 return bad("storage.database_pool must be at least 1");
             }
         }
+        let adv = self.server.advertise_url.trim();
+        if !adv.is_empty() {
+            let ok = (adv.starts_with("http://") || adv.starts_with("https://"))
+                && adv.parse::<http::Uri>().is_ok_and(|u| {
+                    u.host().is_some()
+                        && u.query().is_none()
+                        && u.path().trim_end_matches('/').is_empty()
+                });
+            if !ok {
+                return bad(
+                    "server.advertise_url must be an http:// or https:// base URL without a path (http://10.0.0.5:8700)",
+                );
+            }
+        }
         if self.storage.node_ttl < Duration::from_secs(1) {
             return bad("storage.node_ttl must be at least 1s");
         }
@@ -757,5 +777,39 @@ mod tests {
         assert!(e.to_string().contains("at least 1"), "{e}");
         let e = Config::load(None, env(&[("HUASHEN_SERVER__LISTEN", "nope")])).unwrap_err();
         assert!(e.to_string().contains("invalid"), "{e}");
+    }
+
+    #[test]
+    fn storage_and_advertise_settings_are_checked() {
+        for bad in [
+            "10.0.0.5:8700",
+            "http://h:1/some/path",
+            "ftp://h",
+            "http://",
+        ] {
+            let e = Config::load(None, env(&[("HUASHEN_SERVER__ADVERTISE_URL", bad)])).unwrap_err();
+            assert!(e.to_string().contains("advertise_url"), "{bad}: {e}");
+        }
+        for good in ["http://10.0.0.5:8700", "https://node-b.example.com/"] {
+            Config::load(None, env(&[("HUASHEN_SERVER__ADVERTISE_URL", good)])).unwrap();
+        }
+        let e =
+            Config::load(None, env(&[("HUASHEN_STORAGE__DATABASE_URL", "nonsense")])).unwrap_err();
+        assert!(e.to_string().contains("storage.database_url"), "{e}");
+        let url = "postgres://huashen:hunter2@db:5432/huashen?sslmode=require";
+        let c = Config::load(None, env(&[("HUASHEN_STORAGE__DATABASE_URL", url)])).unwrap();
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "the URL is never printed"
+        );
+        let e = Config::load(
+            None,
+            env(&[
+                ("HUASHEN_STORAGE__DATABASE_URL", url),
+                ("HUASHEN_STORAGE__DATABASE_POOL", "0"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("database_pool"), "{e}");
     }
 }

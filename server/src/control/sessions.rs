@@ -264,7 +264,15 @@ impl SessionApi {
             .await?
             .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
         Ok(if runs_elsewhere(&record, self.store.node_id()) {
-            Found::Elsewhere(record)
+            // Its server's address, for the caller to go there.
+            let url = match self.store.session_elsewhere(&record.id).await {
+                Ok(at) => at.and_then(|e| e.url),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look up where a session runs");
+                    None
+                }
+            };
+            Found::Elsewhere(record, url)
         } else {
             Found::Closed(record)
         })
@@ -278,7 +286,7 @@ impl SessionApi {
                 "session {} is closed; create a new session",
                 r.id
             ))),
-            Found::Elsewhere(r) => Err(elsewhere(&r)),
+            Found::Elsewhere(r, url) => Err(elsewhere(&r, url.as_deref())),
         }
     }
 }
@@ -286,8 +294,9 @@ impl SessionApi {
 enum Found {
     Live(Arc<SessionHandle>),
     Closed(SessionRecord),
-    /// Open, run by another server sharing the database.
-    Elsewhere(SessionRecord),
+    /// Open, run by another server sharing the database (reachable at the
+    /// URL it advertises, if any).
+    Elsewhere(SessionRecord, Option<String>),
 }
 
 /// An open record of a session another server (node) runs: with shared
@@ -296,12 +305,18 @@ fn runs_elsewhere(r: &SessionRecord, own_node: &str) -> bool {
     r.closed_at.is_none() && r.node_id.as_deref().is_some_and(|n| n != own_node)
 }
 
-fn elsewhere(r: &SessionRecord) -> ApiError {
-    ApiError::FailedPrecondition(format!(
-        "session {} runs on another server of this deployment (node {}); send calls for it to the server that created it",
-        r.id,
-        r.node_id.as_deref().unwrap_or("?")
-    ))
+fn elsewhere(r: &SessionRecord, url: Option<&str>) -> ApiError {
+    let node = r.node_id.as_deref().unwrap_or("?");
+    ApiError::FailedPrecondition(match url {
+        Some(url) => format!(
+            "session {} runs on another server of this deployment (node {node}, at {url}); send calls for it there",
+            r.id
+        ),
+        None => format!(
+            "session {} runs on another server of this deployment (node {node}, which advertises no address: server.advertise_url); send calls for it to the server that created it",
+            r.id
+        ),
+    })
 }
 
 /// A session another server runs: its record, with the state unknown here.
@@ -486,7 +501,7 @@ impl SessionService for SessionApi {
             match self.find(&who, &request.get_ref().session_id).await? {
                 Found::Live(h) => handle_to_proto(&h),
                 Found::Closed(r) => record_to_proto(&r, None),
-                Found::Elsewhere(r) => elsewhere_to_proto(&r),
+                Found::Elsewhere(r, _) => elsewhere_to_proto(&r),
             },
         ))
     }
@@ -544,7 +559,7 @@ impl SessionService for SessionApi {
         match self.find(&who, &id).await? {
             Found::Closed(r) => Ok(Response::new(record_to_proto(&r, None))),
             Found::Live(h) => Ok(Response::new(handle_to_proto(&h))),
-            Found::Elsewhere(r) => Err(elsewhere(&r).into()),
+            Found::Elsewhere(r, url) => Err(elsewhere(&r, url.as_deref()).into()),
         }
     }
 
@@ -775,7 +790,7 @@ impl SessionService for SessionApi {
             Found::Closed(r) => Ok(Response::new(Box::pin(tokio_stream::iter(closed_events(
                 &r,
             ))))),
-            Found::Elsewhere(r) => Err(elsewhere(&r).into()),
+            Found::Elsewhere(r, url) => Err(elsewhere(&r, url.as_deref()).into()),
         }
     }
 }

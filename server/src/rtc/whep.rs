@@ -28,6 +28,8 @@ const MAX_OFFER_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct WhepState {
     pub sessions: SessionManager,
+    /// Where sessions of other servers sharing the records run.
+    pub store: crate::store::Store,
     pub settings: Arc<RtcSettings>,
 }
 
@@ -50,6 +52,49 @@ pub fn routes(state: WhepState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(cors)
         .with_state(state)
+}
+
+/// For an offer to a session another server (sharing the records) runs:
+/// a 307 redirect to that server's advertised URL, same path and query (the
+/// offer is re-sent there and answered by the server that has the media),
+/// or a 404 that names the node when it advertises no address. `None`: not
+/// another server's session (or not known to be).
+pub(super) async fn redirect_elsewhere(
+    store: &crate::store::Store,
+    session_id: &str,
+    uri: &axum::http::Uri,
+) -> Option<Response> {
+    crate::ids::parse_id("session_id", crate::ids::SESSION, session_id).ok()?;
+    let at = match store.session_elsewhere(session_id).await {
+        Ok(at) => at?,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up where a session runs");
+            return None;
+        }
+    };
+    let Some(url) = at.url else {
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "session {session_id} runs on another server (node {}), which advertises no address (server.advertise_url)",
+                at.node_id
+            ),
+        ));
+    };
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or(uri.path());
+    let target = format!("{url}{path}");
+    let Ok(location) = HeaderValue::from_str(&target) else {
+        return None;
+    };
+    let mut r = error(
+        StatusCode::TEMPORARY_REDIRECT,
+        format!("session {session_id} runs on {url}"),
+    );
+    r.headers_mut().insert(header::LOCATION, location);
+    Some(r)
 }
 
 pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -109,9 +154,15 @@ async fn offer(
     State(state): State<WhepState>,
     Path(session_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if state.sessions.live_by_id(&session_id).is_none()
+        && let Some(r) = redirect_elsewhere(&state.store, &session_id, &uri).await
+    {
+        return r;
+    }
     let session = match authorize(&state, &session_id, &headers, &query) {
         Ok(s) => s,
         Err(r) => return *r,

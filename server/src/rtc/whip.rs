@@ -12,7 +12,7 @@
 //! stream feeds a session at a time (a second one: 409).
 
 use super::RtcSettings;
-use super::whep::{created, error, read_offer, rtc_error, token};
+use super::whep::{created, error, read_offer, redirect_elsewhere, rtc_error, token};
 use crate::auth::authenticate_header;
 use crate::session::SessionManager;
 use crate::store::Store;
@@ -53,6 +53,7 @@ pub fn routes(state: WhipState) -> Router {
 async fn authorize(
     state: &WhipState,
     session_id: &str,
+    uri: &axum::http::Uri,
     headers: &HeaderMap,
 ) -> Result<Arc<crate::session::SessionHandle>, Box<Response>> {
     let key = token(headers, &HashMap::new()).map(|k| format!("Bearer {k}"));
@@ -64,24 +65,38 @@ async fn authorize(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             Box::new(r)
         })?;
-    state.sessions.live(&who, session_id).ok_or_else(|| {
-        Box::new(error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no live session {} of this tenant",
-                crate::ids::truncate(session_id, 40)
-            ),
-        ))
-    })
+    if let Some(s) = state.sessions.live(&who, session_id) {
+        return Ok(s);
+    }
+    // Another server's session (of this tenant: others' ids stay unknown)?
+    let tenant = who.tenant_id.clone();
+    let id = session_id.to_owned();
+    let ours = crate::ids::parse_id("session_id", crate::ids::SESSION, session_id).is_ok()
+        && state
+            .store
+            .run(move |b| b.get_session(&tenant, &id))
+            .await
+            .is_ok_and(|r| r.is_some_and(|r| r.closed_at.is_none()));
+    if ours && let Some(r) = redirect_elsewhere(&state.store, session_id, uri).await {
+        return Err(Box::new(r));
+    }
+    Err(Box::new(error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no live session {} of this tenant",
+            crate::ids::truncate(session_id, 40)
+        ),
+    )))
 }
 
 async fn offer(
     State(state): State<WhipState>,
     Path(session_id): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match authorize(&state, &session_id, &headers).await {
+    let session = match authorize(&state, &session_id, &uri, &headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -124,9 +139,10 @@ async fn offer(
 async fn hang_up(
     State(state): State<WhipState>,
     Path((session_id, publisher_id)): Path<(String, String)>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &session_id, &headers).await {
+    if let Err(r) = authorize(&state, &session_id, &uri, &headers).await {
         return *r;
     }
     match state

@@ -258,14 +258,24 @@ pub fn dead_nodes_sessions_close(a: &dyn Backend, b: &dyn Backend) {
     a.insert_session(&on_a, &audit(&t.id, &on_a.id)).unwrap();
     let on_b = session(&t.id, &av.id);
     b.insert_session(&on_b, &audit(&t.id, &on_b.id)).unwrap();
-    a.heartbeat(10_000).unwrap();
-    b.heartbeat(10_000).unwrap();
+    a.heartbeat(10_000, "http://a:8700").unwrap();
+    b.heartbeat(10_000, "").unwrap();
+    // Where each open session runs, and that node's address.
+    assert_eq!(
+        b.session_location(&on_a.id).unwrap(),
+        Some((a.node_id().to_owned(), "http://a:8700".to_owned()))
+    );
+    assert_eq!(
+        a.session_location(&on_b.id).unwrap(),
+        Some((b.node_id().to_owned(), String::new()))
+    );
+    assert_eq!(a.session_location("se_unknown").unwrap(), None);
     // Both alive since 10 000: nobody closes anything.
     assert_eq!(b.close_sessions_of_dead_nodes(9_000, 11_000, 7).unwrap(), 0);
     assert_eq!(a.close_sessions_of_dead_nodes(9_000, 11_000, 7).unwrap(), 0);
     // `a` stops marking itself alive; `b` (still alive) closes a's session
     // and not its own.
-    b.heartbeat(20_000).unwrap();
+    b.heartbeat(20_000, "").unwrap();
     assert_eq!(
         b.close_sessions_of_dead_nodes(15_000, 20_000, 7).unwrap(),
         1
@@ -274,6 +284,11 @@ pub fn dead_nodes_sessions_close(a: &dyn Backend, b: &dyn Backend) {
     assert_eq!(
         (closed.closed_at, closed.close_reason),
         (Some(20_000), Some(7))
+    );
+    assert_eq!(
+        b.session_location(&on_a.id).unwrap(),
+        None,
+        "closed: nowhere"
     );
     assert!(
         b.get_session(&t.id, &on_b.id)

@@ -352,8 +352,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> StoreResult<usize>;
     /// This server process's node id; sessions it inserts carry it.
     fn node_id(&self) -> &str;
-    /// Records that this node is alive at `now`.
-    fn heartbeat(&self, now: Millis) -> StoreResult<()>;
+    /// Records that this node is alive at `now`, reachable at `url` (empty:
+    /// not advertised).
+    fn heartbeat(&self, now: Millis, url: &str) -> StoreResult<()>;
+    /// The node running the open session `session_id` (of any tenant) and
+    /// that node's advertised URL (empty: none); `None` when the session is
+    /// closed, unknown or older than nodes.
+    fn session_location(&self, session_id: &str) -> StoreResult<Option<(String, String)>>;
     /// Marks open sessions of other nodes not alive since `dead_before`
     /// (or never recorded alive) as closed; returns how many. Forgets
     /// nodes that have been gone for a day.
@@ -410,6 +415,16 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     pub files: FileStore,
     liveness: Liveness,
+    /// Where clients reach this server (`server.advertise_url`).
+    advertise_url: Arc<str>,
+}
+
+/// Where a session another server runs is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elsewhere {
+    pub node_id: String,
+    /// That server's advertised base URL, when it has one.
+    pub url: Option<String>,
 }
 
 impl Store {
@@ -418,7 +433,34 @@ impl Store {
             backend,
             files,
             liveness,
+            advertise_url: Arc::from(""),
         }
+    }
+
+    /// Sets the URL this server advertises to the others sharing the
+    /// records (trailing `/` dropped).
+    pub fn with_advertise_url(mut self, url: &str) -> Self {
+        self.advertise_url = Arc::from(url.trim().trim_end_matches('/'));
+        self
+    }
+
+    /// Where the open session `session_id` runs when that is another
+    /// server sharing the records; `None` for this server's sessions,
+    /// closed or unknown ones, and always with one embedded database.
+    pub async fn session_elsewhere(&self, session_id: &str) -> StoreResult<Option<Elsewhere>> {
+        if !self.liveness.shared {
+            return Ok(None);
+        }
+        let id = session_id.to_owned();
+        let own = self.node_id().to_owned();
+        Ok(self
+            .run(move |b| b.session_location(&id))
+            .await?
+            .filter(|(node, _)| *node != own)
+            .map(|(node_id, url)| Elsewhere {
+                node_id,
+                url: (!url.is_empty()).then_some(url),
+            }))
     }
 
     /// Opens the default embedded store (SQLite + encrypted files) under
@@ -490,7 +532,7 @@ impl Store {
     /// writing newer ones) and sessions of nodes dead for `node_ttl`.
     pub fn recover(&self, session_close_reason: i32) -> StoreResult<RecoveryReport> {
         let now = now_ms();
-        self.backend.heartbeat(now)?;
+        self.backend.heartbeat(now, &self.advertise_url)?;
         let ids = self.backend.all_avatar_ids()?;
         let min_age = if self.liveness.shared {
             SHARED_SWEEP_MIN_AGE
@@ -538,7 +580,7 @@ impl Store {
                     let r = self
                         .run(move |b| {
                             let now = now_ms();
-                            b.heartbeat(now)?;
+                            b.heartbeat(now, &store.advertise_url)?;
                             store.close_sessions_of_dead_nodes(now, session_close_reason)
                         })
                         .await;

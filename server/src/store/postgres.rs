@@ -101,6 +101,10 @@ const MIGRATIONS: &[&str] = &[
         seen_at BIGINT NOT NULL
     );
     "#,
+    // 2: where clients reach each node
+    r#"
+    ALTER TABLE nodes ADD COLUMN url TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// Any number; servers migrating the same database take this lock.
@@ -827,14 +831,27 @@ impl Backend for PgBackend {
         &self.node_id
     }
 
-    fn heartbeat(&self, now: Millis) -> StoreResult<()> {
+    fn heartbeat(&self, now: Millis, url: &str) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO nodes (id, started_at, seen_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
-                &[&self.node_id, &self.started_at, &now],
+                "INSERT INTO nodes (id, started_at, seen_at, url) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, url = excluded.url",
+                &[&self.node_id, &self.started_at, &now, &url],
             )?;
             Ok(())
+        })
+    }
+
+    fn session_location(&self, session_id: &str) -> StoreResult<Option<(String, String)>> {
+        self.with(|c| {
+            c.query_opt(
+                "SELECT s.node_id, COALESCE(n.url, '') FROM sessions s \
+                 LEFT JOIN nodes n ON n.id = s.node_id \
+                 WHERE s.id = $1 AND s.closed_at IS NULL AND s.node_id IS NOT NULL",
+                &[&session_id],
+            )?
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
         })
     }
 

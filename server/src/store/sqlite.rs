@@ -103,6 +103,10 @@ const MIGRATIONS: &[&str] = &[
         seen_at INTEGER NOT NULL
     );
     "#,
+    // 5: where clients reach each node
+    r#"
+    ALTER TABLE nodes ADD COLUMN url TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 pub struct SqliteBackend {
@@ -559,14 +563,27 @@ impl Backend for SqliteBackend {
         &self.node_id
     }
 
-    fn heartbeat(&self, now: Millis) -> StoreResult<()> {
+    fn heartbeat(&self, now: Millis, url: &str) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO nodes (id, started_at, seen_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
-                params![self.node_id, self.started_at, now],
+                "INSERT INTO nodes (id, started_at, seen_at, url) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, url = excluded.url",
+                params![self.node_id, self.started_at, now, url],
             )?;
             Ok(())
+        })
+    }
+
+    fn session_location(&self, session_id: &str) -> StoreResult<Option<(String, String)>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT s.node_id, COALESCE(n.url, '') FROM sessions s \
+                 LEFT JOIN nodes n ON n.id = s.node_id \
+                 WHERE s.id = ?1 AND s.closed_at IS NULL AND s.node_id IS NOT NULL",
+                [session_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
         })
     }
 

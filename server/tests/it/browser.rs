@@ -241,3 +241,56 @@ async fn chromium_plays_a_session_by_whep() {
     browser.quit().await;
     server.stop().await;
 }
+
+/// Two servers on one database: the viewer page is opened on A for a
+/// session B runs. A redirects the offer (307) to B's advertised address;
+/// Chromium drops the Authorization header on that cross-origin redirect,
+/// and the page asks B directly — and plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_a_session_another_server_runs() {
+    use huashen::store::postgres::testdb::TestDb;
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestServer::start_with(|c| crate::shared_storage::share(c, &db, dir.path())).await;
+    let b_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = TestServer::start_with(|c| {
+        crate::shared_storage::share(c, &db, dir.path());
+        c.server.listen = b_addr;
+        c.server.advertise_url = format!("http://{b_addr}");
+    })
+    .await;
+    let mut cb = b.dev().await;
+    let avatar = cb.enroll("Host").await;
+    let s = cb.create_session(&avatar.avatar_id).await.unwrap();
+    let browser = start_browser().await;
+    browser
+        .goto(&format!(
+            "http://{}/viewer.html?session={}&token={}",
+            a.addr, s.session_id, s.viewer_token
+        ))
+        .await;
+    let mut stats = Value::Null;
+    let playing = eventually(Duration::from_secs(30), async || {
+        stats = browser.eval("return window.huashenViewer || null").await;
+        stats["stats"]["framesDecoded"].as_u64().unwrap_or(0) >= 25
+    })
+    .await;
+    assert!(playing, "the page on A did not play B's session: {stats}");
+    assert_eq!(stats["state"], "connected");
+    // B has the viewer.
+    let seen = cb
+        .sessions
+        .get_session(v1::GetSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.viewer_count, 1);
+    browser.quit().await;
+    a.stop().await;
+    b.stop().await;
+}

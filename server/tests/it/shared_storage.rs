@@ -18,7 +18,7 @@ use std::time::Duration;
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
 
 /// Configures `c` for the shared records in `db` and the files in `dir`.
-fn share(c: &mut Config, db: &TestDb, dir: &std::path::Path) {
+pub(crate) fn share(c: &mut Config, db: &TestDb, dir: &std::path::Path) {
     c.storage.data_dir = dir.to_path_buf();
     c.storage.database_url = Secret(db.url());
     c.storage.encryption_keys = [("k1".to_string(), Secret(KEY.into()))].into();
@@ -55,7 +55,18 @@ async fn two_servers_share_avatars_and_sessions() {
     let Some(db) = TestDb::create() else { return };
     let dir = tempfile::tempdir().unwrap();
     let a = TestServer::start_with(|c| share(c, &db, dir.path())).await;
-    let b = TestServer::start_with(|c| share(c, &db, dir.path())).await;
+    // B advertises where clients reach it (a port picked beforehand).
+    let b_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b_url = format!("http://{b_addr}");
+    let b = TestServer::start_with(|c| {
+        share(c, &db, dir.path());
+        c.server.listen = b_addr;
+        c.server.advertise_url = format!("{b_url}/");
+    })
+    .await;
     // One dev tenant, bootstrapped by the first; the second prints its key.
     assert_eq!(a.dev_key, b.dev_key);
     let (mut ca, mut cb) = (a.dev().await, b.dev().await);
@@ -96,7 +107,86 @@ async fn two_servers_share_avatars_and_sessions() {
             .await,
     );
     assert_eq!(code, tonic::Code::FailedPrecondition, "{msg}");
-    assert!(msg.contains("another server"), "{msg}");
+    assert!(
+        msg.contains("another server") && msg.contains(&b_url),
+        "names the server and where it is: {msg}"
+    );
+
+    // A viewer's or publisher's offer sent to A is redirected to B, path
+    // and query kept (B checks the token); another tenant's key learns
+    // nothing (404, as for an unknown session).
+    let whep = format!("/whep/sessions/{}?token=t0k", on_b.session_id);
+    let r = http(
+        a.addr,
+        "POST",
+        &whep,
+        &[("content-type", "application/sdp")],
+        b"v=0",
+    )
+    .await;
+    assert_eq!(r.status, 307);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{b_url}{whep}").as_str())
+    );
+    let whip = format!("/whip/sessions/{}", on_b.session_id);
+    let auth = format!("Bearer {}", a.dev_key);
+    let r = http(
+        a.addr,
+        "POST",
+        &whip,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/sdp"),
+        ],
+        b"v=0",
+    )
+    .await;
+    assert_eq!(r.status, 307);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{b_url}{whip}").as_str())
+    );
+    let stranger = {
+        let (_, key) = tokio::task::spawn_blocking({
+            let cfg = {
+                let mut c = test_config(dir.path());
+                share(&mut c, &db, dir.path());
+                c
+            };
+            move || {
+                let store =
+                    huashen::store::Store::open(&cfg.storage, cfg.keyring().unwrap()).unwrap();
+                huashen::auth::create_tenant(store.blocking(), "stranger", "test").unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        format!("Bearer {key}")
+    };
+    let r = http(
+        a.addr,
+        "POST",
+        &whip,
+        &[
+            ("authorization", &stranger),
+            ("content-type", "application/sdp"),
+        ],
+        b"v=0",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    // B itself answers its own session (no redirect loop): a bad offer is
+    // a 400 there, not a 307.
+    let r = http(
+        b.addr,
+        "POST",
+        &whep,
+        &[("content-type", "application/sdp")],
+        b"v=0",
+    )
+    .await;
+    assert_ne!(r.status, 307);
 
     // Closed where it runs; both see it closed.
     cb.sessions
