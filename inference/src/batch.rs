@@ -72,6 +72,9 @@ pub struct BatchStats {
     /// CPU time the worker's threads spent running batches, microseconds
     /// (for admission by measured capacity).
     pub cpu_us: AtomicU64,
+    /// Batches whose stage panicked: their requests got no result (`None`)
+    /// and the worker went on with a fresh copy of the stage.
+    pub failed: AtomicU64,
 }
 
 /// CPU time the calling thread has used, microseconds.
@@ -209,6 +212,8 @@ impl<M: Batched> BatchWorker<M> {
         for i in 0..config.threads {
             let worker = Worker {
                 model: model.clone(),
+                pristine: model.clone(),
+                name: format!("{name}-{i}"),
                 former: former.clone(),
                 config: config.clone(),
                 stats: stats.clone(),
@@ -259,6 +264,10 @@ struct Former<M: Batched> {
 
 struct Worker<M: Batched> {
     model: M,
+    /// The stage as started, to go on with after a panic left `model` in
+    /// an unknown state.
+    pristine: M,
+    name: String,
     former: Arc<Mutex<Former<M>>>,
     config: BatchConfig,
     stats: Arc<BatchStats>,
@@ -342,7 +351,29 @@ impl<M: Batched> Worker<M> {
         let (inputs, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|r| (r.input, r.reply)).unzip();
         let (t, cpu) = (Instant::now(), thread_cpu_us());
-        let outputs = self.model.run(inputs);
+        // A stage that panics must not take the worker (and every later
+        // request) down with it: that batch's requests get `None` (their
+        // senders are dropped) and the worker goes on.
+        let model = &mut self.model;
+        let outputs = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            model.run(inputs)
+        })) {
+            Ok(outputs) => outputs,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(
+                    "batch worker {}: the stage panicked on a batch of {n} ({why}); those requests fail, the worker goes on",
+                    self.name
+                );
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.model = self.pristine.clone();
+                Vec::new()
+            }
+        };
         self.stats
             .busy_us
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -387,6 +418,44 @@ mod tests {
                 .unwrap()
                 .push(inputs.iter().map(|i| i.1).collect());
             inputs.iter().map(|i| i.1 * i.1).collect()
+        }
+    }
+
+    /// Panics on the value 13.
+    #[derive(Clone)]
+    struct Fragile;
+
+    impl Batched for Fragile {
+        type Input = u64;
+        type Output = u64;
+        fn key(&self, _: &u64) -> u64 {
+            0
+        }
+        fn run(&mut self, inputs: Vec<u64>) -> Vec<u64> {
+            assert!(!inputs.contains(&13), "unlucky input");
+            inputs.iter().map(|v| v + 1).collect()
+        }
+    }
+
+    #[test]
+    fn a_panicking_stage_fails_its_batch_and_the_worker_goes_on() {
+        let w = BatchWorker::start(
+            Fragile,
+            BatchConfig {
+                slots: 4,
+                max_wait: Duration::from_millis(1),
+                queue: 8,
+                threads: 1,
+            },
+            "fragile",
+        )
+        .unwrap();
+        assert_eq!(w.run(1), Some(2));
+        assert_eq!(w.run(13), None, "the failed request gets no result");
+        assert_eq!(w.stats.failed.load(Ordering::Relaxed), 1);
+        // The thread survived: later requests are served.
+        for v in [2, 3, 4] {
+            assert_eq!(w.run(v), Some(v + 1));
         }
     }
 

@@ -21,6 +21,14 @@ pub enum ApiError {
     Unimplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The session runs on another server sharing the records; `url` is
+    /// where that server is, when it advertises it. FAILED_PRECONDITION,
+    /// with the URL also in the `huashen-session-server` metadata.
+    #[error("{message}")]
+    Elsewhere {
+        message: String,
+        url: Option<String>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A status from the transport (a broken or oversize client stream),
@@ -48,6 +56,13 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::Unimplemented(m) => Status::unimplemented(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::Elsewhere { message, url } => {
+                let mut status = Status::failed_precondition(message);
+                if let Some(v) = url.and_then(|u| u.parse().ok()) {
+                    status.metadata_mut().insert(SESSION_SERVER, v);
+                }
+                status
+            }
             ApiError::Transport(s) => s,
             ApiError::Store(crate::store::StoreError::Unavailable(e)) => {
                 tracing::error!(error = %e, "storage unavailable");
@@ -64,3 +79,7 @@ impl From<ApiError> for Status {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Status metadata: the base URL of the server running the session, for a
+/// client that asked another server sharing the records.
+pub const SESSION_SERVER: &str = "huashen-session-server";

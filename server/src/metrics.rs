@@ -46,6 +46,18 @@ pub struct Metrics {
     /// CPU time of this process at 10 ms resolution (the standard
     /// `process_cpu_seconds_total` counts whole seconds), refreshed at scrape.
     pub cpu_seconds: prometheus::Gauge,
+    /// The batched model workers, by stage, refreshed at scrape: batches
+    /// run, requests they carried, the largest batch, batches whose stage
+    /// failed.
+    pub batch_runs: IntGaugeVec,
+    pub batch_items: IntGaugeVec,
+    pub batch_largest: IntGaugeVec,
+    pub batch_failed: IntGaugeVec,
+}
+
+/// A per-stage gauge of the batched model workers (`stage` label).
+fn batch_gauge(name: &str, help: &str) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), &["stage"]).unwrap()
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -228,6 +240,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 "User and system CPU time of the server process, 10 ms resolution",
             )
             .unwrap(),
+        ),
+        batch_runs: register(&r, batch_gauge("huashen_batch_runs_total", "Batches run")),
+        batch_items: register(
+            &r,
+            batch_gauge("huashen_batch_items_total", "Requests run in batches"),
+        ),
+        batch_largest: register(
+            &r,
+            batch_gauge("huashen_batch_largest", "Largest batch run"),
+        ),
+        batch_failed: register(
+            &r,
+            batch_gauge(
+                "huashen_batch_failed_total",
+                "Batches whose stage failed (the worker gave their requests no result)",
+            ),
         ),
         registry: r,
     }

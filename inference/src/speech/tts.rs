@@ -220,14 +220,21 @@ impl<B: Backend> EnglishTts<B> {
             CHUNK_FRAMES,
         )?;
         let job = self.voice.decode_job(&c.prepared, start, end)?;
-        Some(match &self.batch {
-            Some(worker) => worker.run(job).unwrap_or_default(),
-            None => self
-                .voice
+        let alone = |job| {
+            self.voice
                 .decoder()
                 .run(vec![job])
                 .pop()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+        };
+        // Through the shared worker; alone when there is none or it gave no
+        // result (its stage failed on that batch).
+        Some(match &self.batch {
+            Some(worker) => match worker.run(job) {
+                Some(audio) => audio,
+                None => alone(self.voice.decode_job(&c.prepared, start, end)?),
+            },
+            None => alone(job),
         })
     }
 

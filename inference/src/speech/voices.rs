@@ -117,21 +117,19 @@ impl<B: Backend> Voices<B> {
         Ok(())
     }
 
-    /// The counters of the voices' batched workers.
-    pub fn batch_stats(&self) -> Vec<std::sync::Arc<crate::batch::BatchStats>> {
-        let en = self.english.as_ref().and_then(|e| e.batch_stats());
-        let en_clauses = self.english.as_ref().and_then(|e| e.clause_batch_stats());
-        let zh = self.mandarin.as_ref().and_then(|m| m.batch_stats());
-        let zh_acoustic = self
-            .mandarin
-            .as_ref()
-            .and_then(|m| m.acoustic_batch_stats());
-        en.into_iter()
-            .chain(en_clauses)
-            .chain(zh)
-            .chain(zh_acoustic)
-            .cloned()
-            .collect()
+    /// The counters of the voices' batched workers, by stage name.
+    pub fn batch_stats(&self) -> Vec<(&'static str, std::sync::Arc<crate::batch::BatchStats>)> {
+        let en = self.english.as_ref();
+        let zh = self.mandarin.as_ref();
+        [
+            ("en_clauses", en.and_then(|e| e.clause_batch_stats())),
+            ("en_vocoder", en.and_then(|e| e.batch_stats())),
+            ("zh_acoustic", zh.and_then(|m| m.acoustic_batch_stats())),
+            ("zh_vocoder", zh.and_then(|m| m.batch_stats())),
+        ]
+        .into_iter()
+        .filter_map(|(stage, stats)| Some((stage, stats?.clone())))
+        .collect()
     }
 
     /// Starts `text` in voice `voice_id`; other-script runs go to the other

@@ -307,7 +307,7 @@ fn runs_elsewhere(r: &SessionRecord, own_node: &str) -> bool {
 
 fn elsewhere(r: &SessionRecord, url: Option<&str>) -> ApiError {
     let node = r.node_id.as_deref().unwrap_or("?");
-    ApiError::FailedPrecondition(match url {
+    let message = match url {
         Some(url) => format!(
             "session {} runs on another server of this deployment (node {node}, at {url}); send calls for it there",
             r.id
@@ -316,7 +316,11 @@ fn elsewhere(r: &SessionRecord, url: Option<&str>) -> ApiError {
             "session {} runs on another server of this deployment (node {node}, which advertises no address: server.advertise_url); send calls for it to the server that created it",
             r.id
         ),
-    })
+    };
+    ApiError::Elsewhere {
+        message,
+        url: url.map(str::to_owned),
+    }
 }
 
 /// A session another server runs: its record, with the state unknown here.

@@ -45,6 +45,11 @@ pub fn worker_cpu_us() -> u64 {
     })
 }
 
+/// The lip-sync worker's counters, once it runs.
+pub fn worker_stats() -> Option<Arc<huashen_inference::batch::BatchStats>> {
+    WORKER.get().map(|w| w.stats.clone())
+}
+
 /// Starts the process's batched lip-sync worker: from then on every
 /// session's voice runs through it (the first call's settings hold; until
 /// it is called, sessions run the network on their own media thread).

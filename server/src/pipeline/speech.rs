@@ -369,8 +369,8 @@ pub struct SpeechEngine {
     /// CPU time the synthesis workers have used (admission by capacity);
     /// see [`Self::cpu_us`].
     pub cpu: Arc<crate::metrics::CpuCounter>,
-    /// The batched vocoder workers' counters (their CPU time counts too).
-    batch: Vec<Arc<huashen_inference::batch::BatchStats>>,
+    /// The batched workers' counters by stage (their CPU time counts too).
+    batch: Vec<(&'static str, Arc<huashen_inference::batch::BatchStats>)>,
     /// The voices loaded (on whichever device).
     voices: Vec<VoiceInfo>,
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
@@ -504,8 +504,14 @@ impl SpeechEngine {
             + self
                 .batch
                 .iter()
-                .map(|b| b.cpu_us.load(std::sync::atomic::Ordering::Relaxed))
+                .map(|(_, b)| b.cpu_us.load(std::sync::atomic::Ordering::Relaxed))
                 .sum::<u64>()
+    }
+
+    /// The batched workers' counters, by stage (`en_clauses`, `en_vocoder`,
+    /// `zh_acoustic`, `zh_vocoder`).
+    pub fn batch_stats(&self) -> &[(&'static str, Arc<huashen_inference::batch::BatchStats>)] {
+        &self.batch
     }
 
     /// Voices clients can pick.

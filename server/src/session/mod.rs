@@ -298,6 +298,24 @@ impl SessionManager {
                 .set(counts.get(&state).copied().unwrap_or(0));
         }
         m.session_queue_depth.set(queued as i64);
+        let lips = crate::pipeline::lips::worker_stats().map(|s| ("lipsync", s));
+        for (stage, stats) in self.inner.speech.batch_stats().iter().cloned().chain(lips) {
+            let get = |c: &std::sync::atomic::AtomicU64| {
+                c.load(std::sync::atomic::Ordering::Relaxed) as i64
+            };
+            m.batch_runs
+                .with_label_values(&[stage])
+                .set(get(&stats.batches));
+            m.batch_items
+                .with_label_values(&[stage])
+                .set(get(&stats.items));
+            m.batch_largest
+                .with_label_values(&[stage])
+                .set(get(&stats.largest));
+            m.batch_failed
+                .with_label_values(&[stage])
+                .set(get(&stats.failed));
+        }
     }
 
     /// Creates and starts a session for an avatar of the caller's tenant.

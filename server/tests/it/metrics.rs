@@ -60,6 +60,33 @@ async fn metrics_follow_sessions_viewers_and_limits() {
     assert!(sample(&m, "process_resident_memory_bytes") > 1e6);
     assert!(sample(&m, "process_cpu_seconds_total") >= 0.0);
     assert!(sample(&m, "huashen_process_cpu_seconds_total") > 0.0);
+    // Every batched model stage is reported; the start-up warm-up already
+    // went through the speech stages, and nothing failed.
+    for stage in ["en_clauses", "en_vocoder", "zh_acoustic", "zh_vocoder"] {
+        let items = sample(
+            &m,
+            &format!("huashen_batch_items_total{{stage=\"{stage}\"}}"),
+        );
+        let runs = sample(
+            &m,
+            &format!("huashen_batch_runs_total{{stage=\"{stage}\"}}"),
+        );
+        assert!(
+            items >= 1.0 && runs >= 1.0 && items >= runs,
+            "{stage}: {items} in {runs}"
+        );
+        assert_eq!(
+            sample(
+                &m,
+                &format!("huashen_batch_failed_total{{stage=\"{stage}\"}}")
+            ),
+            0.0
+        );
+    }
+    assert_eq!(
+        sample(&m, "huashen_batch_failed_total{stage=\"lipsync\"}"),
+        0.0
+    );
     // No identifiers in metrics.
     assert!(!m.contains("se_") && !m.contains("av_") && !m.contains("127.0.0.1"));
 

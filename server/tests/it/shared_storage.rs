@@ -99,13 +99,22 @@ async fn two_servers_share_avatars_and_sessions() {
     assert!(listed.sessions.iter().any(
         |s| s.session_id == on_b.session_id && s.state == v1::SessionState::Unspecified as i32
     ));
-    let (code, msg) = code_of(
-        ca.sessions
-            .close_session(v1::CloseSessionRequest {
-                session_id: on_b.session_id.clone(),
-            })
-            .await,
+    let refused = ca
+        .sessions
+        .close_session(v1::CloseSessionRequest {
+            session_id: on_b.session_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    // Where to go, for programs too.
+    assert_eq!(
+        refused
+            .metadata()
+            .get("huashen-session-server")
+            .and_then(|v| v.to_str().ok()),
+        Some(b_url.as_str())
     );
+    let (code, msg) = (refused.code(), refused.message().to_owned());
     assert_eq!(code, tonic::Code::FailedPrecondition, "{msg}");
     assert!(
         msg.contains("another server") && msg.contains(&b_url),

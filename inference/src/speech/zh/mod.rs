@@ -292,19 +292,24 @@ impl<B: Backend> MandarinTts<B> {
         )?;
         let a = start.saturating_sub(CONTEXT_FRAMES);
         let b = (end + CONTEXT_FRAMES).min(c.frames);
-        let job = VocodeJob {
+        let job = || VocodeJob {
             mel: c.mel.clone().narrow(0, a, b - a),
             keep_from: (start - a) * HOP,
             keep: (end - start) * HOP,
         };
-        Some(match &self.batch {
-            Some(worker) => worker.run(job).unwrap_or_default(),
-            None => MelganVocoder {
+        let alone = || {
+            MelganVocoder {
                 vocoder: self.vocoder.clone(),
             }
-            .run(vec![job])
+            .run(vec![job()])
             .pop()
-            .unwrap_or_default(),
+            .unwrap_or_default()
+        };
+        // Through the shared worker; alone when there is none or it gave no
+        // result (its stage failed on that batch).
+        Some(match &self.batch {
+            Some(worker) => worker.run(job()).unwrap_or_else(alone),
+            None => alone(),
         })
     }
 
