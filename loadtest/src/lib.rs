@@ -132,6 +132,19 @@ pub struct ServerUsage {
     pub rss_mb_after: f64,
     /// Video frames the server skipped because it fell behind real time.
     pub frames_late: f64,
+    /// The batched model workers in the window, by stage (those that ran).
+    pub batches: std::collections::BTreeMap<String, BatchUsage>,
+}
+
+/// One batched model stage while the load ran.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchUsage {
+    /// Batches run.
+    pub runs: f64,
+    /// Requests they carried.
+    pub items: f64,
+    /// Requests per batch.
+    pub mean: f64,
 }
 
 impl Report {
@@ -190,6 +203,19 @@ impl Report {
                 "server: CPU {:.1} % of one core; RSS {:.1} MB before, {:.1} MB after; {} frames late\n",
                 u.cpu_percent, u.rss_mb_before, u.rss_mb_after, u.frames_late
             ));
+            if !u.batches.is_empty() {
+                let parts: Vec<String> = u
+                    .batches
+                    .iter()
+                    .map(|(stage, b)| {
+                        format!("{stage} {} in {} (mean {:.2})", b.items, b.runs, b.mean)
+                    })
+                    .collect();
+                s.push_str(&format!(
+                    "batches (requests in batches): {}\n",
+                    parts.join("; ")
+                ));
+            }
         }
         s.push_str(&format!("errors: {}\n", self.errors.len()));
         for e in self.errors.iter().take(10) {
@@ -366,6 +392,18 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 rss_mb_before: b.rss_mb,
                 rss_mb_after: a.rss_mb,
                 frames_late: a.frames_late - b.frames_late,
+                batches: a
+                    .batches
+                    .iter()
+                    .filter_map(|(stage, &(runs, items))| {
+                        let (r0, i0) = b.batches.get(stage).copied().unwrap_or_default();
+                        let (runs, items) = (runs - r0, items - i0);
+                        (runs > 0.0).then(|| {
+                            let mean = items / runs;
+                            (stage.clone(), BatchUsage { runs, items, mean })
+                        })
+                    })
+                    .collect(),
             })
         }
         (Err(e), _) | (_, Some(Err(e))) => report.errors.push(format!("server metrics: {e}")),
@@ -391,12 +429,14 @@ fn socket_addr(url: &str) -> anyhow::Result<std::net::SocketAddr> {
     Ok(std::net::SocketAddr::new(host.parse()?, port))
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct ProcSample {
     at: f64,
     cpu_s: f64,
     rss_mb: f64,
     frames_late: f64,
+    /// (batches run, requests in them) by stage.
+    batches: std::collections::BTreeMap<String, (f64, f64)>,
 }
 
 /// The server's CPU seconds and resident memory, from its `/metrics`.
@@ -415,12 +455,42 @@ async fn metrics_sample(addr: std::net::SocketAddr) -> anyhow::Result<ProcSample
             })
             .with_context(|| format!("{name} missing from /metrics"))
     };
+    let batches = batch_counters(&text);
     Ok(ProcSample {
+        batches,
         at: viewer::unix_now(),
         cpu_s: value("huashen_process_cpu_seconds_total")?,
         rss_mb: value("process_resident_memory_bytes")? / 1048576.0,
         frames_late: value("huashen_frames_late_total")?,
     })
+}
+
+/// (batches run, requests in them) by stage, from the lines
+/// `huashen_batch_runs_total{stage="en_vocoder"} 12` and `…_items_total`.
+fn batch_counters(text: &str) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut batches = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for l in text.lines() {
+        let (series, which) = if let Some(r) = l.strip_prefix("huashen_batch_runs_total{stage=\"") {
+            (r, 0)
+        } else if let Some(r) = l.strip_prefix("huashen_batch_items_total{stage=\"") {
+            (r, 1)
+        } else {
+            continue;
+        };
+        let Some((stage, v)) = series.split_once("\"} ") else {
+            continue;
+        };
+        let Ok(v) = v.trim().parse::<f64>() else {
+            continue;
+        };
+        let e = batches.entry(stage.to_owned()).or_default();
+        if which == 0 {
+            e.0 = v;
+        } else {
+            e.1 = v;
+        }
+    }
+    batches
 }
 
 fn viewer_report(seen: &[viewer::Seen]) -> ViewerReport {
@@ -818,6 +888,20 @@ async fn setup_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_counters_are_read_by_stage() {
+        let text = "# HELP huashen_batch_runs_total Batches run\n\
+            huashen_batch_runs_total{stage=\"en_vocoder\"} 12\n\
+            huashen_batch_items_total{stage=\"en_vocoder\"} 20\n\
+            huashen_batch_items_total{stage=\"lipsync\"} 3\n\
+            huashen_batch_largest{stage=\"en_vocoder\"} 4\n\
+            huashen_batch_runs_totalx{stage=\"nope\"} 1\n";
+        let b = batch_counters(text);
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert_eq!(b["en_vocoder"], (12.0, 20.0));
+        assert_eq!(b["lipsync"], (0.0, 3.0));
+    }
 
     #[test]
     fn percentiles() {
