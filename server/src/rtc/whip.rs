@@ -71,7 +71,8 @@ async fn authorize(
     // Another server's session (of this tenant: others' ids stay unknown)?
     let tenant = who.tenant_id.clone();
     let id = session_id.to_owned();
-    let ours = crate::ids::parse_id("session_id", crate::ids::SESSION, session_id).is_ok()
+    let ours = state.store.liveness().shared
+        && crate::ids::parse_id("session_id", crate::ids::SESSION, session_id).is_ok()
         && state
             .store
             .run(move |b| b.get_session(&tenant, &id))
