@@ -252,16 +252,7 @@ async fn chromium_plays_a_session_another_server_runs() {
     let Some(db) = TestDb::create() else { return };
     let dir = tempfile::tempdir().unwrap();
     let a = TestServer::start_with(|c| crate::shared_storage::share(c, &db, dir.path())).await;
-    let b_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let b = TestServer::start_with(|c| {
-        crate::shared_storage::share(c, &db, dir.path());
-        c.server.listen = b_addr;
-        c.server.advertise_url = format!("http://{b_addr}");
-    })
-    .await;
+    let (b, _) = crate::shared_storage::start_advertised(&db, dir.path()).await;
     let mut cb = b.dev().await;
     let avatar = cb.enroll("Host").await;
     let s = cb.create_session(&avatar.avatar_id).await.unwrap();
@@ -281,14 +272,9 @@ async fn chromium_plays_a_session_another_server_runs() {
     assert!(playing, "the page on A did not play B's session: {stats}");
     assert_eq!(stats["state"], "connected");
     // B has the viewer.
-    let seen = cb
-        .sessions
-        .get_session(v1::GetSessionRequest {
-            session_id: s.session_id.clone(),
-        })
+    let seen = crate::shared_storage::get_session(&mut cb, &s.session_id)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(seen.viewer_count, 1);
     browser.quit().await;
     a.stop().await;

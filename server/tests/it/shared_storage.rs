@@ -26,6 +26,24 @@ pub(crate) fn share(c: &mut Config, db: &TestDb, dir: &std::path::Path) {
     c.storage.node_ttl = Duration::from_secs(2);
 }
 
+/// A server sharing `db` and `dir` that advertises where clients reach it
+/// (a port picked beforehand), and that URL.
+pub(crate) async fn start_advertised(db: &TestDb, dir: &std::path::Path) -> (TestServer, String) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{addr}");
+    let server = TestServer::start_with(|c| {
+        share(c, db, dir);
+        c.server.listen = addr;
+        // A trailing slash is dropped.
+        c.server.advertise_url = format!("{url}/");
+    })
+    .await;
+    (server, url)
+}
+
 /// The same settings as environment variables, for the `huashen` binary.
 fn share_env(db: &TestDb) -> Vec<(&'static str, String)> {
     vec![
@@ -41,7 +59,7 @@ fn share_env(db: &TestDb) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn get_session(c: &mut Client, id: &str) -> Result<v1::Session, tonic::Status> {
+pub(crate) async fn get_session(c: &mut Client, id: &str) -> Result<v1::Session, tonic::Status> {
     c.sessions
         .get_session(v1::GetSessionRequest {
             session_id: id.into(),
@@ -55,18 +73,7 @@ async fn two_servers_share_avatars_and_sessions() {
     let Some(db) = TestDb::create() else { return };
     let dir = tempfile::tempdir().unwrap();
     let a = TestServer::start_with(|c| share(c, &db, dir.path())).await;
-    // B advertises where clients reach it (a port picked beforehand).
-    let b_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let b_url = format!("http://{b_addr}");
-    let b = TestServer::start_with(|c| {
-        share(c, &db, dir.path());
-        c.server.listen = b_addr;
-        c.server.advertise_url = format!("{b_url}/");
-    })
-    .await;
+    let (b, b_url) = start_advertised(&db, dir.path()).await;
     // One dev tenant, bootstrapped by the first; the second prints its key.
     assert_eq!(a.dev_key, b.dev_key);
     let (mut ca, mut cb) = (a.dev().await, b.dev().await);
