@@ -4,9 +4,9 @@
 //! Run: cargo bench -p huashen --bench media
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use huashen::engines::portrait;
 use huashen::pipeline::encode::{AudioEncoder, VideoEncoder};
 use huashen::pipeline::frame::I420;
-use huashen::pipeline::portrait;
 
 fn frames(w: u32, h: u32, n: u32) -> Vec<I420> {
     let bytes = std::fs::read(concat!(
@@ -21,7 +21,7 @@ fn frames(w: u32, h: u32, n: u32) -> Vec<I420> {
         .map(|i| {
             let mut moved = image::RgbImage::new(w, h);
             image::imageops::replace(&mut moved, &base, i64::from(i * 3), i64::from(i * 2));
-            portrait::to_i420(&moved)
+            I420::from_rgb(&moved)
         })
         .collect()
 }
@@ -65,7 +65,7 @@ fn audio(c: &mut Criterion) {
 /// 2048 px PNG, decode that, detect + mesh + checks.
 fn enroll(c: &mut Criterion) {
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let engine = huashen::pipeline::face::FaceEngine::load(&models);
+    let engine = huashen::engines::face::FaceEngine::load(&models);
     if engine.available().is_err() {
         eprintln!("face models missing: run scripts/fetch-models.sh");
         return;

@@ -1,9 +1,11 @@
 //! Builds the server from a [`Config`] and runs it until shutdown: gRPC,
 //! gRPC-Web, health, reflection and HTTP on one port.
 
-use crate::auth;
 use crate::config::Config;
 use crate::control::{audit::AuditApi, avatars::AvatarApi, sessions::SessionApi};
+use crate::engines::Engines;
+use crate::ingest::moderation::Moderator;
+use crate::ingest::text::TextIngest;
 use crate::session::{CloseReason, ManagerConfig, SessionManager};
 use crate::store::Store;
 use anyhow::Context;
@@ -55,7 +57,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let data_dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let keys = config.keyring()?;
+    let keys = crate::store::crypto::Keyring::from_config(&config.storage)
+        .context("storage encryption")?;
     if config.storage.encryption_keys.is_empty() {
         tracing::warn!(
             "no storage.encryption_keys configured: encrypting at rest with a generated key kept in the data directory"
@@ -94,8 +97,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let dev_key = if config.auth.bootstrap_dev_tenant {
         let store = store.clone();
         let dir = config.storage.data_dir.clone();
-        tokio::task::spawn_blocking(move || auth::bootstrap_dev_tenant(store.blocking(), &dir))
-            .await??
+        tokio::task::spawn_blocking(move || {
+            crate::store::tenants::bootstrap_dev_tenant(store.blocking(), &dir)
+        })
+        .await??
     } else {
         None
     };
@@ -106,50 +111,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (device, why) =
         huashen_inference::device::resolve(requested).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(%device, reason = %why, "speech models run on {device}; face analysis, rendering and encoding on the CPU");
-    let speech = {
-        let cfg = crate::pipeline::speech::EngineConfig {
-            device,
-            models_dir: config.speech.models_dir.clone(),
-            workers: config.speech.workers,
-            gain: config.speech.gain,
-            queue: config.limits.max_sessions.max(1),
-            batch: huashen_inference::batch::BatchConfig {
-                slots: config.speech.batch_slots,
-                max_wait: std::time::Duration::from_millis(config.speech.batch_wait_ms),
-                queue: config.limits.max_sessions.max(1) * 2,
-                // On the CPU a batch runs on one core: as many batch threads
-                // as speech workers; a GPU takes a whole batch at once.
-                threads: if device == huashen_inference::device::Device::Cpu {
-                    config.speech.workers
-                } else {
-                    1
-                },
-            },
-        };
-        Arc::new(
-            tokio::task::spawn_blocking(move || crate::pipeline::speech::SpeechEngine::start(&cfg))
-                .await?,
-        )
-    };
-    // Loading the lip-sync weights is blocking work: off the runtime.
-    let lips = huashen_inference::batch::BatchConfig {
-        slots: config
-            .speech
-            .batch_slots
-            .max(config.limits.max_sessions.min(64)),
-        max_wait: std::time::Duration::from_millis(config.speech.batch_wait_ms),
-        queue: config.limits.max_sessions.max(1) * 2,
-        threads: 1,
-    };
-    tokio::task::spawn_blocking(move || crate::pipeline::lips::start_worker(lips))
-        .await?
-        .map_err(|e| anyhow::anyhow!("cannot start the lip-sync worker: {e}"))?;
-    let face = {
-        let dir = config.face.models_dir.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || crate::pipeline::face::FaceEngine::load(&dir))
-                .await?,
-        )
+    let engines = {
+        let config = config.clone();
+        let rate = crate::pipeline::clock::AUDIO_RATE;
+        tokio::task::spawn_blocking(move || Engines::start(&config, device, rate))
+            .await?
+            .context("cannot start the engines")?
     };
     let sessions = SessionManager::new(
         store.clone(),
@@ -163,8 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             cpu_budget: config.limits.cpu_budget_cores(),
             session_cost: config.limits.session_cost,
         },
-        speech,
-        face,
+        engines,
     );
     let avatar_api = AvatarApi {
         store: store.clone(),
@@ -174,10 +140,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let session_api = SessionApi {
         store: store.clone(),
         sessions: sessions.clone(),
-        moderator: Arc::new(crate::privacy::moderation::Moderator::new(
-            &config.moderation,
-        )),
-        max_speak_bytes: config.limits.max_speak_bytes,
+        text: TextIngest {
+            moderator: Arc::new(Moderator::new(&config.moderation)),
+            store: store.clone(),
+            max_bytes: config.limits.max_speak_bytes,
+        },
         default_idle_timeout: config.sessions.idle_timeout,
         max_idle_timeout: config.sessions.max_idle_timeout,
     };
@@ -239,18 +206,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }));
     // One port allocator for viewers and publishers.
     let rtc_settings = crate::rtc::RtcSettings::new(config.webrtc.clone());
-    let whep = crate::rtc::whep::routes(crate::rtc::whep::WhepState {
+    let whep = crate::control::whep::routes(crate::control::whep::WhepState {
         sessions: sessions.clone(),
         store: store.clone(),
         settings: rtc_settings.clone(),
     });
-    let whip = crate::rtc::whip::routes(crate::rtc::whip::WhipState {
+    let whip = crate::control::whip::routes(crate::control::whip::WhipState {
         sessions: sessions.clone(),
         store: store.clone(),
         settings: rtc_settings,
         publishers: Default::default(),
     });
-    let router = crate::http::routes(grpc, sessions.clone(), dev_key.clone())
+    let router = crate::control::http::routes(grpc, sessions.clone(), dev_key.clone())
         .merge(whep)
         .merge(whip);
 
@@ -304,7 +271,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop.clone(),
         drained.cancelled_owned(),
     ));
-    tokio::spawn(crate::privacy::retention::run(
+    tokio::spawn(crate::store::retention::run(
         store.clone(),
         config.retention.clone(),
         stop.clone(),

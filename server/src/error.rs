@@ -2,7 +2,6 @@
 //!
 //! Internal details (SQL, paths, IO) are logged, never sent to clients.
 
-use crate::store::StoreError;
 use tonic::Status;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +28,11 @@ pub enum ApiError {
         message: String,
         url: Option<String>,
     },
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// Storage failed (the store converts its errors into this). The
+    /// detail is logged, never sent: the caller learns only whether to
+    /// retry (`unavailable`).
+    #[error("{detail}")]
+    Storage { unavailable: bool, detail: String },
     /// A status from the transport (a broken or oversize client stream),
     /// passed through unchanged.
     #[error("{0}")]
@@ -64,14 +66,17 @@ impl From<ApiError> for Status {
                 status
             }
             ApiError::Transport(s) => s,
-            ApiError::Store(crate::store::StoreError::Unavailable(e)) => {
-                tracing::error!(error = %e, "storage unavailable");
+            ApiError::Storage {
+                unavailable: true,
+                detail,
+            } => {
+                tracing::error!(error = %detail, "storage unavailable");
                 Status::unavailable(
                     "storage is unavailable; the operation was not completed, retry shortly",
                 )
             }
-            ApiError::Store(e) => {
-                tracing::error!(error = %e, "storage failure");
+            ApiError::Storage { detail, .. } => {
+                tracing::error!(error = %detail, "storage failure");
                 Status::internal("internal storage error; the operation was not completed")
             }
         }

@@ -91,27 +91,32 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn tenant(config: Config, command: TenantCommand) -> anyhow::Result<()> {
-    let store =
-        huashen::store::Store::open(&config.storage, config.keyring()?).with_context(|| {
-            if config.storage.database_url.0.trim().is_empty() {
-                format!(
-                    "cannot open the data directory {}",
-                    config.storage.data_dir.display()
-                )
-            } else {
-                "cannot open the PostgreSQL database of storage.database_url".to_owned()
-            }
-        })?;
+    let store = huashen::store::Store::open(
+        &config.storage,
+        huashen::store::crypto::Keyring::from_config(&config.storage)?,
+    )
+    .with_context(|| {
+        if config.storage.database_url.0.trim().is_empty() {
+            format!(
+                "cannot open the data directory {}",
+                config.storage.data_dir.display()
+            )
+        } else {
+            "cannot open the PostgreSQL database of storage.database_url".to_owned()
+        }
+    })?;
     match command {
         TenantCommand::Create { name } => {
-            huashen::auth::validate_tenant_name(&name).map_err(anyhow::Error::msg)?;
-            let (tenant, key) = huashen::auth::create_tenant(store.blocking(), &name, "cli")
-                .map_err(|e| match e {
-                    huashen::store::StoreError::Conflict(_) => {
-                        anyhow::anyhow!("a tenant named {name:?} already exists")
-                    }
-                    e => e.into(),
-                })?;
+            huashen::store::tenants::validate_tenant_name(&name).map_err(anyhow::Error::msg)?;
+            let (tenant, key) =
+                huashen::store::tenants::create_tenant(store.blocking(), &name, "cli").map_err(
+                    |e| match e {
+                        huashen::store::StoreError::Conflict(_) => {
+                            anyhow::anyhow!("a tenant named {name:?} already exists")
+                        }
+                        e => e.into(),
+                    },
+                )?;
             eprintln!("created tenant {} ({})", tenant.name, tenant.id);
             eprintln!("API key (shown only once; store it safely):");
             println!("{key}");
@@ -121,7 +126,8 @@ fn tenant(config: Config, command: TenantCommand) -> anyhow::Result<()> {
                 .blocking()
                 .tenant_by_name(&name)?
                 .ok_or_else(|| anyhow::anyhow!("no tenant named {name:?}"))?;
-            let key = huashen::auth::create_key(store.blocking(), &tenant.id, &label, "cli")?;
+            let key =
+                huashen::store::tenants::create_key(store.blocking(), &tenant.id, &label, "cli")?;
             eprintln!("new API key for tenant {name} (shown only once):");
             println!("{key}");
         }

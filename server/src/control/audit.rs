@@ -1,7 +1,7 @@
 //! `huashen.v1.AuditService`: the tenant's audit log, read-only.
 
+use super::auth::authenticate;
 use super::validate;
-use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::store::Store;
 use base64::Engine;

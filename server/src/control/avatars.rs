@@ -1,12 +1,13 @@
 //! `huashen.v1.AvatarService`: enrollment (streamed upload with consent and
 //! progress), get, list, delete.
 
+use super::auth::authenticate;
 use super::validate;
-use crate::auth::authenticate;
+use crate::engines::face::{FaceEngine, FaceError};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::pipeline::face::{FACE_FILE, FaceEngine, FaceError};
 use crate::session::SessionManager;
+use crate::store::files::{FACE_FILE, PORTRAIT_FILE};
 use crate::store::{AuditEntry, Avatar, AvatarState, ImageFormat, Principal, Store, now_ms};
 use futures::Stream;
 use huashen_protos::v1;
@@ -16,9 +17,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-
-/// File name of the normalised portrait every avatar keeps.
-pub const PORTRAIT_FILE: &str = "portrait.png";
 
 /// Largest `chunk` message accepted.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
@@ -259,7 +257,7 @@ impl AvatarApi {
         let detect_tx = tx.clone();
         let total = plan.total;
         let (upload, portrait, record) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
-            use crate::pipeline::portrait::{self, PortraitError};
+            use crate::engines::portrait::{self, PortraitError};
             let limit = |e: PortraitError| match e {
                 e @ PortraitError::TooLarge { .. } => ApiError::ResourceExhausted(e.to_string()),
                 e => ApiError::invalid(e.to_string()),
@@ -373,7 +371,7 @@ impl AvatarService for AvatarApi {
             }
         })?;
         let plan = self.plan(who, first)?;
-        let face = self.sessions.face().clone();
+        let face = self.sessions.engines().face.clone();
         face.available().map_err(|reason| {
             ApiError::FailedPrecondition(format!(
                 "avatars cannot be enrolled: the face models are not installed ({reason})"

@@ -1,10 +1,10 @@
 //! `huashen.v1.PrivacyService`: data-subject export and deletion.
 
-use crate::auth::authenticate;
-use crate::control::avatars::PORTRAIT_FILE;
+use super::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::session::SessionManager;
+use crate::store::files::PORTRAIT_FILE;
 use crate::store::{AuditEntry, Avatar, Principal, SessionRecord, Store, now_ms};
 use futures::Stream;
 use huashen_protos::v1;

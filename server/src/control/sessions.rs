@@ -1,24 +1,24 @@
 //! `huashen.v1.SessionService`: create, get, list, close, speak, push audio,
 //! interrupt, watch.
 
+use super::auth::authenticate;
 use super::validate;
-use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::pipeline::speech::Utterance;
-use crate::pipeline::voice::{Encoding, VoiceDecoder};
-use crate::privacy::moderation::Verdict;
+use crate::ingest::text::TextIngest;
+use crate::ingest::voice::Encoding;
+use crate::session::lookup::{Found, elsewhere};
+use crate::session::speak::{self, TextPiece};
+use crate::session::voice::{self, VoiceFormat};
 use crate::session::{
     CloseReason, Command, Event, EventKind, SessionHandle, SessionManager, SessionSpec,
     SessionState, Snapshot,
 };
-use crate::store::{Principal, SessionRecord, Store};
-use futures::Stream;
-use huashen_inference::speech::clauses::ClauseSplitter;
+use crate::store::{SessionRecord, Store};
+use futures::{Stream, StreamExt};
 use huashen_protos::v1;
 use huashen_protos::v1::session_service_server::SessionService;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,8 +34,8 @@ pub const MAX_AUDIO_CHUNK: usize = 64 * 1024;
 pub struct SessionApi {
     pub store: Store,
     pub sessions: SessionManager,
-    pub moderator: Arc<crate::privacy::moderation::Moderator>,
-    pub max_speak_bytes: u64,
+    /// Text intake (clauses, moderation) for Speak.
+    pub text: TextIngest,
     pub default_idle_timeout: Duration,
     pub max_idle_timeout: Duration,
 }
@@ -112,64 +112,6 @@ fn check_speak_chunk(m: &v1::SpeakRequest) -> ApiResult<()> {
 }
 
 impl SessionApi {
-    /// Checks one clause before it may be spoken. A refused clause is
-    /// reported to the session's watchers and audited (without its text).
-    /// Returns whether it may be spoken.
-    async fn moderate(
-        &self,
-        who: &Principal,
-        handle: &SessionHandle,
-        clause: &str,
-    ) -> ApiResult<bool> {
-        match self
-            .moderator
-            .review(clause, &handle.record.language, &handle.record.id)
-            .await
-        {
-            Verdict::Allow => Ok(true),
-            Verdict::Block { category } => {
-                let entry = crate::store::AuditEntry::new(
-                    Some(who),
-                    "moderation.block",
-                    handle.record.id.clone(),
-                    &category,
-                );
-                self.store.run(move |b| b.append_audit(&entry)).await?;
-                handle.send(Command::ModerationBlocked { category }).await?;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Moderates one clause and, when allowed, queues it on the session.
-    async fn queue_clause(
-        &self,
-        who: &Principal,
-        handle: &Arc<SessionHandle>,
-        clause: String,
-        queued: &mut Queued,
-    ) -> ApiResult<()> {
-        if !self.moderate(who, handle, &clause).await? {
-            return Ok(());
-        }
-        let chars = clause.chars().count() as u64;
-        let utterance = Utterance {
-            id: ids::new_id(ids::UTTERANCE),
-            text: clause,
-        };
-        let id = utterance.id.clone();
-        let (reply, rx) = oneshot::channel();
-        handle.send(Command::Speak { utterance, reply }).await?;
-        rx.await
-            .map_err(|_| {
-                ApiError::FailedPrecondition(format!("session {} closed", handle.record.id))
-            })?
-            .map_err(ApiError::ResourceExhausted)?;
-        queued.chars += chars;
-        queued.ids.push(id);
-        Ok(())
-    }
-
     fn spec(&self, req: &v1::CreateSessionRequest) -> ApiResult<SessionSpec> {
         let voice = req.voice.clone().unwrap_or_default();
         let language = if voice.language.is_empty() {
@@ -248,78 +190,6 @@ impl SessionApi {
             idle_timeout,
             labels: validate::labels("labels", &req.labels)?,
         })
-    }
-
-    /// The caller's session, live or closed; NOT_FOUND otherwise.
-    async fn find(&self, who: &Principal, session_id: &str) -> ApiResult<Found> {
-        let id = ids::parse_id("session_id", ids::SESSION, session_id)?;
-        if let Some(h) = self.sessions.live(who, &id) {
-            return Ok(Found::Live(h));
-        }
-        let tenant = who.tenant_id.clone();
-        let id2 = id.clone();
-        let record = self
-            .store
-            .run(move |b| b.get_session(&tenant, &id2))
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
-        Ok(if runs_elsewhere(&record, self.store.node_id()) {
-            // Its server's address, for the caller to go there.
-            let url = match self.store.session_elsewhere(&record.id).await {
-                Ok(at) => at.and_then(|e| e.url),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot look up where a session runs");
-                    None
-                }
-            };
-            Found::Elsewhere(record, url)
-        } else {
-            Found::Closed(record)
-        })
-    }
-
-    /// The caller's live session; FAILED_PRECONDITION if it is closed.
-    async fn find_live(&self, who: &Principal, session_id: &str) -> ApiResult<Arc<SessionHandle>> {
-        match self.find(who, session_id).await? {
-            Found::Live(h) => Ok(h),
-            Found::Closed(r) => Err(ApiError::FailedPrecondition(format!(
-                "session {} is closed; create a new session",
-                r.id
-            ))),
-            Found::Elsewhere(r, url) => Err(elsewhere(&r, url.as_deref())),
-        }
-    }
-}
-
-enum Found {
-    Live(Arc<SessionHandle>),
-    Closed(SessionRecord),
-    /// Open, run by another server sharing the database (reachable at the
-    /// URL it advertises, if any).
-    Elsewhere(SessionRecord, Option<String>),
-}
-
-/// An open record of a session another server (node) runs: with shared
-/// records, sessions are driven on the server that created them.
-fn runs_elsewhere(r: &SessionRecord, own_node: &str) -> bool {
-    r.closed_at.is_none() && r.node_id.as_deref().is_some_and(|n| n != own_node)
-}
-
-fn elsewhere(r: &SessionRecord, url: Option<&str>) -> ApiError {
-    let node = r.node_id.as_deref().unwrap_or("?");
-    let message = match url {
-        Some(url) => format!(
-            "session {} runs on another server of this deployment (node {node}, at {url}); send calls for it there",
-            r.id
-        ),
-        None => format!(
-            "session {} runs on another server of this deployment (node {node}, which advertises no address: server.advertise_url); send calls for it to the server that created it",
-            r.id
-        ),
-    };
-    ApiError::Elsewhere {
-        message,
-        url: url.map(str::to_owned),
     }
 }
 
@@ -502,7 +372,11 @@ impl SessionService for SessionApi {
     ) -> Result<Response<v1::Session>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         Ok(Response::new(
-            match self.find(&who, &request.get_ref().session_id).await? {
+            match self
+                .sessions
+                .find(&who, &request.get_ref().session_id)
+                .await?
+            {
                 Found::Live(h) => handle_to_proto(&h),
                 Found::Closed(r) => record_to_proto(&r, None),
                 Found::Elsewhere(r, _) => elsewhere_to_proto(&r),
@@ -530,7 +404,7 @@ impl SessionService for SessionApi {
             .iter()
             .map(|r| match self.sessions.live(&who, &r.id) {
                 Some(h) => handle_to_proto(&h),
-                None if runs_elsewhere(r, self.store.node_id()) => elsewhere_to_proto(r),
+                None if self.sessions.runs_elsewhere(r) => elsewhere_to_proto(r),
                 None if r.closed_at.is_none() => {
                     // Closing right now: its row is about to be updated.
                     let mut s = record_to_proto(r, None);
@@ -560,7 +434,7 @@ impl SessionService for SessionApi {
             return Ok(Response::new(record_to_proto(&h.record, Some(&snap))));
         }
         // Already closed (closing is idempotent) or unknown.
-        match self.find(&who, &id).await? {
+        match self.sessions.find(&who, &id).await? {
             Found::Closed(r) => Ok(Response::new(record_to_proto(&r, None))),
             Found::Live(h) => Ok(Response::new(handle_to_proto(&h))),
             Found::Elsewhere(r, url) => Err(elsewhere(&r, url.as_deref()).into()),
@@ -577,50 +451,20 @@ impl SessionService for SessionApi {
             ApiError::invalid("the Speak stream is empty: the first message must name session_id")
         })?;
         check_speak_chunk(&first)?;
-        let handle = self.find_live(&who, &first.session_id).await?;
-        handle.send(Command::Activity).await?;
+        let handle = self.sessions.find_live(&who, &first.session_id).await?;
         self.sessions
-            .speech()
+            .engines()
+            .speech
             .check_voice(&handle.record.language, &handle.record.voice_id)
             .map_err(ApiError::FailedPrecondition)?;
-        let mut splitter = ClauseSplitter::default();
-        let mut total = 0u64;
-        let mut queued = Queued::default();
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            check_speak_chunk(&msg)?;
-            if !msg.session_id.is_empty() && msg.session_id != handle.record.id {
-                return Err(
-                    ApiError::invalid("session_id must not change within a Speak stream").into(),
-                );
-            }
-            total += msg.text.len() as u64;
-            if total > self.max_speak_bytes {
-                return Err(ApiError::ResourceExhausted(format!(
-                    "one Speak call carries at most {} bytes of text; start another call",
-                    self.max_speak_bytes
-                ))
-                .into());
-            }
-            let mut clauses = splitter.push(&msg.text);
-            if msg.flush {
-                clauses.extend(splitter.flush());
-            }
-            for clause in clauses {
-                self.queue_clause(&who, &handle, clause, &mut queued)
-                    .await?;
-            }
-            next = inbound.message().await?;
-        }
-        if let Some(clause) = splitter.flush() {
-            self.queue_clause(&who, &handle, clause, &mut queued)
-                .await?;
-        }
-        // Clauses refused by moderation are not spoken and not counted;
-        // the session's watchers got an error event for each.
+        let session_id = handle.record.id.clone();
+        let pieces = futures::stream::once(async { Ok(first) })
+            .chain(inbound.map(|m| m.map_err(ApiError::from)))
+            .map(move |m| speak_piece(m?, &session_id));
+        let queued = speak::speak(&self.text, &who, &handle, Box::pin(pieces)).await?;
         Ok(Response::new(v1::SpeakResponse {
             accepted_chars: queued.chars,
-            utterance_ids: queued.ids,
+            utterance_ids: queued.utterance_ids,
         }))
     }
 
@@ -633,110 +477,11 @@ impl SessionService for SessionApi {
         let first = inbound.message().await?.ok_or_else(|| {
             ApiError::invalid("the PushAudio stream is empty: the first message must carry `start`")
         })?;
-        let start = match first.payload {
-            Some(v1::push_audio_request::Payload::Start(s)) => s,
-            _ => {
-                return Err(ApiError::invalid(
-                    "the first PushAudio message must carry `start` (session_id and format)",
-                )
-                .into());
-            }
-        };
-        let format = start
-            .format
-            .ok_or_else(|| ApiError::invalid("start.format is required"))?;
-        match v1::AudioEncoding::try_from(format.encoding) {
-            Ok(v1::AudioEncoding::PcmS16le) | Ok(v1::AudioEncoding::Opus) => {}
-            _ => {
-                return Err(ApiError::invalid(format!(
-                    "start.format.encoding {} is not supported; use AUDIO_ENCODING_PCM_S16LE or AUDIO_ENCODING_OPUS",
-                    format.encoding
-                ))
-                .into());
-            }
-        }
-        if ![8000, 16000, 24000, 48000].contains(&format.sample_rate_hz) {
-            return Err(ApiError::invalid(format!(
-                "start.format.sample_rate_hz {} is not supported; use 8000, 16000, 24000 or 48000",
-                format.sample_rate_hz
-            ))
-            .into());
-        }
-        if !(1..=2).contains(&format.channels) {
-            return Err(ApiError::invalid(format!(
-                "start.format.channels is {}; use 1 or 2",
-                format.channels
-            ))
-            .into());
-        }
-        let handle = self.find_live(&who, &start.session_id).await?;
-        let encoding = if format.encoding == v1::AudioEncoding::Opus as i32 {
-            Encoding::Opus
-        } else {
-            Encoding::Pcm16
-        };
-        let mut decoder = VoiceDecoder::new(encoding, format.sample_rate_hz, format.channels)
-            .map_err(ApiError::Unavailable)?;
-        let feed = handle.media.voice.feed().ok_or_else(|| {
-            ApiError::FailedPrecondition(format!(
-                "another PushAudio stream is feeding session {}; end it first",
-                handle.record.id
-            ))
-        })?;
-        handle.send(Command::Activity).await?;
-        let closed = handle.cancel_token.clone();
-        let mut pcm = Vec::new();
-        let mut last_activity = std::time::Instant::now();
-        loop {
-            let msg = tokio::select! {
-                m = inbound.message() => m?,
-                _ = closed.cancelled() => None,
-            };
-            let Some(msg) = msg else { break };
-            let data = match msg.payload {
-                Some(v1::push_audio_request::Payload::Data(d)) => d,
-                Some(v1::push_audio_request::Payload::Start(_)) => {
-                    return Err(
-                        ApiError::invalid("`start` may only be sent in the first message").into(),
-                    );
-                }
-                None => {
-                    return Err(
-                        ApiError::invalid("a message after `start` must carry `data`").into(),
-                    );
-                }
-            };
-            if data.len() > MAX_AUDIO_CHUNK {
-                return Err(ApiError::invalid(format!(
-                    "a data message is {} bytes; at most {MAX_AUDIO_CHUNK}",
-                    data.len()
-                ))
-                .into());
-            }
-            pcm.clear();
-            decoder.decode(&data, &mut pcm).map_err(ApiError::invalid)?;
-            if !feed.push(&pcm, &closed).await {
-                break;
-            }
-            // Keep the session from idling out while the host talks.
-            if last_activity.elapsed() >= std::time::Duration::from_secs(1) {
-                last_activity = std::time::Instant::now();
-                handle.send(Command::Activity).await?;
-            }
-        }
-        pcm.clear();
-        decoder.finish(&mut pcm);
-        feed.push(&pcm, &closed).await;
-        if closed.is_cancelled() {
-            return Err(ApiError::FailedPrecondition(format!(
-                "session {} closed while audio was being pushed",
-                handle.record.id
-            ))
-            .into());
-        }
-        Ok(Response::new(v1::PushAudioResponse {
-            accepted_ms: decoder.decoded_ms(),
-        }))
+        let (session_id, format) = audio_start(first)?;
+        let handle = self.sessions.find_live(&who, &session_id).await?;
+        let packets = inbound.map(|m| audio_data(m.map_err(ApiError::from)?));
+        let accepted_ms = voice::push_voice(&handle, format, Box::pin(packets)).await?;
+        Ok(Response::new(v1::PushAudioResponse { accepted_ms }))
     }
 
     async fn interrupt(
@@ -744,7 +489,10 @@ impl SessionService for SessionApi {
         request: Request<v1::InterruptRequest>,
     ) -> Result<Response<v1::InterruptResponse>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
-        let handle = self.find_live(&who, &request.get_ref().session_id).await?;
+        let handle = self
+            .sessions
+            .find_live(&who, &request.get_ref().session_id)
+            .await?;
         let (reply, rx) = oneshot::channel();
         handle.send(Command::Interrupt { reply }).await?;
         let cancelled_utterances = rx.await.map_err(|_| {
@@ -762,7 +510,8 @@ impl SessionService for SessionApi {
         authenticate(&self.store, request.metadata()).await?;
         let voices = self
             .sessions
-            .speech()
+            .engines()
+            .speech
             .voices()
             .into_iter()
             .map(|v| v1::Voice {
@@ -784,7 +533,11 @@ impl SessionService for SessionApi {
         request: Request<v1::WatchSessionRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
-        match self.find(&who, &request.get_ref().session_id).await? {
+        match self
+            .sessions
+            .find(&who, &request.get_ref().session_id)
+            .await?
+        {
             Found::Live(h) => {
                 let (snap, rx) = h.subscribe();
                 let (tx, out) = mpsc::channel(64);
@@ -799,9 +552,83 @@ impl SessionService for SessionApi {
     }
 }
 
-/// What one Speak call queued.
-#[derive(Default)]
-struct Queued {
-    chars: u64,
-    ids: Vec<String>,
+/// A Speak message as a piece of text for `session_id`.
+fn speak_piece(m: v1::SpeakRequest, session_id: &str) -> ApiResult<TextPiece> {
+    check_speak_chunk(&m)?;
+    if !m.session_id.is_empty() && m.session_id != session_id {
+        return Err(ApiError::invalid(
+            "session_id must not change within a Speak stream",
+        ));
+    }
+    Ok(TextPiece {
+        text: m.text,
+        flush: m.flush,
+    })
+}
+
+/// The first PushAudio message: the session and the audio format.
+fn audio_start(first: v1::PushAudioRequest) -> ApiResult<(String, VoiceFormat)> {
+    let start = match first.payload {
+        Some(v1::push_audio_request::Payload::Start(s)) => s,
+        _ => {
+            return Err(ApiError::invalid(
+                "the first PushAudio message must carry `start` (session_id and format)",
+            ));
+        }
+    };
+    let format = start
+        .format
+        .ok_or_else(|| ApiError::invalid("start.format is required"))?;
+    let encoding = match v1::AudioEncoding::try_from(format.encoding) {
+        Ok(v1::AudioEncoding::PcmS16le) => Encoding::Pcm16,
+        Ok(v1::AudioEncoding::Opus) => Encoding::Opus,
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "start.format.encoding {} is not supported; use AUDIO_ENCODING_PCM_S16LE or AUDIO_ENCODING_OPUS",
+                format.encoding
+            )));
+        }
+    };
+    if ![8000, 16000, 24000, 48000].contains(&format.sample_rate_hz) {
+        return Err(ApiError::invalid(format!(
+            "start.format.sample_rate_hz {} is not supported; use 8000, 16000, 24000 or 48000",
+            format.sample_rate_hz
+        )));
+    }
+    if !(1..=2).contains(&format.channels) {
+        return Err(ApiError::invalid(format!(
+            "start.format.channels is {}; use 1 or 2",
+            format.channels
+        )));
+    }
+    let format = VoiceFormat {
+        encoding,
+        sample_rate: format.sample_rate_hz,
+        channels: format.channels,
+    };
+    Ok((start.session_id, format))
+}
+
+/// A PushAudio message after `start`: its audio bytes.
+fn audio_data(m: v1::PushAudioRequest) -> ApiResult<Vec<u8>> {
+    let data = match m.payload {
+        Some(v1::push_audio_request::Payload::Data(d)) => d,
+        Some(v1::push_audio_request::Payload::Start(_)) => {
+            return Err(ApiError::invalid(
+                "`start` may only be sent in the first message",
+            ));
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "a message after `start` must carry `data`",
+            ));
+        }
+    };
+    if data.len() > MAX_AUDIO_CHUNK {
+        return Err(ApiError::invalid(format!(
+            "a data message is {} bytes; at most {MAX_AUDIO_CHUNK}",
+            data.len()
+        )));
+    }
+    Ok(data)
 }

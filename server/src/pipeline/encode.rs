@@ -129,7 +129,8 @@ impl AudioEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::portrait;
+    use crate::engines::portrait;
+    use crate::pipeline::frame::I420;
 
     #[test]
     fn h264_round_trip_matches_the_portrait() {
@@ -142,7 +143,7 @@ mod tests {
         )
         .unwrap();
         let rgb = portrait::letterbox(&img, 320, 240);
-        let yuv = portrait::to_i420(&rgb);
+        let yuv = I420::from_rgb(&rgb);
         let mut enc = VideoEncoder::new(320, 240, 25, 800).unwrap();
         let mut dec = openh264::decoder::Decoder::new().unwrap();
         let mut decoded = vec![0u8; 320 * 240 * 3];

@@ -9,21 +9,12 @@
 //!   `time_ms`), sent with every keyframe and once a second.
 
 use super::frame::I420;
-use serde::Deserialize;
+use crate::config::Corner;
 
 /// UUID identifying Huashen's AI-generated label in SEI user data.
 pub const SEI_UUID: [u8; 16] = [
     0x8f, 0x1d, 0x8e, 0x4a, 0x2b, 0x6c, 0x4f, 0x7e, 0x9a, 0x51, 0x48, 0x55, 0x41, 0x53, 0x48, 0x4e,
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Corner {
-    TopLeft,
-    TopRight,
-    BottomLeft,
-    BottomRight,
-}
 
 /// A badge ready to blend onto frames of one size.
 #[derive(Debug, Clone)]

@@ -7,64 +7,25 @@
 //!
 //! Features are computed on the media thread, only while the host is
 //! talking; the network (two 10 ms frames per 20 ms tick) runs on the
-//! process's batched lip-sync worker together with every other talking
+//! lip-sync engine's batched worker together with every other talking
 //! session's frames.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
 
 use huashen_inference::Cpu;
-use huashen_inference::batch::{BatchConfig, BatchWorker};
-use huashen_inference::face::lipsync::{
-    HOP, LipFrame, LipStage, LipSync, LipWeights, VisemeDecoder,
-};
+use huashen_inference::face::lipsync::{HOP, LipFrame, LipSync, VisemeDecoder};
 use huashen_inference::resample::Resampler;
 
 use super::clock::AUDIO_RATE;
-use super::speech::Playback;
+use super::playback::Playback;
 use super::voice::VoiceChange;
+use crate::engines::lipsync::LipSyncEngine;
 
 /// How long the live voice is held back (48 kHz samples: 90 ms).
 pub const LIP_DELAY: usize = 4320;
 
 /// 48 kHz samples per model frame.
 const FRAME_48K: u64 = (HOP as u64) * 3;
-
-fn weights() -> &'static LipWeights<Cpu> {
-    static W: OnceLock<LipWeights<Cpu>> = OnceLock::new();
-    W.get_or_init(|| LipWeights::embedded(&Default::default()))
-}
-
-static WORKER: OnceLock<Arc<BatchWorker<LipStage<Cpu>>>> = OnceLock::new();
-
-/// CPU time the lip-sync worker has used, microseconds (talking sessions'
-/// share of it counts towards their cost).
-pub fn worker_cpu_us() -> u64 {
-    WORKER.get().map_or(0, |w| {
-        w.stats.cpu_us.load(std::sync::atomic::Ordering::Relaxed)
-    })
-}
-
-/// The lip-sync worker's counters, once it runs.
-pub fn worker_stats() -> Option<Arc<huashen_inference::batch::BatchStats>> {
-    WORKER.get().map(|w| w.stats.clone())
-}
-
-/// Starts the process's batched lip-sync worker: from then on every
-/// session's voice runs through it (the first call's settings hold; until
-/// it is called, sessions run the network on their own media thread).
-pub fn start_worker(config: BatchConfig) -> std::io::Result<()> {
-    if WORKER.get().is_some() {
-        return Ok(());
-    }
-    let worker = BatchWorker::start(
-        LipStage::new(weights().clone(), Default::default()),
-        config,
-        "batch-lipsync",
-    )?;
-    let _ = WORKER.set(Arc::new(worker));
-    Ok(())
-}
 
 /// One session's voice lip-sync.
 pub struct VoiceLips {
@@ -82,19 +43,10 @@ pub struct VoiceLips {
     frames: Vec<LipFrame>,
 }
 
-impl Default for VoiceLips {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl VoiceLips {
-    pub fn new() -> Self {
+    pub fn new(engine: &LipSyncEngine) -> Self {
         Self {
-            sync: match WORKER.get() {
-                Some(worker) => LipSync::batched(worker.clone(), weights()),
-                None => LipSync::new(weights().clone(), Default::default()),
-            },
+            sync: engine.stream(),
             decoder: VisemeDecoder::default(),
             down: Resampler::new(AUDIO_RATE, huashen_inference::face::lipsync::RATE),
             delay: VecDeque::with_capacity(LIP_DELAY + 960),
@@ -196,7 +148,7 @@ mod tests {
         Resampler::new(speech.sample_rate, AUDIO_RATE).push(&speech.pcm, &mut pcm);
         let pcm: Vec<i16> = pcm.iter().map(|v| (v * 20000.0) as i16).collect();
         let playback = Playback::new(48_000);
-        let mut lips = VoiceLips::new();
+        let mut lips = VoiceLips::new(&LipSyncEngine::unbatched());
         let start = 96_000u64;
         let mut out = Vec::new();
         let chunks: Vec<&[i16]> = pcm.chunks(960).collect();

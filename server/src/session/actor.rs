@@ -3,43 +3,19 @@
 //! and publishes a snapshot and events. It is the only writer of session
 //! state, so no locks are held across awaits.
 
-use super::Inner;
 use super::admission::Permit;
+use super::handle::LiveSessions;
 use super::types::*;
+use crate::config::BargeIn;
+use crate::engines::speech::{SpeechEngine, Utterance};
 use crate::pipeline::clock::MediaClock;
-use crate::pipeline::speech::{PlaybackEvent, SpeechEngine, Utterance};
-use crate::pipeline::voice::BargeIn;
-use crate::store::{AuditEntry, now_ms};
+use crate::pipeline::playback::PlaybackEvent;
+use crate::store::{AuditEntry, Store, now_ms};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
-
-/// Requests from the control plane to a session.
-#[derive(Debug)]
-pub enum Command {
-    /// Cancel queued and in-flight speech; replies with how many utterances
-    /// were cancelled.
-    Interrupt { reply: oneshot::Sender<u32> },
-    /// Input arrived for the session (resets the idle timer).
-    Activity,
-    /// A viewer's media connection is up.
-    ViewerJoined { viewer_id: String },
-    /// A viewer left (hung up, failed, or was removed).
-    ViewerLeft { viewer_id: String },
-    /// Moderation refused a clause (it is not spoken).
-    ModerationBlocked { category: String },
-    /// A clause to speak after those queued; the reply says whether it was
-    /// queued (the queue is bounded).
-    Speak {
-        utterance: Utterance,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-}
-
-/// Clauses a session may have waiting for synthesis.
-pub const MAX_PENDING_CLAUSES: usize = 256;
 
 pub(super) struct Actor {
     pub id: String,
@@ -51,7 +27,9 @@ pub(super) struct Actor {
     pub close_reason: Arc<std::sync::Mutex<Option<CloseReason>>>,
     pub snapshot: watch::Sender<Snapshot>,
     pub events: broadcast::Sender<Event>,
-    pub inner: Arc<Inner>,
+    pub store: Store,
+    /// The live sessions; the actor takes itself out when it closes.
+    pub live: Arc<LiveSessions>,
     /// Held until the session is closed; `None` once released.
     pub permit: Option<Permit>,
     pub media: Arc<crate::pipeline::MediaPipeline>,
@@ -221,6 +199,8 @@ impl Actor {
         }
     }
 
+    /// Runs the session until it is closed (by request, idle timeout,
+    /// cancellation or its handle going away).
     pub async fn run(mut self) {
         let _open = crate::metrics::Gauged::new(&crate::metrics::METRICS.sessions_open);
         tracing::info!("session started");
@@ -236,60 +216,9 @@ impl Actor {
                     break set.unwrap_or(CloseReason::ServerShutdown);
                 }
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Interrupt { reply }) => {
+                    Some(cmd) => {
                         idle_deadline = Instant::now() + self.idle_timeout;
-                        let (queued, in_flight) = self.drop_text();
-                        let sample = self
-                            .media
-                            .stats
-                            .clock_sample
-                            .load(std::sync::atomic::Ordering::Relaxed);
-                        let mut events = Vec::new();
-                        let playing = self.media.playback.interrupt(sample, &mut events);
-                        for ev in events {
-                            self.on_playback(ev);
-                        }
-                        let _ = reply.send(queued + in_flight.max(playing));
-                        self.set_state(SessionState::Idle);
-                        // The host's voice is not cut by Interrupt.
-                        self.settle_state();
-                    }
-                    Some(Command::Speak { utterance, reply }) => {
-                        idle_deadline = Instant::now() + self.idle_timeout;
-                        if self.pending.len() >= MAX_PENDING_CLAUSES {
-                            let _ = reply.send(Err(format!(
-                                "the session already has {MAX_PENDING_CLAUSES} clauses waiting; \
-                                 wait for speech to catch up or Interrupt"
-                            )));
-                        } else {
-                            self.pending.push_back((utterance, Instant::now()));
-                            let _ = reply.send(Ok(()));
-                            self.pump();
-                        }
-                    }
-                    Some(Command::Activity) => {
-                        idle_deadline = Instant::now() + self.idle_timeout;
-                    }
-                    Some(Command::ViewerJoined { viewer_id }) => {
-                        idle_deadline = Instant::now() + self.idle_timeout;
-                        self.snapshot.send_modify(|s| s.viewer_count += 1);
-                        let viewer_count = self.snapshot.borrow().viewer_count;
-                        self.emit(EventKind::ViewerJoined { viewer_id, viewer_count });
-                    }
-                    Some(Command::ModerationBlocked { category }) => {
-                        idle_deadline = Instant::now() + self.idle_timeout;
-                        self.emit(EventKind::Error {
-                            code: "MODERATION_BLOCKED",
-                            message: format!(
-                                "a clause was not spoken: it matched the moderation rules ({category})"
-                            ),
-                        });
-                    }
-                    Some(Command::ViewerLeft { viewer_id }) => {
-                        idle_deadline = Instant::now() + self.idle_timeout;
-                        self.snapshot.send_modify(|s| s.viewer_count = s.viewer_count.saturating_sub(1));
-                        let viewer_count = self.snapshot.borrow().viewer_count;
-                        self.emit(EventKind::ViewerLeft { viewer_id, viewer_count });
+                        self.on_command(cmd);
                     }
                     // Every sender is gone: the handle was dropped.
                     None => break CloseReason::Error,
@@ -303,33 +232,94 @@ impl Actor {
                         Some(rx) => rx.await,
                         None => std::future::pending().await,
                     }
-                } => {
-                    self.in_flight = None;
-                    if let Ok(Err(message)) = done {
-                        self.emit(EventKind::Error {
-                            code: "SPEECH_FAILED",
-                            message: format!("an utterance could not be synthesised: {message}"),
-                        });
-                    }
-                    self.pump();
-                    self.settle_state();
-                }
+                } => self.on_synthesised(done),
                 _ = sleep_until(idle_deadline) => {
-                    if self.media.playback.is_active()
-                        || self.in_flight.is_some()
-                        || self.media.voice.is_active()
-                    {
+                    if self.is_busy() || self.snapshot.borrow().viewer_count > 0 {
                         idle_deadline = Instant::now() + self.idle_timeout;
                         continue;
                     }
-                    if self.snapshot.borrow().viewer_count == 0 {
-                        break CloseReason::IdleTimeout;
-                    }
-                    idle_deadline = Instant::now() + self.idle_timeout;
+                    break CloseReason::IdleTimeout;
                 }
             }
         };
         self.finish(reason).await;
+    }
+
+    /// Speech or the host's voice is playing, or a clause is being
+    /// synthesised: the session is not idle, whatever its timer says.
+    fn is_busy(&self) -> bool {
+        self.media.playback.is_active() || self.in_flight.is_some() || self.media.voice.is_active()
+    }
+
+    /// The clause in flight is synthesised (or failed): the next may go.
+    fn on_synthesised(&mut self, done: Result<Result<(), String>, oneshot::error::RecvError>) {
+        self.in_flight = None;
+        if let Ok(Err(message)) = done {
+            self.emit(EventKind::Error {
+                code: "SPEECH_FAILED",
+                message: format!("an utterance could not be synthesised: {message}"),
+            });
+        }
+        self.pump();
+        self.settle_state();
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Interrupt { reply } => {
+                let (queued, in_flight) = self.drop_text();
+                let sample = self
+                    .media
+                    .stats
+                    .clock_sample
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let mut events = Vec::new();
+                let playing = self.media.playback.interrupt(sample, &mut events);
+                for ev in events {
+                    self.on_playback(ev);
+                }
+                let _ = reply.send(queued + in_flight.max(playing));
+                self.set_state(SessionState::Idle);
+                // The host's voice is not cut by Interrupt.
+                self.settle_state();
+            }
+            Command::Speak { utterance, reply } => {
+                if self.pending.len() >= MAX_PENDING_CLAUSES {
+                    let _ = reply.send(Err(format!(
+                        "the session already has {MAX_PENDING_CLAUSES} clauses waiting; \
+                         wait for speech to catch up or Interrupt"
+                    )));
+                } else {
+                    self.pending.push_back((utterance, Instant::now()));
+                    let _ = reply.send(Ok(()));
+                    self.pump();
+                }
+            }
+            Command::Activity => {}
+            Command::ViewerJoined { viewer_id } => {
+                self.snapshot.send_modify(|s| s.viewer_count += 1);
+                let viewer_count = self.snapshot.borrow().viewer_count;
+                self.emit(EventKind::ViewerJoined {
+                    viewer_id,
+                    viewer_count,
+                });
+            }
+            Command::ModerationBlocked { category } => self.emit(EventKind::Error {
+                code: "MODERATION_BLOCKED",
+                message: format!(
+                    "a clause was not spoken: it matched the moderation rules ({category})"
+                ),
+            }),
+            Command::ViewerLeft { viewer_id } => {
+                self.snapshot
+                    .send_modify(|s| s.viewer_count = s.viewer_count.saturating_sub(1));
+                let viewer_count = self.snapshot.borrow().viewer_count;
+                self.emit(EventKind::ViewerLeft {
+                    viewer_id,
+                    viewer_count,
+                });
+            }
+        }
     }
 
     async fn finish(mut self, reason: CloseReason) {
@@ -365,7 +355,6 @@ impl Actor {
         };
         let id = self.id.clone();
         if let Err(e) = self
-            .inner
             .store
             .run(move |b| b.close_session(&id, closed_at, reason as i32, &audit))
             .await
@@ -373,7 +362,7 @@ impl Actor {
             // The row stays open; the next start closes it (Store::recover).
             tracing::error!(error = %e, "could not record session close");
         }
-        self.inner.sessions.remove(&self.id);
+        self.live.remove(&self.id);
         tracing::info!(reason = reason.as_str(), "session closed");
     }
 }

@@ -1,9 +1,11 @@
 //! Domain types of a live session. The gRPC layer converts to and from the
 //! `huashen.v1` messages.
 
+use crate::engines::speech::Utterance;
 use crate::store::Millis;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// What a session was created with, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +20,19 @@ pub struct SessionSpec {
     pub audio_bitrate_kbps: u32,
     pub idle_timeout: Duration,
     pub labels: BTreeMap<String, String>,
+}
+
+impl SessionSpec {
+    /// What the media pipeline encodes.
+    pub fn media(&self) -> crate::pipeline::MediaConfig {
+        crate::pipeline::MediaConfig {
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            video_bitrate_kbps: self.video_bitrate_kbps,
+            audio_bitrate_kbps: self.audio_bitrate_kbps,
+        }
+    }
 }
 
 /// Numbers match `huashen.v1.SessionState`.
@@ -127,3 +142,28 @@ pub enum EventKind {
         end_ms: u64,
     },
 }
+
+/// Requests from the control plane to a session.
+#[derive(Debug)]
+pub enum Command {
+    /// Cancel queued and in-flight speech; replies with how many utterances
+    /// were cancelled.
+    Interrupt { reply: oneshot::Sender<u32> },
+    /// Input arrived for the session (resets the idle timer).
+    Activity,
+    /// A viewer's media connection is up.
+    ViewerJoined { viewer_id: String },
+    /// A viewer left (hung up, failed, or was removed).
+    ViewerLeft { viewer_id: String },
+    /// Moderation refused a clause (it is not spoken).
+    ModerationBlocked { category: String },
+    /// A clause to speak after those queued; the reply says whether it was
+    /// queued (the queue is bounded).
+    Speak {
+        utterance: Utterance,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Clauses a session may have waiting for synthesis.
+pub const MAX_PENDING_CLAUSES: usize = 256;

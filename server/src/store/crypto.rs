@@ -53,26 +53,31 @@ pub const LOCAL_KEY_FILE: &str = "keys/local.key";
 pub const LOCAL_KEY_ID: &str = "local";
 
 impl Keyring {
+    /// The keys of `storage`: the configured ones, or the generated local
+    /// key when none are configured.
+    pub fn from_config(storage: &crate::config::StorageConfig) -> Result<Self, CryptoError> {
+        if storage.encryption_keys.is_empty() {
+            return Self::local(&storage.data_dir);
+        }
+        let keys = storage
+            .encryption_keys
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        Self::new(&keys, &storage.active_key)
+    }
+
     /// From configured keys (id → base64 of 32 bytes) and the active id.
     pub fn new(keys: &BTreeMap<String, String>, active: &str) -> Result<Self, CryptoError> {
         let mut ring = BTreeMap::new();
         for (id, b64) in keys {
-            if id.is_empty() || id.len() > 64 {
-                return Err(CryptoError::BadKey {
-                    id: id.clone(),
-                    why: "ids are 1..64 characters".into(),
-                });
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|_| CryptoError::BadKey {
-                    id: id.clone(),
-                    why: "not base64".into(),
-                })?;
-            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| CryptoError::BadKey {
+            let bad = |why: String| CryptoError::BadKey {
                 id: id.clone(),
-                why: format!("{} bytes; AES-256 needs 32", bytes.len()),
-            })?;
+                why,
+            };
+            let bytes = crate::config::decode_key(id, b64).map_err(bad)?;
+            let cipher = Aes256Gcm::new_from_slice(&bytes)
+                .map_err(|_| bad(format!("{} bytes; AES-256 needs 32", bytes.len())))?;
             ring.insert(id.clone(), cipher);
         }
         if !ring.contains_key(active) {
@@ -101,7 +106,7 @@ impl Keyring {
                 // the key is written aside and linked into place only if no
                 // other server's key got there first (then that one is used).
                 let tmp = path.with_extension(format!("new-{:016x}", rand::random::<u64>()));
-                crate::auth::write_private(&tmp, fresh.as_bytes())?;
+                crate::util::write_private(&tmp, fresh.as_bytes())?;
                 let linked = std::fs::hard_link(&tmp, &path);
                 let _ = std::fs::remove_file(&tmp);
                 match linked {

@@ -10,6 +10,11 @@ use sha2::{Digest, Sha256};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The normalised portrait an avatar is animated from (PNG, encrypted).
+pub const PORTRAIT_FILE: &str = "portrait.png";
+/// The face found in it at enrollment (JSON, encrypted: biometric data).
+pub const FACE_FILE: &str = "face.json";
+
 #[derive(Debug, Clone)]
 pub struct FileStore {
     tmp: PathBuf,

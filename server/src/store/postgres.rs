@@ -4,7 +4,9 @@
 //! `sslmode` asks for it, the audit log append-only (a trigger refuses
 //! updates) as in SQLite.
 
-use super::*;
+use super::backend::Backend;
+use super::error::{StoreError, StoreResult, pg_message};
+use super::records::*;
 use ::postgres::{Client, Row};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};

@@ -2,8 +2,11 @@
 //! `PRAGMA user_version`, foreign keys on, audit log append-only (a trigger
 //! refuses updates).
 
-use super::*;
+use super::backend::Backend;
+use super::error::{StoreError, StoreResult};
+use super::records::*;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 

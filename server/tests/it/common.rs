@@ -34,8 +34,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 }
 
 /// The test portrait as the server keeps it, and its face record.
-fn analysed_portrait() -> (image::RgbImage, huashen::pipeline::face::FaceRecord) {
-    use huashen::pipeline::{face, portrait};
+fn analysed_portrait() -> (image::RgbImage, huashen::engines::face::FaceRecord) {
+    use huashen::engines::{face, portrait};
     let engine = face::FaceEngine::load(&models_dir());
     let img = portrait::decode(&portrait()).unwrap();
     let kept = portrait::decode(&portrait::normalise(&img).unwrap())
@@ -48,7 +48,7 @@ fn analysed_portrait() -> (image::RgbImage, huashen::pipeline::face::FaceRecord)
 /// The test portrait's avatar at rest, as a session renders it.
 pub fn rest_frame(w: u32, h: u32) -> image::RgbImage {
     let (kept, record) = analysed_portrait();
-    huashen::pipeline::face::rest_frame(&kept, &record, w, h)
+    huashen::engines::face::rest_frame(&kept, &record, w, h)
 }
 
 /// Where the test avatar's mouth is in a `w`×`h` session picture: the box
@@ -177,7 +177,7 @@ impl TestServer {
     pub fn new_tenant(&self, name: &str) -> String {
         let keys = huashen::store::crypto::Keyring::local(self.dir.path()).unwrap();
         let store = huashen::store::Store::open_embedded(self.dir.path(), keys).unwrap();
-        huashen::auth::create_tenant(store.blocking(), name, "test")
+        huashen::store::tenants::create_tenant(store.blocking(), name, "test")
             .unwrap()
             .1
     }

@@ -49,7 +49,7 @@ fn check_badge(i: usize, s: &Seen, expected: &Expected) {
     let frame = s.last_frame.as_ref().expect("a decoded frame");
     let badge = huashen::pipeline::label::VisibleLabel::new(
         "AI-generated",
-        huashen::pipeline::label::Corner::TopRight,
+        huashen::config::Corner::TopRight,
         W as usize,
         H as usize,
     )

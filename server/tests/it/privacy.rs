@@ -49,7 +49,7 @@ async fn portraits_are_encrypted_at_rest_and_keys_rotate() {
     let img = portrait();
     // What the server derives and keeps, in plaintext, to search for too.
     let derived =
-        huashen::pipeline::portrait::normalise(&huashen::pipeline::portrait::decode(&img).unwrap())
+        huashen::engines::portrait::normalise(&huashen::engines::portrait::decode(&img).unwrap())
             .unwrap();
     let mut hits = find_plaintext(server.dir.path(), &img);
     hits.extend(find_plaintext(server.dir.path(), &derived));
@@ -258,7 +258,7 @@ async fn the_audit_log_records_access_for_its_tenant_only_and_holds_no_personal_
 
 #[tokio::test]
 async fn retention_purges_old_records_by_an_injected_clock() {
-    use huashen::privacy::retention::{Purged, purge};
+    use huashen::store::retention::{Purged, purge};
     use huashen_protos::v1;
     const DAY: i64 = 86_400_000;
     let server = TestServer::start().await;

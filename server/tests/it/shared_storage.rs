@@ -171,9 +171,13 @@ async fn two_servers_share_avatars_and_sessions() {
                 c
             };
             move || {
-                let store =
-                    huashen::store::Store::open(&cfg.storage, cfg.keyring().unwrap()).unwrap();
-                huashen::auth::create_tenant(store.blocking(), "stranger", "test").unwrap()
+                let store = huashen::store::Store::open(
+                    &cfg.storage,
+                    huashen::store::crypto::Keyring::from_config(&cfg.storage).unwrap(),
+                )
+                .unwrap();
+                huashen::store::tenants::create_tenant(store.blocking(), "stranger", "test")
+                    .unwrap()
             }
         })
         .await

@@ -364,7 +364,7 @@ async fn opus_voice_barges_in_on_text_and_one_stream_feeds_a_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_text_resumes_after_the_host() {
     let server = TestServer::start_with(|c| {
-        c.voice.barge_in = huashen::pipeline::voice::BargeIn::Queue;
+        c.voice.barge_in = huashen::config::BargeIn::Queue;
     })
     .await;
     let mut c = server.dev().await;

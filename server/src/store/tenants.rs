@@ -1,16 +1,19 @@
-//! API keys and tenants. A key is `hs_` + 43 base64url characters (256 random
+//! Tenants and their API keys. A key is `hs_` + 43 base64url characters (256 random
 //! bits); only its SHA-256 is stored. Every gRPC call carries it in the
 //! `authorization` metadata as `Bearer <key>`.
 
-use crate::error::{ApiError, ApiResult};
+use super::backend::Backend;
+use super::error::StoreError;
+use super::records::{AuditEntry, Tenant, now_ms};
 use crate::ids;
-use crate::store::{AuditEntry, Backend, Principal, Store, StoreError, Tenant, now_ms};
+use crate::util::write_private;
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-const KEY_PREFIX: &str = "hs_";
+/// What every API key starts with.
+pub const KEY_PREFIX: &str = "hs_";
 
 /// A fresh random API key.
 pub fn generate_key() -> String {
@@ -22,54 +25,8 @@ pub fn generate_key() -> String {
     )
 }
 
-/// A random bearer token (256 bits, base64url) for viewers.
-pub fn generate_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-/// Resolves the caller of a request from its `authorization` metadata.
-pub async fn authenticate(
-    store: &Store,
-    md: &tonic::metadata::MetadataMap,
-) -> ApiResult<Principal> {
-    let raw = md.get("authorization").map(|v| v.to_str());
-    authenticate_header(store, raw.map(|r| r.unwrap_or("\u{fffd}"))).await
-}
-
-/// Resolves the caller from the value of an `authorization` header (gRPC
-/// metadata or HTTP, e.g. a WHIP publisher).
-pub async fn authenticate_header(store: &Store, raw: Option<&str>) -> ApiResult<Principal> {
-    let raw = raw.ok_or_else(|| {
-        ApiError::Unauthenticated(
-            "missing API key: send metadata `authorization: Bearer <key>`".into(),
-        )
-    })?;
-    let text = Some(raw).filter(|t| t.is_ascii()).ok_or_else(|| {
-        ApiError::Unauthenticated("authorization metadata is not valid ASCII".into())
-    })?;
-    let key = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::Unauthenticated("authorization metadata must be `Bearer <key>`".into())
-        })?;
-    if !key.starts_with(KEY_PREFIX) || key.len() > 128 {
-        return Err(ApiError::Unauthenticated(
-            "unknown or revoked API key".into(),
-        ));
-    }
-    let hash = hash_key(key);
-    store
-        .run(move |b| b.principal_by_key_hash(&hash))
-        .await?
-        .ok_or_else(|| ApiError::Unauthenticated("unknown or revoked API key".into()))
 }
 
 /// Checks a tenant name: 1..64 of `[a-z0-9_-]`.
@@ -161,28 +118,10 @@ pub fn bootstrap_dev_tenant(
     }
 }
 
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    // A name of its own: writers sharing the directory never share it.
-    let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Backend;
     use crate::store::sqlite::SqliteBackend;
 
     #[test]

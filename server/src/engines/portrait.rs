@@ -1,7 +1,6 @@
-//! The enrolled portrait as a video frame: decoded (with size limits, so a
-//! decompression bomb fails fast), scaled to fit the output size and
-//! letterboxed, converted to I420. Until the face model lands this is the
-//! frame a session shows.
+//! Portrait images: decoded with size limits (a decompression bomb fails
+//! fast), normalised for storage, scaled to fit an output size and
+//! letterboxed.
 
 use image::{DynamicImage, ImageReader, Limits, RgbImage, imageops::FilterType};
 use std::io::Cursor;
@@ -90,11 +89,6 @@ pub fn letterbox(img: &DynamicImage, width: u32, height: u32) -> RgbImage {
     canvas
 }
 
-/// RGB to I420 (BT.601), the encoder's input.
-pub fn to_i420(rgb: &RgbImage) -> super::frame::I420 {
-    super::frame::I420::from_rgb(rgb)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +111,7 @@ mod tests {
         assert_eq!(wide.get_pixel(10, 180).0, [0, 0, 0]);
         assert_eq!(wide.get_pixel(630, 180).0, [0, 0, 0]);
         assert_ne!(wide.get_pixel(320, 180).0, [0, 0, 0]);
-        let yuv = to_i420(&wide);
+        let yuv = crate::pipeline::frame::I420::from_rgb(&wide);
         use openh264::formats::YUVSource;
         assert_eq!(yuv.dimensions(), (640, 360));
     }

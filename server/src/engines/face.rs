@@ -1,22 +1,16 @@
-//! The avatar's face: analysis at enrollment (detection, 468-point mesh,
-//! usability checks) and, per session, the animated frame source that
-//! renders it lip-synced to what plays.
+//! The face engine, one per process: the face models (detection, 468-point
+//! mesh) that analyse a portrait at enrollment, and the stored record of
+//! what they found, from which a session builds its animation rig.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use huashen_inference::Cpu;
-use huashen_inference::face::animate::{Animator, VisemeSpan};
 use huashen_inference::face::render::{Renderer, i420_to_rgb};
 use huashen_inference::face::rig::{FaceCheck, FaceParams, Framing, Rig, check_face};
 use huashen_inference::face::{FaceModels, NUM_LANDMARKS};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
-
-use super::FrameSource;
-use super::frame::I420;
-use super::speech::Playback;
-use crate::pipeline::clock::AUDIO_RATE;
 
 /// The stored result of face analysis (encrypted at rest: it is biometric
 /// geometry). Coordinates are pixels of the normalised portrait.
@@ -30,9 +24,6 @@ pub struct FaceRecord {
     /// 468 × (x, y, z).
     pub landmarks: Vec<[f32; 3]>,
 }
-
-/// File name of the face record beside the portrait.
-pub const FACE_FILE: &str = "face.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FaceError {
@@ -138,65 +129,4 @@ pub fn rest_frame(portrait: &RgbImage, record: &FaceRecord, width: u32, height: 
     let (mut y, mut u, mut v) = (vec![0; w * h], vec![0; w * h / 4], vec![0; w * h / 4]);
     r.render(&FaceParams::default(), &mut y, &mut u, &mut v);
     i420_to_rgb(w, h, &y, &u, &v)
-}
-
-/// A session's frame source: the avatar animated from the viseme timeline
-/// of whatever is playing, or idling.
-pub struct AnimatedFace {
-    renderer: Renderer,
-    animator: Animator,
-    playback: Arc<Playback>,
-    frame: I420,
-    spans: Vec<VisemeSpan>,
-    rendered: bool,
-}
-
-/// How far around a frame's time the viseme timeline is read (covers the
-/// coarticulation window and the 50 ms anticipation).
-const VISEME_WINDOW: f64 = 0.3;
-
-impl AnimatedFace {
-    pub fn new(rig: Rig, playback: Arc<Playback>, seed: u64) -> Self {
-        let frame = I420::black(rig.width as usize, rig.height as usize);
-        Self {
-            renderer: Renderer::new(rig),
-            animator: Animator::new(seed),
-            playback,
-            frame,
-            spans: Vec::new(),
-            rendered: false,
-        }
-    }
-}
-
-impl FrameSource for AnimatedFace {
-    fn frame(&mut self, frame: u64, sample: u64) -> &I420 {
-        let rate = f64::from(AUDIO_RATE);
-        let t = sample as f64 / rate;
-        let window = (VISEME_WINDOW * rate) as u64;
-        self.spans.clear();
-        self.playback.visemes(
-            sample.saturating_sub(window),
-            sample + window,
-            &mut |viseme, start, end| {
-                self.spans.push(VisemeSpan {
-                    viseme,
-                    start: start as f64 / rate,
-                    end: end as f64 / rate,
-                })
-            },
-        );
-        // Idle drift (slow head motion, breathing) refreshes at half the
-        // frame rate: the repeated frame costs the encoder almost nothing.
-        // Blinks and speech always render every frame.
-        if self.rendered && frame % 2 == 1 && self.spans.is_empty() && self.animator.is_drifting(t)
-        {
-            return &self.frame;
-        }
-        self.rendered = true;
-        let params = self.animator.params(t, &self.spans);
-        let (y, u, v) = self.frame.planes_mut();
-        self.renderer.render(&params, y, u, v);
-        &self.frame
-    }
 }

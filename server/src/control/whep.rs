@@ -10,7 +10,7 @@
 //! Viewers authenticate with the session's viewer token, as
 //! `Authorization: Bearer <token>` or `?token=<token>`.
 
-use super::{RtcError, RtcSettings};
+use crate::rtc::{RtcError, RtcSettings};
 use crate::session::SessionManager;
 use axum::Router;
 use axum::body::Bytes;
@@ -185,7 +185,7 @@ async fn offer(
     }
     let tracker = state.sessions.clone();
     let spawn = move |fut| tracker.spawn_tracked(fut);
-    match super::connect(&state.settings, session, spawn, sdp).await {
+    match crate::rtc::connect(&state.settings, session, spawn, sdp).await {
         Ok(acc) => created(
             &state.settings,
             acc.answer_sdp,

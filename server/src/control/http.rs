@@ -15,37 +15,37 @@ const PAGES: &[(&str, &str, &str)] = &[
     (
         "/",
         "text/html; charset=utf-8",
-        include_str!("../../web-demo/index.html"),
+        include_str!("../../../web-demo/index.html"),
     ),
     (
         "/console.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../web-demo/dist/console.js"),
+        include_str!("../../../web-demo/dist/console.js"),
     ),
     (
         "/console.css",
         "text/css; charset=utf-8",
-        include_str!("../../web-demo/console.css"),
+        include_str!("../../../web-demo/console.css"),
     ),
     (
         "/viewer.html",
         "text/html; charset=utf-8",
-        include_str!("../../web-demo/viewer.html"),
+        include_str!("../../../web-demo/viewer.html"),
     ),
     (
         "/viewer.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../web-demo/viewer.js"),
+        include_str!("../../../web-demo/viewer.js"),
     ),
     (
         "/whep.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../web-demo/whep.js"),
+        include_str!("../../../web-demo/whep.js"),
     ),
     (
         "/viewer.css",
         "text/css; charset=utf-8",
-        include_str!("../../web-demo/viewer.css"),
+        include_str!("../../../web-demo/viewer.css"),
     ),
 ];
 

@@ -11,9 +11,9 @@
 //! becomes the session's live voice exactly like PushAudio, and like it one
 //! stream feeds a session at a time (a second one: 409).
 
-use super::RtcSettings;
+use super::auth::authenticate_header;
 use super::whep::{created, error, read_offer, redirect_elsewhere, rtc_error, token};
-use crate::auth::authenticate_header;
+use crate::rtc::RtcSettings;
 use crate::session::SessionManager;
 use crate::store::Store;
 use axum::Router;
@@ -114,7 +114,7 @@ async fn offer(
     let cancel = session.cancel_token.child_token();
     let tracker = state.sessions.clone();
     let spawn = move |fut| tracker.spawn_tracked(fut);
-    match super::publish(&state.settings, session, feed, cancel.clone(), spawn, sdp).await {
+    match crate::rtc::publish(&state.settings, session, feed, cancel.clone(), spawn, sdp).await {
         Ok(p) => {
             state
                 .publishers

@@ -1,0 +1,422 @@
+//! Options of the service side: listener, storage, limits, sessions,
+//! authentication, retention and moderation. Plain data; each section
+//! checks its own values (`validate`), the layers that use them read them.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address for gRPC, gRPC-Web and HTTP (one port). Port 0 picks a free
+    /// port; the bound address is logged and printed.
+    pub listen: SocketAddr,
+    /// How long shutdown waits for sessions to drain before forcing them.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// With several servers on one database (`storage.database_url`): the
+    /// base URL clients reach this server at (`http://10.0.0.5:8700`). The
+    /// other servers redirect WHEP/WHIP offers for this server's sessions
+    /// here and name it in their errors. Empty: they name the node only.
+    pub advertise_url: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
+            shutdown_grace: Duration::from_secs(10),
+            advertise_url: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory holding the database and stored files. Created if missing.
+    pub data_dir: PathBuf,
+    /// Keys for encryption at rest, by id: base64 of 32 random bytes each
+    /// (`openssl rand -base64 32`). Empty: a key is generated on first start
+    /// and kept in `<data_dir>/keys/local.key` (mode 0600) — fine for one
+    /// machine, but set keys here (or by environment) in production so the
+    /// key does not live beside the data.
+    pub encryption_keys: std::collections::BTreeMap<String, Secret>,
+    /// Id of the key new objects are sealed with; old objects open with the
+    /// key that sealed them (rotation: add a key, make it active, keep the
+    /// old one).
+    pub active_key: String,
+    /// PostgreSQL for the records instead of the embedded SQLite, as a
+    /// libpq-style URL (`postgres://user:password@host:5432/huashen`,
+    /// `?sslmode=disable|prefer|require`). Empty: SQLite in `data_dir`.
+    /// Several servers may share one database; they must then share
+    /// `data_dir` (a shared volume) and `encryption_keys` too. Never printed.
+    pub database_url: Secret,
+    /// Connections this server keeps open to PostgreSQL, at most.
+    pub database_pool: usize,
+    /// How long a call waits for a free (or new) PostgreSQL connection
+    /// before it fails with UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub database_timeout: Duration,
+    /// PEM file of extra certificate authorities for PostgreSQL over TLS
+    /// (besides the public web roots), e.g. a cloud provider's CA.
+    pub database_ca_file: Option<PathBuf>,
+    /// A server that has not marked itself alive for this long is taken
+    /// for dead by the others sharing the database, which then close the
+    /// sessions it left open. It marks itself alive every third of this.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".huashen"),
+            encryption_keys: Default::default(),
+            active_key: String::new(),
+            database_url: Secret(String::new()),
+            database_pool: 8,
+            database_timeout: Duration::from_secs(10),
+            database_ca_file: None,
+            node_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A secret value from the config; never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open sessions on this server at most.
+    pub max_sessions: usize,
+    /// Open sessions per tenant at most.
+    pub max_sessions_per_tenant: usize,
+    /// Largest accepted portrait upload, in bytes.
+    pub max_image_bytes: u64,
+    /// Largest text one Speak call may carry, in bytes.
+    pub max_speak_bytes: u64,
+    /// Commands queued per session before callers wait (backpressure).
+    pub session_queue: usize,
+    /// Events buffered per session for slow watchers before they lag.
+    pub event_buffer: usize,
+    /// CPU cores the sessions (media threads and speech workers, measured)
+    /// may use; a new session that would not fit is refused with
+    /// RESOURCE_EXHAUSTED. 0 = 85 % of the cores of this machine.
+    pub cpu_budget: f64,
+    /// What a session is assumed to cost until one has been measured, in
+    /// cores.
+    pub session_cost: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 64,
+            max_sessions_per_tenant: 16,
+            max_image_bytes: 20 * 1024 * 1024,
+            max_speak_bytes: 1024 * 1024,
+            session_queue: 64,
+            event_buffer: 1024,
+            cpu_budget: 0.0,
+            session_cost: 0.25,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// `cpu_budget`, with 0 resolved to 85 % of this machine's cores.
+    pub fn cpu_budget_cores(&self) -> f64 {
+        if self.cpu_budget > 0.0 {
+            self.cpu_budget
+        } else {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cores as f64 * 0.85
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// A session with no speech input and no viewers for this long closes.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest idle timeout a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_idle_timeout: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(600),
+            max_idle_timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// On a server with no tenant yet, create a `dev` tenant and key, keep the
+    /// key in `<data_dir>/dev-api-key` (mode 0600) and print it at start.
+    /// Turn off in production and create tenants with `huashen tenant create`.
+    pub bootstrap_dev_tenant: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_dev_tenant: true,
+        }
+    }
+}
+
+/// How long personal data and records are kept (see docs/PRIVACY.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Audit log entries (operational records) are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub audit: Duration,
+    /// Metadata of closed sessions is deleted this long after they close.
+    #[serde(with = "humantime_serde")]
+    pub session_metadata: Duration,
+    /// How often the purge runs.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            audit: Duration::from_secs(180 * 86_400),
+            session_metadata: Duration::from_secs(30 * 86_400),
+            purge_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Moderation of what sessions would speak (see `privacy::moderation`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModerationConfig {
+    pub enabled: bool,
+    /// Include the built-in blocklists (gambling, fraud, drugs, weapons).
+    pub builtin: bool,
+    /// More blocked terms by category, e.g. `brand = ["竞品店铺"]`.
+    pub blocklist: std::collections::BTreeMap<String, Vec<String>>,
+    /// Optional moderation service (`http://…`), asked about every clause
+    /// that passes the blocklists: POST JSON `{"text", "language",
+    /// "session_id"}`, answering `{"allow": bool, "category": "…"}`. Note
+    /// that it receives the text to be spoken.
+    pub webhook_url: String,
+    /// How long to wait for the webhook.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Speak when the webhook cannot be reached (default: refuse).
+    pub webhook_fail_open: bool,
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            builtin: true,
+            blocklist: Default::default(),
+            webhook_url: String::new(),
+            webhook_timeout: Duration::from_millis(800),
+            webhook_fail_open: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let adv = self.advertise_url.trim();
+        if adv.is_empty() {
+            return Ok(());
+        }
+        let ok = (adv.starts_with("http://") || adv.starts_with("https://"))
+            && adv.parse::<http::Uri>().is_ok_and(|u| {
+                u.host().is_some()
+                    && u.query().is_none()
+                    && u.path().trim_end_matches('/').is_empty()
+            });
+        if !ok {
+            return Err(
+                "server.advertise_url must be an http:// or https:// base URL without a path (http://10.0.0.5:8700)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Checks one configured encryption key (id → base64 of 32 bytes) and
+/// returns its bytes; the error says why it is not a key.
+pub fn decode_key(id: &str, b64: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    if id.is_empty() || id.len() > 64 {
+        return Err("ids are 1..64 characters".into());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| "not base64".to_owned())?;
+    if bytes.len() != 32 {
+        return Err(format!("{} bytes; AES-256 needs 32", bytes.len()));
+    }
+    Ok(bytes)
+}
+
+impl StorageConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let url = self.database_url.0.trim();
+        if !url.is_empty() {
+            if let Err(e) = url.parse::<postgres::Config>() {
+                return Err(format!(
+                    "storage.database_url is not PostgreSQL connection settings (postgres://user:password@host:5432/db, or host=… user=… dbname=…): {e}"
+                ));
+            }
+            if self.database_pool == 0 {
+                return Err("storage.database_pool must be at least 1".into());
+            }
+        }
+        if self.node_ttl < Duration::from_secs(1) {
+            return Err("storage.node_ttl must be at least 1s".into());
+        }
+        if !self.encryption_keys.is_empty() {
+            if !self.encryption_keys.contains_key(&self.active_key) {
+                return Err("storage.active_key must name one of storage.encryption_keys".into());
+            }
+            for (id, key) in &self.encryption_keys {
+                decode_key(id, &key.0).map_err(|why| {
+                    format!("storage encryption: invalid encryption key {id:?}: {why}")
+                })?;
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("storage.data_dir must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+impl LimitsConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let checks: [(bool, &str); 7] = [
+            (
+                self.cpu_budget >= 0.0 && self.cpu_budget <= 4096.0,
+                "limits.cpu_budget must be 0 (auto) or a number of cores up to 4096",
+            ),
+            (
+                self.session_cost > 0.0 && self.session_cost <= 64.0,
+                "limits.session_cost must be more than 0 and at most 64 cores",
+            ),
+            (
+                self.max_sessions > 0,
+                "limits.max_sessions must be at least 1",
+            ),
+            (
+                self.max_sessions_per_tenant > 0,
+                "limits.max_sessions_per_tenant must be at least 1",
+            ),
+            (
+                self.max_image_bytes >= 1024,
+                "limits.max_image_bytes must be at least 1024",
+            ),
+            (
+                self.max_speak_bytes >= 4096,
+                "limits.max_speak_bytes must be at least 4096",
+            ),
+            (
+                self.session_queue > 0 && self.event_buffer > 0,
+                "limits.session_queue and limits.event_buffer must be at least 1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err((*msg).to_owned()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl SessionsConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.idle_timeout.is_zero() {
+            return Err("sessions.idle_timeout must be positive".into());
+        }
+        if self.max_idle_timeout < self.idle_timeout {
+            return Err("sessions.max_idle_timeout must be at least sessions.idle_timeout".into());
+        }
+        Ok(())
+    }
+}
+
+impl RetentionConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.audit.is_zero()
+            || self.session_metadata.is_zero()
+            || self.purge_interval < Duration::from_secs(1)
+        {
+            return Err(
+                "retention periods must be positive and retention.purge_interval at least 1s"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ModerationConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if !self.webhook_url.is_empty() {
+            let ok = self
+                .webhook_url
+                .parse::<http::Uri>()
+                .map(|u| u.scheme_str() == Some("http") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err("moderation.webhook_url must be an http:// URL".into());
+            }
+        }
+        for (cat, terms) in &self.blocklist {
+            let ok_cat = !cat.is_empty()
+                && cat.len() <= 32
+                && cat
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok_cat {
+                return Err(format!(
+                    "moderation.blocklist: category {cat:?} must be 1..32 of a-z, 0-9, _"
+                ));
+            }
+            // Matching folds text with NFKC and keeps letters and digits: a
+            // term without any could never match.
+            if terms.iter().any(|t| !has_letter_or_digit(t)) {
+                return Err(format!(
+                    "moderation.blocklist.{cat}: a term has no letters or digits"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when `text`, folded with NFKC, has a letter or digit.
+fn has_letter_or_digit(text: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfkc().any(char::is_alphanumeric)
+}

@@ -1,3 +1,0 @@
-//! The resampler lives with the models (the voices mix rates too).
-
-pub use huashen_inference::resample::Resampler;
