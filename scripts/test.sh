@@ -20,7 +20,7 @@ cargo check --locked -p huashen-inference -p huashen --features cuda --all-targe
 echo "== web-demo: unit tests, and the committed console bundle matches its sources"
 (cd web-demo && npm test --silent && npm run --silent check)
 echo "== train-visemes --quick (the lip-sync training program still runs end to end: data, training, evaluation)"
-cargo run --locked -q -p huashen-inference --bin train-visemes -- --quick --out target/tmp/lipsync-quick.bin >/dev/null
+cargo run --locked -q -p huashen-train -- --quick --out target/tmp/lipsync-quick.bin >/dev/null
 echo "== PostgreSQL for the shared-storage tests (a throwaway server on a Unix socket)"
 pg_dir=$(mktemp -d /tmp/huashen-pg.XXXXXX)
 pg_env=$(bash scripts/test-postgres.sh start "$pg_dir")

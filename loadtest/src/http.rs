@@ -1,12 +1,15 @@
-//! A minimal HTTP/1.1 client for WHEP signalling and tests: one request per
-//! connection, bounded in time and size (loopback use).
+//! HTTP/1.1 requests for WHEP signalling, `/metrics` and tests, on hyper's
+//! connection-level client: one request per connection, bounded in time and
+//! in response size.
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
 use std::io::{Error, ErrorKind, Result};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Largest response accepted.
+/// Largest response body accepted.
 const MAX_RESPONSE: usize = 16 << 20;
 
 /// An HTTP/1.1 response.
@@ -30,11 +33,12 @@ impl HttpResponse {
     }
 }
 
-fn bad(msg: &str) -> Error {
-    Error::new(ErrorKind::InvalidData, msg.to_owned())
+fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::other(format!("{what}: {e}"))
 }
 
-/// Sends one request and reads the response (within `timeout`).
+/// Sends one request to `addr` (method, path with query, headers, body)
+/// and reads the response, all within `timeout`.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -55,81 +59,49 @@ async fn exchange(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<HttpResponse> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string());
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        req = req.header(*k, *v);
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await?;
-    s.write_all(body).await?;
-    // Read the head, then as much body as Content-Length says (or to the end
-    // of a chunked body, or to EOF): some servers keep the connection open.
-    let mut out = vec![];
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = s.read(&mut buf).await?;
-        out.extend_from_slice(&buf[..n]);
-        if n == 0 {
-            break;
-        }
-        if out.len() > MAX_RESPONSE {
-            return Err(bad("HTTP response too large"));
-        }
-        if let Some(split) = find(&out, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
-            let got = out.len() - split - 4;
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if len.is_some_and(|len| got >= len) || out.ends_with(b"\r\n0\r\n\r\n") {
-                break;
-            }
-        }
+    let req = req
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("HTTP request: {e}")))?;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed("HTTP handshake", e))?;
+    // The connection runs beside the request; it ends when `sender` drops.
+    let connection = tokio::spawn(connection);
+    let result = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| failed("HTTP request", e))?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| failed("HTTP response body", e))?
+            .to_bytes();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_owned(), v)
+            })
+            .collect();
+        Ok(HttpResponse {
+            status: parts.status.as_u16(),
+            headers,
+            body: body.to_vec(),
+        })
     }
-    let split = find(&out, b"\r\n\r\n").ok_or_else(|| bad("no HTTP head"))?;
-    let head = String::from_utf8_lossy(&out[..split]).into_owned();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("no HTTP status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = out[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body).ok_or_else(|| bad("malformed chunked body"))?;
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = vec![];
-    loop {
-        let nl = find(b, b"\r\n")?;
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).ok()?.trim(), 16).ok()?;
-        if n == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(nl + 2..nl + 2 + n)?);
-        b = b.get(nl + 2 + n + 2..)?;
-    }
+    .await;
+    drop(sender);
+    connection.abort();
+    result
 }

@@ -443,21 +443,17 @@ struct ProcSample {
 async fn metrics_sample(addr: std::net::SocketAddr) -> anyhow::Result<ProcSample> {
     let r = http::request(addr, "GET", "/metrics", &[], b"", Duration::from_secs(5)).await?;
     anyhow::ensure!(r.status == 200, "/metrics answered {}", r.status);
-    let text = r.text();
+    let scrape = parse_metrics(&r.text())?;
     let value = |name: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.is_empty())
+            .and_then(|s| number(&s.value))
             .with_context(|| format!("{name} missing from /metrics"))
     };
-    let batches = batch_counters(&text);
     Ok(ProcSample {
-        batches,
+        batches: batch_counters(&scrape),
         at: viewer::unix_now(),
         cpu_s: value("huashen_process_cpu_seconds_total")?,
         rss_mb: value("process_resident_memory_bytes")? / 1048576.0,
@@ -465,22 +461,34 @@ async fn metrics_sample(addr: std::net::SocketAddr) -> anyhow::Result<ProcSample
     })
 }
 
-/// (batches run, requests in them) by stage, from the lines
-/// `huashen_batch_runs_total{stage="en_vocoder"} 12` and `…_items_total`.
-fn batch_counters(text: &str) -> std::collections::BTreeMap<String, (f64, f64)> {
+/// Prometheus text exposition, parsed (by `prometheus-parse`).
+fn parse_metrics(text: &str) -> anyhow::Result<prometheus_parse::Scrape> {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .context("/metrics is not Prometheus text")
+}
+
+/// A counter's, gauge's or untyped sample's number.
+fn number(v: &prometheus_parse::Value) -> Option<f64> {
+    use prometheus_parse::Value::*;
+    match v {
+        Counter(x) | Gauge(x) | Untyped(x) => Some(*x),
+        Histogram(_) | Summary(_) => None,
+    }
+}
+
+/// (batches run, requests in them) by stage, from the series
+/// `huashen_batch_runs_total{stage="en_vocoder"}` and `…_items_total`.
+fn batch_counters(
+    scrape: &prometheus_parse::Scrape,
+) -> std::collections::BTreeMap<String, (f64, f64)> {
     let mut batches = std::collections::BTreeMap::<String, (f64, f64)>::new();
-    for l in text.lines() {
-        let (series, which) = if let Some(r) = l.strip_prefix("huashen_batch_runs_total{stage=\"") {
-            (r, 0)
-        } else if let Some(r) = l.strip_prefix("huashen_batch_items_total{stage=\"") {
-            (r, 1)
-        } else {
-            continue;
+    for s in &scrape.samples {
+        let which = match s.metric.as_str() {
+            "huashen_batch_runs_total" => 0,
+            "huashen_batch_items_total" => 1,
+            _ => continue,
         };
-        let Some((stage, v)) = series.split_once("\"} ") else {
-            continue;
-        };
-        let Ok(v) = v.trim().parse::<f64>() else {
+        let (Some(stage), Some(v)) = (s.labels.get("stage"), number(&s.value)) else {
             continue;
         };
         let e = batches.entry(stage.to_owned()).or_default();
@@ -896,11 +904,19 @@ mod tests {
             huashen_batch_items_total{stage=\"en_vocoder\"} 20\n\
             huashen_batch_items_total{stage=\"lipsync\"} 3\n\
             huashen_batch_largest{stage=\"en_vocoder\"} 4\n\
-            huashen_batch_runs_totalx{stage=\"nope\"} 1\n";
-        let b = batch_counters(text);
+            huashen_batch_runs_totalx{stage=\"nope\"} 1\n\
+            # TYPE huashen_process_cpu_seconds_total counter\n\
+            huashen_process_cpu_seconds_total 1.5\n";
+        let b = batch_counters(&parse_metrics(text).unwrap());
         assert_eq!(b.len(), 2, "{b:?}");
         assert_eq!(b["en_vocoder"], (12.0, 20.0));
         assert_eq!(b["lipsync"], (0.0, 3.0));
+        let m = parse_metrics(text).unwrap();
+        let cpu = m
+            .samples
+            .iter()
+            .find(|s| s.metric == "huashen_process_cpu_seconds_total");
+        assert_eq!(number(&cpu.unwrap().value), Some(1.5));
     }
 
     #[test]

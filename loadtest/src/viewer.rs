@@ -29,49 +29,6 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState,
 };
 
-/// UUID of Huashen's AI-generated label in H.264 SEI user data
-/// (documented in docs/PRIVACY.md).
-pub const AI_LABEL_UUID: [u8; 16] = [
-    0x8f, 0x1d, 0x8e, 0x4a, 0x2b, 0x6c, 0x4f, 0x7e, 0x9a, 0x51, 0x48, 0x55, 0x41, 0x53, 0x48, 0x4e,
-];
-
-/// Finds Huashen's AI-generated label (SEI user data with [`AI_LABEL_UUID`])
-/// in an Annex B access unit and returns its JSON.
-pub fn find_ai_label(au: &[u8]) -> Option<String> {
-    let mut i = 0;
-    while i + 4 < au.len() {
-        if au[i..].starts_with(&[0, 0, 1]) && au[i + 3] & 0x1F == 6 {
-            // Undo emulation prevention up to the next start code.
-            let mut rbsp = vec![];
-            let mut j = i + 4;
-            let mut zeros = 0;
-            while j < au.len() && !(j + 2 < au.len() && au[j..].starts_with(&[0, 0, 1])) {
-                let b = au[j];
-                if !(zeros >= 2 && b == 3) {
-                    rbsp.push(b);
-                }
-                zeros = if b == 0 { zeros + 1 } else { 0 };
-                j += 1;
-            }
-            if rbsp.first() == Some(&5) {
-                let mut k = 1;
-                let mut size = 0usize;
-                while rbsp.get(k) == Some(&0xFF) {
-                    size += 255;
-                    k += 1;
-                }
-                size += usize::from(*rbsp.get(k)?);
-                let payload = rbsp.get(k + 1..k + 1 + size)?;
-                if payload.starts_with(&AI_LABEL_UUID) {
-                    return String::from_utf8(payload[16..].to_vec()).ok();
-                }
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
 /// What one viewer saw.
 /// RMS (full scale 1) above which a decoded audio frame counts as speech;
 /// the server's silence decodes to exactly 0.
@@ -500,7 +457,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, seen: Arc<Mutex<Seen>>, options
                         continue;
                     }
                     let data = std::mem::take(&mut au);
-                    if let Some(label) = find_ai_label(&data) {
+                    if let Some(label) = huashen_protos::sei::find_label(&data) {
                         s.ai_labels += 1;
                         s.last_ai_label = Some(label);
                     }

@@ -2,9 +2,11 @@
 //!
 //! The `.proto` files under `huashen/v1/` are the source of truth; this crate
 //! only compiles them. Domain types live in the server, which converts at the
-//! edge.
+//! edge. [`sei`] is the other wire format the server and its clients share:
+//! the AI-generated label inside the H.264 stream.
 
 pub mod codec;
+pub mod sei;
 
 /// Generated messages and services of `huashen.v1`.
 pub mod v1 {

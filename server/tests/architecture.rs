@@ -1,6 +1,8 @@
 //! The guard on the server's structure (docs/ARCHITECTURE.md): no module
 //! imports a module that imports it back (in any crate of the workspace),
-//! and no layer of the server imports a layer above it.
+//! no layer of the server imports a layer above it, and no crate of the
+//! workspace depends on one that depends on it back (dev-dependencies
+//! included).
 //!
 //! Edges are read from the source: `use` trees and `crate::` / `super::` /
 //! `self::` / child-module paths in code, outside `#[cfg(test)]` items.
@@ -17,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["main"],
     &["app"],
     &["control"],
-    &["rtc"],
+    &["rtc", "avatars", "privacy"],
     &["session"],
     &["ingest"],
     &["pipeline"],
@@ -33,12 +35,63 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The workspace's crates: (package name, folder), from `Cargo.toml`s.
+fn crates() -> Vec<(String, PathBuf)> {
+    let read = |dir: &Path| -> toml::Table {
+        let text = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
+        text.parse().expect("Cargo.toml parses")
+    };
+    let root = read(&workspace());
+    let members = root["workspace"]["members"].as_array().expect("members");
+    let crates: Vec<(String, PathBuf)> = members
+        .iter()
+        .map(|m| {
+            let dir = workspace().join(m.as_str().expect("member path"));
+            let name = read(&dir)["package"]["name"]
+                .as_str()
+                .expect("package name")
+                .to_owned();
+            (name, dir)
+        })
+        .collect();
+    assert!(crates.len() >= 4, "workspace members not found: {crates:?}");
+    crates
+}
+
+#[test]
+fn no_crate_depends_on_a_crate_that_depends_on_it_back() {
+    let crates = crates();
+    let mut graph = Graph::new();
+    for (name, dir) in &crates {
+        let manifest: toml::Table = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let deps = graph.entry(name.clone()).or_default();
+        for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+            for dep in manifest
+                .get(section)
+                .and_then(|t| t.as_table())
+                .into_iter()
+                .flatten()
+            {
+                if crates.iter().any(|(n, _)| n == dep.0) {
+                    deps.insert(dep.0.clone());
+                }
+            }
+        }
+    }
+    assert!(graph["huashen"].contains("huashen-inference"), "{graph:?}");
+    let cycles = cycles(&graph);
+    assert!(cycles.is_empty(), "crate cycles: {cycles:?}");
+}
+
 #[test]
 fn no_module_imports_a_module_that_imports_it_back() {
-    for krate in ["server", "inference", "loadtest", "protos"] {
-        let graph = module_graph(&workspace().join(krate).join("src"));
+    for (krate, dir) in crates() {
+        let graph = module_graph(&dir.join("src"));
         assert!(
-            graph.len() > 1 || krate == "protos",
+            graph.len() > 1 || krate == "huashen-protos" || krate == "huashen-train",
             "{krate}: no modules read"
         );
         let cycles = cycles(&graph);

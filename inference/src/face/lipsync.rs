@@ -2,7 +2,7 @@
 //!
 //! No pretrained audio-to-face weights exist in the package registries, so
 //! this network is trained by the project (`cargo run --release -p
-//! huashen-inference --bin train-visemes`, see that program for the data and
+//! huashen-train`, see that program for the data and
 //! the evaluation) and its small weights file is committed
 //! (`inference/weights/lipsync.bin`, embedded in the binary).
 //!

@@ -3,18 +3,12 @@
 //! * a visible badge burned into every frame (wording and corner
 //!   configurable), drawn with GNU Unifont bitmaps so Chinese and English
 //!   wording render alike;
-//! * a machine-readable label in the H.264 stream: an SEI
-//!   `user_data_unregistered` message (ITU-T H.264 D.1.7) with the UUID
-//!   [`SEI_UUID`] and a small JSON (`ai_generated`, `generator`, `session`,
-//!   `time_ms`), sent with every keyframe and once a second.
+//! * a machine-readable label in the H.264 stream, sent with every keyframe
+//!   and once a second: its format ([`huashen_protos::sei`]) is shared with
+//!   the clients that read it.
 
 use super::frame::I420;
 use crate::config::Corner;
-
-/// UUID identifying Huashen's AI-generated label in SEI user data.
-pub const SEI_UUID: [u8; 16] = [
-    0x8f, 0x1d, 0x8e, 0x4a, 0x2b, 0x6c, 0x4f, 0x7e, 0x9a, 0x51, 0x48, 0x55, 0x41, 0x53, 0x48, 0x4e,
-];
 
 /// A badge ready to blend onto frames of one size.
 #[derive(Debug, Clone)]
@@ -111,99 +105,9 @@ impl VisibleLabel {
     }
 }
 
-/// An Annex B SEI NAL unit carrying Huashen's label for `session_id` at
-/// `time_ms` (Unix milliseconds).
-pub fn sei_nal(session_id: &str, time_ms: i64) -> Vec<u8> {
-    let json = format!(
-        "{{\"ai_generated\":true,\"generator\":\"huashen/{}\",\"session\":\"{}\",\"time_ms\":{}}}",
-        env!("CARGO_PKG_VERSION"),
-        session_id,
-        time_ms
-    );
-    let mut payload = SEI_UUID.to_vec();
-    payload.extend_from_slice(json.as_bytes());
-    // sei_message: payload type 5, size in 0xFF-prefixed bytes, payload.
-    let mut rbsp = vec![5u8];
-    let mut n = payload.len();
-    while n >= 255 {
-        rbsp.push(0xFF);
-        n -= 255;
-    }
-    rbsp.push(n as u8);
-    rbsp.extend_from_slice(&payload);
-    rbsp.push(0x80); // rbsp_trailing_bits
-    let mut nal = vec![0, 0, 0, 1, 0x06];
-    // Emulation prevention: no 00 00 0x (x <= 3) inside the NAL.
-    let mut zeros = 0;
-    for b in rbsp {
-        if zeros >= 2 && b <= 3 {
-            nal.push(3);
-            zeros = 0;
-        }
-        nal.push(b);
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-    }
-    nal
-}
-
-/// Inserts `sei` into an Annex B access unit before its first slice (after
-/// SPS/PPS), as H.264 orders them.
-pub fn insert_before_first_slice(au: &[u8], sei: &[u8]) -> Vec<u8> {
-    let mut i = 0;
-    while i + 3 < au.len() {
-        let start = if au[i..].starts_with(&[0, 0, 0, 1]) {
-            Some(4)
-        } else if au[i..].starts_with(&[0, 0, 1]) {
-            Some(3)
-        } else {
-            None
-        };
-        if let Some(sc) = start
-            && let Some(&header) = au.get(i + sc)
-            && matches!(header & 0x1F, 1 | 5)
-        {
-            let mut out = Vec::with_capacity(au.len() + sei.len());
-            out.extend_from_slice(&au[..i]);
-            out.extend_from_slice(sei);
-            out.extend_from_slice(&au[i..]);
-            return out;
-        }
-        i += 1;
-    }
-    let mut out = sei.to_vec();
-    out.extend_from_slice(au);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sei_round_trips_through_an_access_unit() {
-        let sei = sei_nal("se_0123456789abcdef0123456789abcdef", 1_795_000_000_000);
-        let au = [
-            &[0, 0, 0, 1, 0x67, 0x42, 0, 0x1f][..],
-            &[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80],
-            &[0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00],
-        ]
-        .concat();
-        let with = insert_before_first_slice(&au, &sei);
-        // SPS, PPS, then SEI, then the IDR slice.
-        let sei_at = with.windows(5).position(|w| w == [0, 0, 0, 1, 6]).unwrap();
-        let idr_at = with
-            .windows(5)
-            .position(|w| w == [0, 0, 0, 1, 0x65])
-            .unwrap();
-        assert!(sei_at > 8 && sei_at < idr_at);
-        // Read back as a viewer does.
-        let json = huashen_loadtest::viewer::find_ai_label(&with).unwrap();
-        assert!(
-            json.contains("\"ai_generated\":true") && json.contains("se_0123"),
-            "{json}"
-        );
-        assert!(huashen_loadtest::viewer::find_ai_label(&au).is_none());
-    }
 
     #[test]
     fn badge_renders_chinese_and_english() {

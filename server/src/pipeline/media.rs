@@ -17,6 +17,7 @@ use super::voice::{VoiceChange, VoiceInput};
 use crate::config::BargeIn;
 use crate::engines::lipsync::LipSyncEngine;
 use bytes::Bytes;
+use huashen_protos::sei;
 use rtc::rtp;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::codec::opus::OpusPayloader;
@@ -25,6 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
+
+/// `generator` of the AI label in the H.264 stream.
+const GENERATOR: &str = concat!("huashen/", env!("CARGO_PKG_VERSION"));
 
 /// RTP payload size: fits a 1500-byte MTU with IP/UDP/SRTP overhead.
 pub const RTP_PAYLOAD_MTU: usize = 1188;
@@ -413,8 +417,8 @@ impl Worker {
         if let Some(session) = &self.labels.sei_session
             && (frame.keyframe || n.is_multiple_of(u64::from(self.clock.fps())))
         {
-            let sei = super::label::sei_nal(session, crate::store::now_ms());
-            data = super::label::insert_before_first_slice(&data, &sei);
+            let sei = sei::label_nal(GENERATOR, session, crate::store::now_ms());
+            data = sei::insert_before_first_slice(&data, &sei);
         }
         let payloads = self
             .h264

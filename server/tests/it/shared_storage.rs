@@ -95,7 +95,7 @@ async fn two_servers_share_avatars_and_sessions() {
 
     // A sees B's session but does not drive it: a clear error naming why.
     let seen = get_session(&mut ca, &on_b.session_id).await.unwrap();
-    assert_eq!(seen.state, v1::SessionState::Unspecified as i32);
+    assert_eq!(seen.state, v1::SessionState::Remote as i32);
     assert!(seen.closed_at.is_none());
     let listed = ca
         .sessions
@@ -103,9 +103,12 @@ async fn two_servers_share_avatars_and_sessions() {
         .await
         .unwrap()
         .into_inner();
-    assert!(listed.sessions.iter().any(
-        |s| s.session_id == on_b.session_id && s.state == v1::SessionState::Unspecified as i32
-    ));
+    assert!(
+        listed
+            .sessions
+            .iter()
+            .any(|s| s.session_id == on_b.session_id && s.state == v1::SessionState::Remote as i32)
+    );
     let refused = ca
         .sessions
         .close_session(v1::CloseSessionRequest {

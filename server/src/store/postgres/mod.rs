@@ -41,28 +41,19 @@ impl PgBackend {
         self.pool.options.describe()
     }
 
-    fn conn(&self) -> StoreResult<Conn<'_>> {
+    fn conn(&self) -> StoreResult<Conn> {
         self.pool.get()
     }
 
-    /// Runs `f` on a pooled connection. A connection whose call failed as
-    /// unavailable (lost, or ended by the server) is not reused.
+    /// Runs `f` on a pooled connection. A connection lost during the call
+    /// is closed, and the pool does not hand it out again.
     fn with<T>(&self, f: impl FnOnce(&mut Client) -> StoreResult<T>) -> StoreResult<T> {
-        let mut conn = self.conn()?;
-        let r = f(&mut conn);
-        if matches!(r, Err(StoreError::Unavailable(_))) {
-            conn.broken = true;
-        }
-        r
+        f(&mut *self.conn()?)
     }
 
     /// Connections open now (idle or in use), for tests.
     pub fn open_connections(&self) -> usize {
-        self.pool
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .open
+        self.pool.open()
     }
 }
 

@@ -1,11 +1,10 @@
 //! Connections to PostgreSQL: settings from `[storage]`, TLS by rustls
-//! when the URL's `sslmode` asks for it, and a bounded pool handing out one
-//! connection per call.
+//! when the URL's `sslmode` asks for it, and a bounded pool (r2d2) handing
+//! out one connection per call.
 
 use crate::store::error::{StoreError, StoreResult, pg_message};
-use ::postgres::Client;
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Connection settings (from `[storage]`).
 #[derive(Clone)]
@@ -95,18 +94,19 @@ pub(super) fn tls(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// Connections kept open, handed out one per call.
+/// A pooled connection; back to the pool when dropped (unless closed).
+pub(super) type Conn = r2d2::PooledConnection<Manager>;
+type Manager = r2d2_postgres::PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>;
+
+/// Connections kept open and handed out one per call: r2d2's pool, which
+/// checks a connection before handing it out (a database restart costs no
+/// failed call) and drops connections found closed.
 pub(super) struct Pool {
     pub(super) options: PgOptions,
-    pub(super) tls: tokio_postgres_rustls::MakeRustlsConnect,
-    pub(super) state: Mutex<PoolState>,
-    pub(super) freed: Condvar,
-}
-
-pub(super) struct PoolState {
-    pub(super) idle: Vec<(Client, Instant)>,
-    /// Connections out of the pool plus idle ones plus ones being opened.
-    pub(super) open: usize,
+    /// Always `Some` until dropped.
+    inner: Option<r2d2::Pool<Manager>>,
+    /// Why the last connection attempt failed, for the error a caller gets.
+    last_error: std::sync::Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for Pool {
@@ -115,137 +115,81 @@ impl Drop for Pool {
     /// store is often dropped there, at shutdown): close them on a thread
     /// of their own.
     fn drop(&mut self) {
-        let idle =
-            std::mem::take(&mut self.state.get_mut().unwrap_or_else(|p| p.into_inner()).idle);
-        if !idle.is_empty() {
-            let _ = std::thread::spawn(move || drop(idle)).join();
+        if let Some(pool) = self.inner.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
         }
     }
 }
 
-/// An idle connection older than this is checked before use.
-const CHECK_IDLE_AFTER: Duration = Duration::from_secs(30);
+/// Keeps the last connection error (r2d2 otherwise logs it through `log`,
+/// which this server does not read).
+#[derive(Debug)]
+struct KeepError(std::sync::Arc<Mutex<Option<String>>>);
 
-pub(super) struct Conn<'a> {
-    pub(super) pool: &'a Pool,
-    pub(super) client: Option<Client>,
-    /// Not to be reused.
-    pub(super) broken: bool,
-}
-
-impl std::ops::Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client.as_ref().expect("connection present until drop")
-    }
-}
-
-impl std::ops::DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("connection present until drop")
-    }
-}
-
-impl Drop for Conn<'_> {
-    fn drop(&mut self) {
-        let client = self.client.take();
-        let mut st = self.pool.state.lock().unwrap_or_else(|p| p.into_inner());
-        match client {
-            // A connection lost mid-call (or left inside a transaction by a
-            // panic) is not reused.
-            Some(c) if !c.is_closed() && !self.broken && !std::thread::panicking() => {
-                st.idle.push((c, Instant::now()))
-            }
-            _ => st.open -= 1,
-        }
-        drop(st);
-        self.pool.freed.notify_one();
+impl r2d2::HandleError<::postgres::Error> for KeepError {
+    fn handle_error(&self, e: ::postgres::Error) {
+        let message = pg_message(&e);
+        tracing::warn!(error = %message, "PostgreSQL connection failed");
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
     }
 }
 
 impl Pool {
-    /// An empty pool for `options` (connections open on first use).
+    /// A pool for `options`; connections open on first use. TLS as the
+    /// URL's `sslmode` asks, except over Unix sockets (local; PostgreSQL
+    /// offers no TLS there).
     pub(super) fn new(options: &PgOptions) -> StoreResult<Self> {
+        let mut config = options.config.clone();
+        if config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, ::postgres::config::Host::Unix(_)))
+        {
+            config.ssl_mode(::postgres::config::SslMode::Disable);
+        }
+        let manager = Manager::new(config, tls(options.ca_file.as_deref())?);
+        let last_error = std::sync::Arc::new(Mutex::new(None));
+        let inner = r2d2::Pool::builder()
+            .max_size(u32::try_from(options.pool).unwrap_or(u32::MAX))
+            .min_idle(Some(0))
+            .connection_timeout(options.timeout)
+            .error_handler(Box::new(KeepError(last_error.clone())))
+            .build_unchecked(manager);
         Ok(Self {
-            tls: tls(options.ca_file.as_deref())?,
             options: options.clone(),
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            freed: Condvar::new(),
+            inner: Some(inner),
+            last_error,
         })
     }
 
-    /// A new connection: TLS as the URL's `sslmode` asks, except over Unix
-    /// sockets (local; PostgreSQL offers no TLS there).
-    fn connect(&self) -> Result<Client, ::postgres::Error> {
-        let c = &self.options.config;
-        let local = c
-            .get_hosts()
-            .iter()
-            .all(|h| matches!(h, ::postgres::config::Host::Unix(_)));
-        if local || c.get_ssl_mode() == ::postgres::config::SslMode::Disable {
-            c.connect(::postgres::NoTls)
-        } else {
-            c.connect(self.tls.clone())
-        }
+    fn pool(&self) -> &r2d2::Pool<Manager> {
+        self.inner.as_ref().expect("pool present until drop")
     }
 
-    pub(super) fn get(&self) -> StoreResult<Conn<'_>> {
-        let deadline = Instant::now() + self.options.timeout;
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some((mut client, since)) = st.idle.pop() {
-                drop(st);
-                if since.elapsed() < CHECK_IDLE_AFTER
-                    || client.is_valid(Duration::from_secs(2)).is_ok()
-                {
-                    return Ok(Conn {
-                        pool: self,
-                        client: Some(client),
-                        broken: false,
-                    });
-                }
-                // Dead while idle (a database restart): open another.
-                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.open -= 1;
-                continue;
-            }
-            if st.open < self.options.pool {
-                st.open += 1;
-                drop(st);
-                return match self.connect() {
-                    Ok(client) => Ok(Conn {
-                        pool: self,
-                        client: Some(client),
-                        broken: false,
-                    }),
-                    Err(e) => {
-                        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                        st.open -= 1;
-                        drop(st);
-                        self.freed.notify_one();
-                        Err(StoreError::Unavailable(format!(
-                            "cannot connect to PostgreSQL at {}: {}",
-                            self.options.describe(),
-                            pg_message(&e)
-                        )))
-                    }
-                };
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Unavailable(format!(
+    /// A connection, waiting at most `database_timeout` for one.
+    pub(super) fn get(&self) -> StoreResult<Conn> {
+        let got = self.pool().get();
+        let failed = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        got.map_err(|_| {
+            StoreError::Unavailable(match failed {
+                Some(why) => format!(
+                    "cannot connect to PostgreSQL at {}: {why}",
+                    self.options.describe()
+                ),
+                None => format!(
                     "all {} PostgreSQL connections stayed busy for {:?}",
                     self.options.pool, self.options.timeout
-                )));
-            }
-            st = self
-                .freed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+                ),
+            })
+        })
+    }
+
+    /// Connections open now (idle or in use).
+    pub(super) fn open(&self) -> usize {
+        self.pool().state().connections as usize
     }
 }

@@ -1,40 +1,22 @@
-//! Short loadtest against a real in-process server: it must get answers for
-//! every operation and no errors (no timing thresholds).
+//! The load test (`huashen-loadtest`, a library of its own) in short runs
+//! against a real server: it must get answers for every operation and no
+//! errors (no timing thresholds). The test lives here, not in the loadtest
+//! crate, so that the dependency between the two runs one way: the server's
+//! tests use the loadtest's viewer, the loadtest never depends on the server.
 
+use crate::common::{TestServer, portrait};
 use std::time::Duration;
-
-/// A real server on loopback (with the fetched speech models) and the test
-/// portrait.
-async fn start(data: &std::path::Path) -> (huashen::app::Running, Vec<u8>) {
-    let mut config = huashen::config::Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.storage.data_dir = data.to_path_buf();
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    config.speech.models_dir = models.clone();
-    config.face.models_dir = models;
-    // Smoke runs share a small machine with other tests: no capacity
-    // refusals here (tested in the server's metrics tests).
-    config.limits.cpu_budget = 64.0;
-    let server = huashen::app::start(config).await.unwrap();
-    let image = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../server/tests/data/astronaut.png"
-    ))
-    .unwrap();
-    (server, image)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_run_against_a_real_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, image) = start(dir.path()).await;
+    let server = TestServer::start().await;
     let report = huashen_loadtest::run(huashen_loadtest::Options {
-        addr: format!("http://{}", server.addr),
-        api_key: server.dev_key.clone().unwrap(),
+        addr: server.url(),
+        api_key: server.dev_key.clone(),
         sessions: 4,
         duration: Duration::from_millis(1500),
         rate: 10.0,
-        image,
+        image: portrait(),
         viewers: 2,
         decode: true,
         speak: None,
@@ -55,21 +37,20 @@ async fn short_run_against_a_real_server() {
     assert!(report.viewers.fps_mean > 5.0, "{:?}", report.viewers);
     let usage = report.server.as_ref().unwrap();
     assert!(usage.cpu_percent > 0.0 && usage.rss_mb_after > 0.0);
-    assert_eq!(server.sessions.live_count(), 0);
-    server.shutdown().await.unwrap();
+    assert_eq!(server.running.as_ref().unwrap().sessions.live_count(), 0);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_speaking_run_hears_speech() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, image) = start(dir.path()).await;
+    let server = TestServer::start().await;
     let report = huashen_loadtest::run(huashen_loadtest::Options {
-        addr: format!("http://{}", server.addr),
-        api_key: server.dev_key.clone().unwrap(),
+        addr: server.url(),
+        api_key: server.dev_key.clone(),
         sessions: 1,
         duration: Duration::from_secs(3),
         rate: 0.5,
-        image,
+        image: portrait(),
         viewers: 1,
         decode: true,
         speak: Some("Hello and welcome, this is a load test of the speech path.".into()),
@@ -85,22 +66,21 @@ async fn short_speaking_run_hears_speech() {
     // The viewer saw the mouth open too.
     assert_eq!(report.speech_seen.count, report.speech_started.count);
     assert!(report.interrupt_to_idle.count >= 1);
-    server.shutdown().await.unwrap();
+    server.stop().await;
 }
 
 /// Text streamed word by word (as from an LLM) is spoken continuously, the
 /// mouth moving, until all of it has played.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_text_is_spoken_to_the_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, image) = start(dir.path()).await;
+    let server = TestServer::start().await;
     let report = huashen_loadtest::run(huashen_loadtest::Options {
-        addr: format!("http://{}", server.addr),
-        api_key: server.dev_key.clone().unwrap(),
+        addr: server.url(),
+        api_key: server.dev_key.clone(),
         sessions: 1,
         duration: Duration::from_secs(1),
         rate: 1.0,
-        image,
+        image: portrait(),
         viewers: 1,
         decode: true,
         speak: Some("Good evening. Today we taste three green teas, one by one.".into()),
@@ -113,5 +93,5 @@ async fn streamed_text_is_spoken_to_the_end() {
     assert_eq!(report.utterances_finished, 1);
     assert_eq!(report.speech_heard.count, 1);
     assert_eq!(report.speech_seen.count, 1);
-    server.shutdown().await.unwrap();
+    server.stop().await;
 }

@@ -1,7 +1,10 @@
 //! Trains the audio → viseme network (`face::lipsync`) and evaluates it on
 //! voices it never heard, against an energy-envelope baseline.
 //!
-//! `cargo run --release -p huashen-inference --bin train-visemes [-- --quick] [--out PATH]`
+//! `cargo run --release -p huashen-train [-- --quick] [--out PATH]`
+//!
+//! A crate of its own (`inference/train/`) so that the server never compiles
+//! it or the gradient machinery it needs.
 //!
 //! Data (all made here, labels exact because they come from synthesisers):
 //! - the project's own TTS voices, `en-US-joe` (Piper) and `zh-CN-baker`,
@@ -868,10 +871,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .position(|a| a == "--out")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
-        .unwrap_or_else(|| here.join("weights/lipsync.bin"));
+        .unwrap_or_else(|| here.join("../weights/lipsync.bin"));
     let models = std::env::var_os("HUASHEN_MODELS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| here.join("../models"));
+        .unwrap_or_else(|| here.join("../../models"));
     let started = Instant::now();
     let (voices, errors) = Voices::<Cpu>::load(&models, &Default::default());
     if !errors.is_empty() {
@@ -880,8 +883,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let (en_train, en_test) = split(include_str!("../../train/sentences-en.txt"));
-    let (zh_train, zh_test) = split(include_str!("../../train/sentences-zh.txt"));
+    let (en_train, en_test) = split(include_str!("../sentences-en.txt"));
+    let (zh_train, zh_test) = split(include_str!("../sentences-zh.txt"));
     let train_corpus = Corpus {
         en: en_train,
         zh: zh_train,
