@@ -20,6 +20,10 @@ pub enum ApiError {
     Unimplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A failure of the server's own; the message is for the caller (what
+    /// did not happen), the cause was logged where it happened.
+    #[error("{0}")]
+    Internal(String),
     /// The session runs on another server sharing the records; `url` is
     /// where that server is, when it advertises it. FAILED_PRECONDITION,
     /// with the URL also in the `huashen-session-server` metadata.
@@ -58,6 +62,7 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::Unimplemented(m) => Status::unimplemented(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::Internal(m) => Status::internal(m),
             ApiError::Elsewhere { message, url } => {
                 let mut status = Status::failed_precondition(message);
                 if let Some(v) = url.and_then(|u| u.parse().ok()) {

@@ -6,7 +6,9 @@
 //!
 //! - `app`: wiring at start and shutdown.
 //! - `control`: gRPC, gRPC-Web and HTTP handlers, WHEP/WHIP endpoints (thin).
-//! - `rtc`: WebRTC peers (viewers, publishers) of live sessions.
+//! - `rtc`: WebRTC peers (viewers, publishers) of live sessions; beside it
+//!   `avatars` (enrollment, removal) and `privacy` (subject-data export and
+//!   deletion).
 //! - `session`: the manager, an actor per session, admission.
 //! - `ingest`: text and voice in, shared by every entry point.
 //! - `pipeline`: per-session stages, encode once, fan-out of packets.
@@ -16,6 +18,7 @@
 //!   `logging`, `util`.
 
 pub mod app;
+pub mod avatars;
 pub mod config;
 pub mod control;
 pub mod engines;
@@ -25,6 +28,7 @@ pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod privacy;
 pub mod rtc;
 pub mod session;
 pub mod store;

@@ -1,25 +1,22 @@
 //! `huashen.v1.AvatarService`: enrollment (streamed upload with consent and
-//! progress), get, list, delete.
+//! progress), get, list, delete. The requests are checked here; `avatars/`
+//! does the work.
 
 use super::auth::authenticate;
 use super::validate;
-use crate::engines::face::{FaceEngine, FaceError};
+use crate::avatars::enroll::{self, EnrollPlan, Progress, Stage};
+use crate::avatars::remove::remove;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::session::SessionManager;
-use crate::store::files::{FACE_FILE, PORTRAIT_FILE};
 use crate::store::{AuditEntry, Avatar, AvatarState, ImageFormat, Principal, Store, now_ms};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use huashen_protos::v1;
 use huashen_protos::v1::avatar_service_server::AvatarService;
 use std::pin::Pin;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-
-/// Largest `chunk` message accepted.
-pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
 pub struct AvatarApi {
     pub store: Store,
@@ -83,32 +80,38 @@ pub fn avatar_to_proto(a: &Avatar) -> v1::Avatar {
     }
 }
 
-/// Everything checked in the first message, before any byte is stored.
-struct EnrollPlan {
-    who: Principal,
-    display_name: String,
-    format: ImageFormat,
-    total: Option<u64>,
-    inline: Vec<u8>,
-    consent: crate::store::Consent,
-    labels: std::collections::BTreeMap<String, String>,
-    keep_original: bool,
-}
-
-type EventTx = mpsc::Sender<Result<v1::EnrollAvatarResponse, Status>>;
-
-fn progress(stage: v1::EnrollStage, received: u64, total: Option<u64>) -> v1::EnrollAvatarResponse {
-    let fraction = match total {
-        Some(t) if t > 0 => (received as f64 / t as f64).min(1.0) as f32,
+fn progress_to_proto(p: Progress) -> v1::EnrollAvatarResponse {
+    let fraction = match p.total {
+        Some(t) if t > 0 => (p.received as f64 / t as f64).min(1.0) as f32,
         _ => 0.0,
+    };
+    let stage = match p.stage {
+        Stage::Receiving => v1::EnrollStage::Receiving,
+        Stage::Validating => v1::EnrollStage::Validating,
+        Stage::Detecting => v1::EnrollStage::Detecting,
+        Stage::Storing => v1::EnrollStage::Storing,
+        Stage::Done => v1::EnrollStage::Done,
     };
     v1::EnrollAvatarResponse {
         event: Some(v1::enroll_avatar_response::Event::Progress(
             v1::EnrollProgress {
                 stage: stage as i32,
-                received_bytes: received,
+                received_bytes: p.received,
                 fraction,
             },
+        )),
+    }
+}
+
+/// The image bytes of a message after the first.
+fn chunk_of(msg: Result<v1::EnrollAvatarRequest, Status>) -> ApiResult<Vec<u8>> {
+    match msg?.payload {
+        Some(v1::enroll_avatar_request::Payload::Chunk(c)) => Ok(c),
+        Some(v1::enroll_avatar_request::Payload::Start(_)) => Err(ApiError::invalid(
+            "`start` may only be sent in the first message",
+        )),
+        None => Err(ApiError::invalid(
+            "a message after `start` must carry `chunk`",
         )),
     }
 }
@@ -161,188 +164,6 @@ impl AvatarApi {
             keep_original: start.keep_original,
         })
     }
-
-    /// Receives the image, stores it and its records; sends progress on `tx`.
-    async fn receive_and_store(
-        store: Store,
-        max: u64,
-        plan: EnrollPlan,
-        mut inbound: Streaming<v1::EnrollAvatarRequest>,
-        tx: &EventTx,
-        face: Arc<FaceEngine>,
-    ) -> ApiResult<v1::Avatar> {
-        let mut upload = store.files.begin_upload();
-        let has_inline = !plan.inline.is_empty();
-        if has_inline {
-            upload.write(&plan.inline);
-        }
-        let _ = tx.try_send(Ok(progress(
-            v1::EnrollStage::Receiving,
-            upload.len(),
-            plan.total,
-        )));
-        loop {
-            let Some(msg) = inbound.message().await? else {
-                break;
-            };
-            let chunk = match msg.payload {
-                Some(v1::enroll_avatar_request::Payload::Chunk(c)) => c,
-                Some(v1::enroll_avatar_request::Payload::Start(_)) => {
-                    return Err(ApiError::invalid(
-                        "`start` may only be sent in the first message",
-                    ));
-                }
-                None => {
-                    return Err(ApiError::invalid(
-                        "a message after `start` must carry `chunk`",
-                    ));
-                }
-            };
-            if has_inline {
-                return Err(ApiError::invalid(
-                    "start.inline_image was set, so no `chunk` messages may follow",
-                ));
-            }
-            if chunk.len() > MAX_CHUNK_BYTES {
-                return Err(ApiError::invalid(format!(
-                    "a chunk is {} bytes; at most {MAX_CHUNK_BYTES} per message",
-                    chunk.len()
-                )));
-            }
-            if upload.len() + chunk.len() as u64 > max {
-                return Err(ApiError::ResourceExhausted(format!(
-                    "the image is larger than the server's limit of {max} bytes"
-                )));
-            }
-            if let Some(t) = plan.total
-                && upload.len() + chunk.len() as u64 > t
-            {
-                return Err(ApiError::invalid(format!(
-                    "the upload is longer than start.total_bytes ({t})"
-                )));
-            }
-            upload.write(&chunk);
-            // Progress is advisory: a slow reader misses some, never blocks us.
-            let _ = tx.try_send(Ok(progress(
-                v1::EnrollStage::Receiving,
-                upload.len(),
-                plan.total,
-            )));
-        }
-        let _ = tx.try_send(Ok(progress(
-            v1::EnrollStage::Validating,
-            upload.len(),
-            plan.total,
-        )));
-        if upload.is_empty() {
-            return Err(ApiError::invalid("the upload contains no image bytes"));
-        }
-        if let Some(t) = plan.total
-            && upload.len() != t
-        {
-            return Err(ApiError::invalid(format!(
-                "the upload has {} bytes but start.total_bytes said {t}",
-                upload.len()
-            )));
-        }
-        if !plan.format.matches_magic(upload.head()) {
-            return Err(ApiError::invalid(format!(
-                "the uploaded bytes are not a {} image (declared in start.image_format)",
-                plan.format.as_str().to_uppercase()
-            )));
-        }
-        // It must decode (within pixel limits) to be a usable portrait; what
-        // is kept is the normalised portrait derived from it, and the face
-        // found in it.
-        let detect_tx = tx.clone();
-        let total = plan.total;
-        let (upload, portrait, record) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
-            use crate::engines::portrait::{self, PortraitError};
-            let limit = |e: PortraitError| match e {
-                e @ PortraitError::TooLarge { .. } => ApiError::ResourceExhausted(e.to_string()),
-                e => ApiError::invalid(e.to_string()),
-            };
-            let img = portrait::decode(upload.bytes()).map_err(limit)?;
-            let normalised = portrait::normalise(&img).map_err(limit)?;
-            let _ = detect_tx.try_send(Ok(progress(
-                v1::EnrollStage::Detecting,
-                upload.len(),
-                total,
-            )));
-            // Analysed exactly as sessions will see it: the normalised copy.
-            let kept = portrait::decode(&normalised).map_err(limit)?.to_rgb8();
-            let record = face.analyze(&kept).map_err(|e| match e {
-                FaceError::Unusable(check) => {
-                    ApiError::invalid(format!("this photo cannot be animated: {check}"))
-                }
-                FaceError::Unavailable(r) => ApiError::FailedPrecondition(r),
-                e => ApiError::Unavailable(e.to_string()),
-            })?;
-            Ok((upload, normalised, record))
-        })
-        .await
-        .map_err(|e| crate::store::StoreError::Task(e.to_string()))??;
-        let _ = tx.try_send(Ok(progress(
-            v1::EnrollStage::Storing,
-            upload.len(),
-            plan.total,
-        )));
-        let avatar = Avatar {
-            id: ids::new_id(ids::AVATAR),
-            tenant_id: plan.who.tenant_id.clone(),
-            display_name: plan.display_name,
-            state: AvatarState::Ready,
-            failure_reason: String::new(),
-            image_format: plan.format,
-            image_bytes: upload.len(),
-            image_sha256: upload.sha256_hex(),
-            consent: plan.consent,
-            labels: plan.labels,
-            created_at: now_ms(),
-            original_kept: plan.keep_original,
-            face: crate::store::FaceSummary {
-                faces_found: record.faces_found,
-                score: record.score,
-            },
-        };
-        let stored = async {
-            store
-                .files
-                .write_avatar_file(&avatar.id, PORTRAIT_FILE, &portrait)
-                .await?;
-            store
-                .files
-                .write_avatar_file(&avatar.id, FACE_FILE, &record.to_json())
-                .await?;
-            if plan.keep_original {
-                let name = format!("original.{}", plan.format.as_str());
-                store.files.commit_upload(upload, &avatar.id, &name).await?;
-            }
-            // Otherwise the upload is dropped here: it never reached the disk.
-            std::io::Result::Ok(())
-        }
-        .await;
-        if let Err(e) = stored {
-            let _ = store.files.remove_avatar(&avatar.id).await;
-            return Err(crate::store::StoreError::from(e).into());
-        }
-        let audit = AuditEntry::new(Some(&plan.who), "avatar.enroll", avatar.id.clone(), "ok");
-        let rec = avatar.clone();
-        if let Err(e) = store.run(move |b| b.insert_avatar(&rec, &audit)).await {
-            // No record points to the file: remove it now (or at next start).
-            let _ = store.files.remove_avatar(&avatar.id).await;
-            return Err(e.into());
-        }
-        let _ = tx
-            .send(Ok(progress(
-                v1::EnrollStage::Done,
-                avatar.image_bytes,
-                plan.total,
-            )))
-            .await;
-        tracing::info!(avatar = %avatar.id, bytes = avatar.image_bytes, "avatar enrolled");
-        Ok(avatar_to_proto(&avatar))
-    }
 }
 
 type EnrollStream = Pin<Box<dyn Stream<Item = Result<v1::EnrollAvatarResponse, Status>> + Send>>;
@@ -372,26 +193,31 @@ impl AvatarService for AvatarApi {
         })?;
         let plan = self.plan(who, first)?;
         let face = self.sessions.engines().face.clone();
-        face.available().map_err(|reason| {
-            ApiError::FailedPrecondition(format!(
-                "avatars cannot be enrolled: the face models are not installed ({reason})"
-            ))
-        })?;
-        let (tx, rx) = mpsc::channel(16);
-        let store = self.store.clone();
-        let max = self.max_image_bytes;
-        tokio::spawn(async move {
-            let result = AvatarApi::receive_and_store(store, max, plan, inbound, &tx, face).await;
-            let last = match result {
-                Ok(avatar) => Ok(v1::EnrollAvatarResponse {
-                    event: Some(v1::enroll_avatar_response::Event::Avatar(avatar)),
+        enroll::check_models(&face)?;
+        let (progress, reports) = mpsc::channel(16);
+        let chunks = inbound.map(chunk_of);
+        let enrolled = tokio::spawn(enroll::enroll(
+            self.store.clone(),
+            face,
+            self.max_image_bytes,
+            plan,
+            chunks,
+            progress,
+        ));
+        // Progress until the enrollment ends, then the avatar or the error.
+        let last = futures::stream::once(async move {
+            match enrolled.await {
+                Ok(Ok(avatar)) => Ok(v1::EnrollAvatarResponse {
+                    event: Some(v1::enroll_avatar_response::Event::Avatar(avatar_to_proto(
+                        &avatar,
+                    ))),
                 }),
-                Err(e) => Err(Status::from(e)),
-            };
-            // A send error means the client left; the upload was dropped.
-            let _ = tx.send(last).await;
+                Ok(Err(e)) => Err(Status::from(e)),
+                Err(e) => Err(Status::internal(format!("enrollment failed: {e}"))),
+            }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let reports = ReceiverStream::new(reports).map(|p| Ok(progress_to_proto(p)));
+        Ok(Response::new(Box::pin(reports.chain(last))))
     }
 
     async fn get_avatar(
@@ -446,7 +272,8 @@ impl AvatarService for AvatarApi {
     ) -> Result<Response<v1::DeleteAvatarResponse>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let id = ids::parse_id("avatar_id", ids::AVATAR, &request.get_ref().avatar_id)?;
-        let closed_session_ids = self.remove(&who, &id, "avatar.delete").await?;
+        let closed_session_ids =
+            remove(&self.store, &self.sessions, &who, &id, "avatar.delete").await?;
         Ok(Response::new(v1::DeleteAvatarResponse {
             closed_session_ids,
         }))
@@ -458,7 +285,8 @@ impl AvatarService for AvatarApi {
     ) -> Result<Response<v1::WithdrawConsentResponse>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let id = ids::parse_id("avatar_id", ids::AVATAR, &request.get_ref().avatar_id)?;
-        let closed_session_ids = self.remove(&who, &id, "consent.withdraw").await?;
+        let closed_session_ids =
+            remove(&self.store, &self.sessions, &who, &id, "consent.withdraw").await?;
         Ok(Response::new(v1::WithdrawConsentResponse {
             closed_session_ids,
             withdrawn_at: Some(validate::timestamp(now_ms())),
@@ -467,42 +295,6 @@ impl AvatarService for AvatarApi {
 }
 
 impl AvatarApi {
-    /// Closes an avatar's sessions, then deletes its records (consent
-    /// included) and files; `action` names why in the audit log. Returns the
-    /// closed sessions.
-    async fn remove(&self, who: &Principal, id: &str, action: &str) -> ApiResult<Vec<String>> {
-        let tenant = who.tenant_id.clone();
-        let id2 = id.to_owned();
-        let exists = self
-            .store
-            .run(move |b| b.get_avatar(&tenant, &id2))
-            .await?
-            .is_some();
-        if !exists {
-            return Err(ApiError::not_found(format!("avatar {id} not found")));
-        }
-        // Sessions first, so nothing uses the files while they go.
-        let mut closed = self.sessions.close_for_avatar(&who.tenant_id, id).await;
-        let tenant = who.tenant_id.clone();
-        let id2 = id.to_owned();
-        let audit = AuditEntry::new(Some(who), action, id, "ok");
-        let deleted = self
-            .store
-            .run(move |b| b.delete_avatar(&tenant, &id2, &audit))
-            .await?;
-        if !deleted {
-            return Err(ApiError::not_found(format!("avatar {id} not found")));
-        }
-        // A session created while the row was still there closes too.
-        closed.extend(self.sessions.close_for_avatar(&who.tenant_id, id).await);
-        if let Err(e) = self.store.files.remove_avatar(id).await {
-            // The record is gone; the startup sweep removes what is left.
-            tracing::warn!(avatar = %id, error = %e, "could not remove avatar files now");
-        }
-        tracing::info!(avatar = %id, closed = closed.len(), action, "avatar removed");
-        Ok(closed)
-    }
-
     /// Records a read of personal data in the audit log.
     async fn audit_read(
         &self,

@@ -14,7 +14,7 @@
 use super::auth::authenticate_header;
 use super::whep::{created, error, read_offer, redirect_elsewhere, rtc_error, token};
 use crate::rtc::RtcSettings;
-use crate::session::SessionManager;
+use crate::session::{Found, SessionManager};
 use crate::store::Store;
 use axum::Router;
 use axum::body::Bytes;
@@ -65,21 +65,16 @@ async fn authorize(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             Box::new(r)
         })?;
-    if let Some(s) = state.sessions.live(&who, session_id) {
-        return Ok(s);
-    }
-    // Another server's session (of this tenant: others' ids stay unknown)?
-    let tenant = who.tenant_id.clone();
-    let id = session_id.to_owned();
-    let ours = state.store.liveness().shared
-        && crate::ids::parse_id("session_id", crate::ids::SESSION, session_id).is_ok()
-        && state
-            .store
-            .run(move |b| b.get_session(&tenant, &id))
-            .await
-            .is_ok_and(|r| r.is_some_and(|r| r.closed_at.is_none()));
-    if ours && let Some(r) = redirect_elsewhere(&state.store, session_id, uri).await {
-        return Err(Box::new(r));
+    match state.sessions.find(&who, session_id).await {
+        Ok(Found::Live(s)) => return Ok(s),
+        // Another server's session (of this tenant: others' ids stay
+        // unknown): it is published there.
+        Ok(Found::Elsewhere(..)) => {
+            if let Some(r) = redirect_elsewhere(&state.store, session_id, uri).await {
+                return Err(Box::new(r));
+            }
+        }
+        _ => {}
     }
     Err(Box::new(error(
         StatusCode::NOT_FOUND,

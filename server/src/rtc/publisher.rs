@@ -6,7 +6,8 @@ use super::settings::RtcSettings;
 use crate::ingest::voice::{Encoding, VoiceDecoder};
 use crate::pipeline::clock::AUDIO_RATE;
 use crate::pipeline::voice::VoiceFeed;
-use crate::session::{Command, SessionHandle};
+use crate::session::SessionHandle;
+use crate::session::voice::{self, Damaged};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -122,42 +123,42 @@ impl Publisher {
                 Some(_) => {}
             }
         };
-        let mut decoder = match VoiceDecoder::new(Encoding::Opus, AUDIO_RATE, 2) {
+        let decoder = match VoiceDecoder::new(Encoding::Opus, AUDIO_RATE, 2) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "publisher audio cannot be decoded");
                 return;
             }
         };
-        let mut pcm = Vec::new();
-        let mut last_activity = std::time::Instant::now();
-        loop {
-            let ev = tokio::select! {
-                ev = track.poll() => ev,
-                _ = self.cancel.cancelled() => break,
-                // The connection ending ends the track too; state changes
-                // are only watched for failure here.
-                Some(Event::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)) = events.recv() => break,
-            };
-            match ev {
-                Some(TrackRemoteEvent::OnRtpPacket(pkt)) => {
-                    pcm.clear();
-                    // A packet that does not decode is skipped (a lost or
-                    // damaged one is a short silence).
-                    if decoder.decode(&pkt.payload, &mut pcm).is_ok()
-                        && !self.feed.push(&pcm, &self.cancel).await
-                    {
-                        break;
+        // The track's RTP payloads (Opus packets) until it ends or the
+        // connection fails (the connection ending ends the track too).
+        let packets = futures::stream::unfold((track, events), |(track, events)| async move {
+            loop {
+                let ev = tokio::select! {
+                    ev = track.poll() => ev,
+                    Some(Event::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)) = events.recv() => None,
+                };
+                match ev {
+                    Some(TrackRemoteEvent::OnRtpPacket(pkt)) => {
+                        return Some((Ok(pkt.payload.to_vec()), (track, events)));
                     }
-                    if last_activity.elapsed() >= Duration::from_secs(1) {
-                        last_activity = std::time::Instant::now();
-                        self.session.try_send(Command::Activity);
-                    }
+                    Some(TrackRemoteEvent::OnEnded) | None => return None,
+                    Some(_) => {}
                 }
-                Some(TrackRemoteEvent::OnEnded) | None => break,
-                Some(_) => {}
             }
+        });
+        let played = voice::play(
+            &self.session,
+            &self.feed,
+            decoder,
+            packets,
+            &self.cancel,
+            Damaged::Skip,
+        )
+        .await;
+        match played {
+            Ok(ms) => tracing::info!(ms, "publisher left"),
+            Err(e) => tracing::info!(error = %e, "publisher ended"),
         }
-        tracing::info!(ms = decoder.decoded_ms(), "publisher left");
     }
 }

@@ -7,6 +7,7 @@
 mod actor;
 pub mod admission;
 pub mod capacity;
+mod create;
 pub mod handle;
 pub mod lookup;
 pub mod manager;

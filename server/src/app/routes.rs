@@ -1,0 +1,123 @@
+//! Everything served on the one port: the gRPC services (also as
+//! gRPC-Web), health and reflection, WHEP and WHIP, and the HTTP pages.
+
+use crate::config::Config;
+use crate::control::audit::AuditApi;
+use crate::control::avatars::AvatarApi;
+use crate::control::privacy::PrivacyApi;
+use crate::control::sessions::SessionApi;
+use crate::control::{http, whep, whip};
+use crate::ingest::moderation::Moderator;
+use crate::ingest::text::TextIngest;
+use crate::session::SessionManager;
+use crate::store::Store;
+use huashen_protos::v1::audit_service_server::AuditServiceServer;
+use huashen_protos::v1::avatar_service_server::AvatarServiceServer;
+use huashen_protos::v1::privacy_service_server::PrivacyServiceServer;
+use huashen_protos::v1::session_service_server::SessionServiceServer;
+use std::sync::Arc;
+use tonic_health::server::HealthReporter;
+
+/// Largest gRPC message accepted (a 1 MiB upload chunk plus framing).
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The router of every endpoint, and the health reporter (for shutdown).
+pub(super) async fn router(
+    config: &Config,
+    store: &Store,
+    sessions: &SessionManager,
+    dev_key: Option<String>,
+) -> anyhow::Result<(axum::Router, HealthReporter)> {
+    let (grpc, health) = grpc(config, store, sessions).await?;
+    let rtc_settings = crate::rtc::RtcSettings::new(config.webrtc.clone());
+    let whep = whep::routes(whep::WhepState {
+        sessions: sessions.clone(),
+        store: store.clone(),
+        settings: rtc_settings.clone(),
+    });
+    let whip = whip::routes(whip::WhipState {
+        sessions: sessions.clone(),
+        store: store.clone(),
+        // One port allocator for viewers and publishers.
+        settings: rtc_settings,
+        publishers: Default::default(),
+    });
+    let router = http::routes(grpc, sessions.clone(), dev_key)
+        .merge(whep)
+        .merge(whip);
+    Ok((router, health))
+}
+
+/// The gRPC services with health and reflection, also as gRPC-Web.
+async fn grpc(
+    config: &Config,
+    store: &Store,
+    sessions: &SessionManager,
+) -> anyhow::Result<(axum::Router, HealthReporter)> {
+    let avatar_api = AvatarApi {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        max_image_bytes: config.limits.max_image_bytes,
+    };
+    let session_api = SessionApi {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        text: TextIngest {
+            moderator: Arc::new(Moderator::new(&config.moderation)),
+            store: store.clone(),
+            max_bytes: config.limits.max_speak_bytes,
+        },
+        default_idle_timeout: config.sessions.idle_timeout,
+        max_idle_timeout: config.sessions.max_idle_timeout,
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AvatarServiceServer<AvatarApi>>().await;
+    health
+        .set_serving::<SessionServiceServer<SessionApi>>()
+        .await;
+    health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health
+        .set_serving::<PrivacyServiceServer<PrivacyApi>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(huashen_protos::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Browsers (gRPC-Web) send the whole image in one message, so the
+    // avatar service takes any image the server accepts in one message.
+    let max_image_bytes = config.limits.max_image_bytes;
+    let avatar_message_bytes = MAX_MESSAGE_BYTES.max(usize::try_from(max_image_bytes)? + 64 * 1024);
+    let router = tonic::service::Routes::new(
+        AvatarServiceServer::new(avatar_api)
+            .max_decoding_message_size(avatar_message_bytes)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(
+        SessionServiceServer::new(session_api)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(AuditServiceServer::new(AuditApi {
+        store: store.clone(),
+    }))
+    .add_service(PrivacyServiceServer::new(PrivacyApi {
+        store: store.clone(),
+        sessions: sessions.clone(),
+    }))
+    .add_service(health_service)
+    .add_service(reflection().build_v1()?)
+    .add_service(reflection().build_v1alpha()?)
+    .into_axum_router()
+    // Browsers speak gRPC-Web over HTTP/1.1 to the same services.
+    .route_layer(tonic_web::GrpcWebLayer::new())
+    .route_layer(axum::middleware::from_fn(move |req, next| {
+        crate::control::avatars::refuse_oversize_web_uploads(
+            avatar_message_bytes,
+            max_image_bytes,
+            req,
+            next,
+        )
+    }));
+    Ok((router, health))
+}
