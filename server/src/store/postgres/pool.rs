@@ -3,8 +3,12 @@
 //! out one connection per call.
 
 use crate::store::error::{StoreError, StoreResult, pg_message};
-use std::sync::Mutex;
+use ::postgres::tls::{MakeTlsConnect, TlsConnect};
+use ::postgres::{Client, NoTls, Socket};
+use r2d2_postgres::PostgresConnectionManager as Manager;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Connection settings (from `[storage]`).
 #[derive(Clone)]
@@ -61,9 +65,7 @@ impl PgOptions {
     }
 }
 
-pub(super) fn tls(
-    ca_file: Option<&std::path::Path>,
-) -> StoreResult<tokio_postgres_rustls::MakeRustlsConnect> {
+pub(super) fn tls(ca_file: Option<&std::path::Path>) -> StoreResult<MakeRustlsConnect> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -91,12 +93,40 @@ pub(super) fn tls(
         .map_err(|e| StoreError::Unavailable(format!("TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// A pooled connection; back to the pool when dropped (unless closed).
-pub(super) type Conn = r2d2::PooledConnection<Manager>;
-type Manager = r2d2_postgres::PostgresConnectionManager<tokio_postgres_rustls::MakeRustlsConnect>;
+pub(super) enum Conn {
+    Tls(r2d2::PooledConnection<Manager<MakeRustlsConnect>>),
+    Plain(r2d2::PooledConnection<Manager<NoTls>>),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match self {
+            Conn::Tls(c) => c,
+            Conn::Plain(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        match self {
+            Conn::Tls(c) => c,
+            Conn::Plain(c) => c,
+        }
+    }
+}
+
+/// The pool, over TLS or not: TLS needs a host name, so a Unix socket (or
+/// `sslmode=disable`) is served without.
+enum Pools {
+    Tls(r2d2::Pool<Manager<MakeRustlsConnect>>),
+    Plain(r2d2::Pool<Manager<NoTls>>),
+}
 
 /// Connections kept open and handed out one per call: r2d2's pool, which
 /// checks a connection before handing it out (a database restart costs no
@@ -104,9 +134,9 @@ type Manager = r2d2_postgres::PostgresConnectionManager<tokio_postgres_rustls::M
 pub(super) struct Pool {
     pub(super) options: PgOptions,
     /// Always `Some` until dropped.
-    inner: Option<r2d2::Pool<Manager>>,
+    inner: Option<Pools>,
     /// Why the last connection attempt failed, for the error a caller gets.
-    last_error: std::sync::Arc<Mutex<Option<String>>>,
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for Pool {
@@ -115,8 +145,8 @@ impl Drop for Pool {
     /// store is often dropped there, at shutdown): close them on a thread
     /// of their own.
     fn drop(&mut self) {
-        if let Some(pool) = self.inner.take() {
-            let _ = std::thread::spawn(move || drop(pool)).join();
+        if let Some(pools) = self.inner.take() {
+            let _ = std::thread::spawn(move || drop(pools)).join();
         }
     }
 }
@@ -124,7 +154,7 @@ impl Drop for Pool {
 /// Keeps the last connection error (r2d2 otherwise logs it through `log`,
 /// which this server does not read).
 #[derive(Debug)]
-struct KeepError(std::sync::Arc<Mutex<Option<String>>>);
+struct KeepError(Arc<Mutex<Option<String>>>);
 
 impl r2d2::HandleError<::postgres::Error> for KeepError {
     fn handle_error(&self, e: ::postgres::Error) {
@@ -134,27 +164,44 @@ impl r2d2::HandleError<::postgres::Error> for KeepError {
     }
 }
 
+/// An r2d2 pool of at most `options.pool` connections, opened on first use.
+fn build<T>(
+    config: ::postgres::Config,
+    tls: T,
+    options: &PgOptions,
+    last_error: &Arc<Mutex<Option<String>>>,
+) -> r2d2::Pool<Manager<T>>
+where
+    T: MakeTlsConnect<Socket> + Clone + 'static + Sync + Send,
+    T::TlsConnect: Send,
+    T::Stream: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    r2d2::Pool::builder()
+        .max_size(u32::try_from(options.pool).unwrap_or(u32::MAX))
+        .min_idle(Some(0))
+        .connection_timeout(options.timeout)
+        .error_handler(Box::new(KeepError(last_error.clone())))
+        .build_unchecked(Manager::new(config, tls))
+}
+
 impl Pool {
     /// A pool for `options`; connections open on first use. TLS as the
     /// URL's `sslmode` asks, except over Unix sockets (local; PostgreSQL
     /// offers no TLS there).
     pub(super) fn new(options: &PgOptions) -> StoreResult<Self> {
-        let mut config = options.config.clone();
-        if config
+        let tls = tls(options.ca_file.as_deref())?;
+        let config = options.config.clone();
+        let local = config
             .get_hosts()
             .iter()
-            .all(|h| matches!(h, ::postgres::config::Host::Unix(_)))
-        {
-            config.ssl_mode(::postgres::config::SslMode::Disable);
-        }
-        let manager = Manager::new(config, tls(options.ca_file.as_deref())?);
-        let last_error = std::sync::Arc::new(Mutex::new(None));
-        let inner = r2d2::Pool::builder()
-            .max_size(u32::try_from(options.pool).unwrap_or(u32::MAX))
-            .min_idle(Some(0))
-            .connection_timeout(options.timeout)
-            .error_handler(Box::new(KeepError(last_error.clone())))
-            .build_unchecked(manager);
+            .all(|h| matches!(h, ::postgres::config::Host::Unix(_)));
+        let last_error = Arc::new(Mutex::new(None));
+        let inner = if local || config.get_ssl_mode() == ::postgres::config::SslMode::Disable {
+            Pools::Plain(build(config, NoTls, options, &last_error))
+        } else {
+            Pools::Tls(build(config, tls, options, &last_error))
+        };
         Ok(Self {
             options: options.clone(),
             inner: Some(inner),
@@ -162,13 +209,16 @@ impl Pool {
         })
     }
 
-    fn pool(&self) -> &r2d2::Pool<Manager> {
+    fn pools(&self) -> &Pools {
         self.inner.as_ref().expect("pool present until drop")
     }
 
     /// A connection, waiting at most `database_timeout` for one.
     pub(super) fn get(&self) -> StoreResult<Conn> {
-        let got = self.pool().get();
+        let got = match self.pools() {
+            Pools::Tls(p) => p.get().map(Conn::Tls),
+            Pools::Plain(p) => p.get().map(Conn::Plain),
+        };
         let failed = self
             .last_error
             .lock()
@@ -190,6 +240,10 @@ impl Pool {
 
     /// Connections open now (idle or in use).
     pub(super) fn open(&self) -> usize {
-        self.pool().state().connections as usize
+        let state = match self.pools() {
+            Pools::Tls(p) => p.state(),
+            Pools::Plain(p) => p.state(),
+        };
+        state.connections as usize
     }
 }
