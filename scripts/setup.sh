@@ -2,7 +2,8 @@
 # Installs what building and testing Huashen needs on Debian/Ubuntu.
 # Idempotent: installs only what is missing. Used by serve.sh, test.sh,
 # .ci/run and the Docker images. `--test` adds what the tests need beyond
-# the build: Debian's Chromium and ChromeDriver for the browser test.
+# the build: Debian's Chromium and ChromeDriver for the browser test,
+# PostgreSQL, ffmpeg.
 set -euo pipefail
 
 # Debian packages the build needs: C/C++ toolchain (bundled SQLite and
@@ -18,6 +19,8 @@ if [ "${1:-}" = "--test" ]; then
   # starts a throwaway one; the package's own cluster is not used), and
   # openssl for its TLS certificates.
   APT_PACKAGES+=(postgresql openssl)
+  # ffmpeg's ffprobe checks recordings with a tool the project did not write.
+  APT_PACKAGES+=(ffmpeg)
   # Node.js runs the web demo's build check and its browser tests
   # (Playwright). Serving needs no Node: the console bundle is committed.
   command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

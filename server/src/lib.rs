@@ -27,6 +27,7 @@ pub mod ids;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod outputs;
 pub mod pipeline;
 pub mod privacy;
 pub mod rtc;

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["main"],
     &["app"],
     &["control"],
-    &["rtc", "avatars", "privacy"],
+    &["rtc", "avatars", "privacy", "outputs"],
     &["session"],
     &["ingest"],
     &["pipeline"],

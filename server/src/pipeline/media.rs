@@ -34,6 +34,8 @@ const GENERATOR: &str = concat!("huashen/", env!("CARGO_PKG_VERSION"));
 pub const RTP_PAYLOAD_MTU: usize = 1188;
 /// Packets buffered for viewers (several seconds of audio and video).
 pub const FANOUT_CAPACITY: usize = 1024;
+/// Encoded frames buffered for outputs (about 4 s of audio and video).
+pub const FRAMES_CAPACITY: usize = 320;
 /// When the thread falls this far behind real time, it skips ahead instead
 /// of bursting to catch up.
 const MAX_LAG: Duration = Duration::from_millis(200);
@@ -53,6 +55,20 @@ pub struct MediaPacket {
     pub packet: rtp::Packet,
     /// First packet of a keyframe: a viewer may start (or resume) here.
     pub keyframe_start: bool,
+}
+
+/// One encoded frame of the session, before RTP: what outputs (recordings,
+/// RTMP, WHIP egress) take, so no output encodes again.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    pub kind: MediaKind,
+    /// An H.264 access unit (Annex B, with the SEI label when it has one)
+    /// or one 20 ms Opus packet.
+    pub data: Bytes,
+    /// When it plays: session-clock sample (48 kHz).
+    pub sample: u64,
+    /// An IDR access unit (video): an output may start here.
+    pub keyframe: bool,
 }
 
 /// The stage before the encoder: hands over the picture for video frame
@@ -122,7 +138,11 @@ pub struct AudioInput {
 
 pub struct MediaPipeline {
     packets: broadcast::Sender<Arc<MediaPacket>>,
+    frames: broadcast::Sender<Arc<EncodedFrame>>,
     keyframe: Arc<AtomicBool>,
+    /// Longest run of video frames without a keyframe while an output asks
+    /// for one (0: the encoder's own interval).
+    keyframe_interval: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     pub stats: Arc<MediaStats>,
     pub clock: MediaClock,
@@ -149,7 +169,9 @@ impl MediaPipeline {
         )?;
         let audio = AudioEncoder::new(config.audio_bitrate_kbps)?;
         let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
+        let (frames_tx, _) = broadcast::channel(FRAMES_CAPACITY);
         let keyframe = Arc::new(AtomicBool::new(true));
+        let keyframe_interval = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::default());
         let clock = MediaClock::new(config.fps);
@@ -165,7 +187,10 @@ impl MediaPipeline {
             labels,
             scratch: None,
             packets: packets.clone(),
+            encoded: frames_tx.clone(),
             keyframe: keyframe.clone(),
+            keyframe_interval: keyframe_interval.clone(),
+            since_keyframe: 0,
             stop: stop.clone(),
             stats: stats.clone(),
             h264: H264Payloader::default(),
@@ -179,7 +204,9 @@ impl MediaPipeline {
             .map_err(|e| EncodeError::Video(format!("cannot start the media thread: {e}")))?;
         Ok(Self {
             packets,
+            frames: frames_tx,
             keyframe,
+            keyframe_interval,
             stop,
             stats,
             clock,
@@ -193,6 +220,25 @@ impl MediaPipeline {
     /// Packets from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaPacket>> {
         self.packets.subscribe()
+    }
+
+    /// Encoded frames from now on (for outputs). A receiver that falls
+    /// more than [`FRAMES_CAPACITY`] behind loses frames, never slows the
+    /// session.
+    pub fn subscribe_frames(&self) -> broadcast::Receiver<Arc<EncodedFrame>> {
+        self.frames.subscribe()
+    }
+
+    /// Keyframes at least every `interval` of video (outputs that need
+    /// them: platforms ask for one every 2 s), or the encoder's own
+    /// interval again with `None`.
+    pub fn set_keyframe_interval(&self, interval: Option<Duration>) {
+        let frames = interval.map_or(0, |i| {
+            (i.as_secs_f64() * f64::from(self.clock.fps()))
+                .floor()
+                .max(1.0) as u64
+        });
+        self.keyframe_interval.store(frames, Ordering::Relaxed);
     }
 
     /// Asks for a keyframe as the next video frame (new viewer, PLI/FIR,
@@ -242,7 +288,11 @@ struct Worker {
     /// Frame buffer the badge is drawn on (the source's frame stays clean).
     scratch: Option<I420>,
     packets: broadcast::Sender<Arc<MediaPacket>>,
+    encoded: broadcast::Sender<Arc<EncodedFrame>>,
     keyframe: Arc<AtomicBool>,
+    keyframe_interval: Arc<AtomicU64>,
+    /// Video frames since the last keyframe.
+    since_keyframe: u64,
     stop: Arc<AtomicBool>,
     stats: Arc<MediaStats>,
     h264: H264Payloader,
@@ -375,13 +425,28 @@ impl Worker {
             .payload(RTP_PAYLOAD_MTU, &frame)
             .map_err(|e| EncodeError::Audio(e.to_string()))?;
         self.stats.audio_frames.fetch_add(1, Ordering::Relaxed);
+        self.to_outputs(MediaKind::Audio, &frame, sample, false);
         let ts = self.clock.audio_rtp(sample);
         self.publish(MediaKind::Audio, payloads, ts, false);
         Ok(())
     }
 
+    /// Hands an encoded frame to the outputs, if any listen.
+    fn to_outputs(&self, kind: MediaKind, data: &Bytes, sample: u64, keyframe: bool) {
+        if self.encoded.receiver_count() > 0 {
+            let _ = self.encoded.send(Arc::new(EncodedFrame {
+                kind,
+                data: data.clone(),
+                sample,
+                keyframe,
+            }));
+        }
+    }
+
     fn send_video(&mut self, n: u64) -> Result<(), EncodeError> {
-        let force = self.keyframe.swap(false, Ordering::Relaxed);
+        let interval = self.keyframe_interval.load(Ordering::Relaxed);
+        let due = interval > 0 && self.since_keyframe + 1 >= interval;
+        let force = self.keyframe.swap(false, Ordering::Relaxed) || due;
         let t = Instant::now();
         let picture = self.frames.frame(n, self.clock.frame_due_sample(n));
         let rendered = t.elapsed();
@@ -409,6 +474,9 @@ impl Worker {
         if frame.keyframe {
             self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
             crate::metrics::METRICS.keyframes.inc();
+            self.since_keyframe = 0;
+        } else {
+            self.since_keyframe += 1;
         }
         if frame.data.is_empty() {
             return Ok(());
@@ -420,9 +488,16 @@ impl Worker {
             let sei = sei::label_nal(GENERATOR, session, crate::store::now_ms());
             data = sei::insert_before_first_slice(&data, &sei);
         }
+        let data = Bytes::from(data);
+        self.to_outputs(
+            MediaKind::Video,
+            &data,
+            self.clock.frame_due_sample(n),
+            frame.keyframe,
+        );
         let payloads = self
             .h264
-            .payload(RTP_PAYLOAD_MTU, &Bytes::from(data))
+            .payload(RTP_PAYLOAD_MTU, &data)
             .map_err(|e| EncodeError::Video(e.to_string()))?;
         let ts = self.clock.video_rtp(n);
         self.publish(MediaKind::Video, payloads, ts, frame.keyframe);
