@@ -2,7 +2,7 @@
 //! node knows about the servers sharing it.
 
 use super::error::StoreResult;
-use super::records::{AuditEntry, Avatar, Millis, Principal, SessionRecord, Tenant};
+use super::records::{AuditEntry, Avatar, Millis, Principal, Recording, SessionRecord, Tenant};
 
 /// Records storage. Every method is blocking; call through [`Store::run`].
 pub trait Backend: Send + Sync + 'static {
@@ -70,6 +70,34 @@ pub trait Backend: Send + Sync + 'static {
         tenant_id: &str,
         avatar_id: Option<&str>,
     ) -> StoreResult<usize>;
+    /// Inserts a recording (being written) with its audit entry.
+    fn insert_recording(&self, recording: &Recording, audit: &AuditEntry) -> StoreResult<()>;
+    /// A recording's size and length so far; `ended_at` once it stopped.
+    fn update_recording(
+        &self,
+        recording_id: &str,
+        bytes: u64,
+        duration_ms: u64,
+        ended_at: Option<Millis>,
+    ) -> StoreResult<()>;
+    fn get_recording(&self, tenant_id: &str, recording_id: &str) -> StoreResult<Option<Recording>>;
+    /// Newest first, of the tenant or of one of its avatars; `before` is an
+    /// exclusive upper bound on the id.
+    fn list_recordings(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Recording>>;
+    /// Deletes a recording's record; true when it existed.
+    fn delete_recording(
+        &self,
+        tenant_id: &str,
+        recording_id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
+
     /// This server process's node id; sessions it inserts carry it.
     fn node_id(&self) -> &str;
     /// Records that this node is alive at `now`, reachable at `url` (empty:

@@ -2,7 +2,7 @@
 //! alike (each backend's tests call these on a fresh database).
 
 use super::*;
-use crate::ids::{AVATAR, CONSENT, SESSION, TENANT, new_id};
+use crate::ids::{AVATAR, CONSENT, RECORDING, SESSION, TENANT, new_id};
 
 pub fn tenant(b: &dyn Backend, name: &str) -> Tenant {
     let t = Tenant {
@@ -307,4 +307,56 @@ pub fn dead_nodes_sessions_close(a: &dyn Backend, b: &dyn Backend) {
     // node to look.
     b.leave().unwrap();
     assert_eq!(a.close_sessions_of_dead_nodes(0, 22_000, 7).unwrap(), 1);
+}
+
+pub fn recordings_grow_end_list_and_delete(b: &dyn Backend) {
+    let t = tenant(b, "rec");
+    let other = tenant(b, "rec-other");
+    let rec = |avatar_id: &str| Recording {
+        id: new_id(RECORDING),
+        tenant_id: t.id.clone(),
+        session_id: new_id(SESSION),
+        avatar_id: avatar_id.into(),
+        started_at: now_ms(),
+        ended_at: None,
+        bytes: 0,
+        duration_ms: 0,
+    };
+    let audit = AuditEntry::new(None, "recording.start", "x", "ok");
+    let (a, b2, c) = (rec("av_a"), rec("av_b"), rec("av_a"));
+    for r in [&a, &b2, &c] {
+        b.insert_recording(r, &audit).unwrap();
+    }
+    b.update_recording(&a.id, 1000, 2000, None).unwrap();
+    b.update_recording(&a.id, 5000, 9000, Some(123)).unwrap();
+    let got = b.get_recording(&t.id, &a.id).unwrap().unwrap();
+    assert_eq!(
+        (got.bytes, got.duration_ms, got.ended_at),
+        (5000, 9000, Some(123))
+    );
+    // A late progress update does not reopen it.
+    b.update_recording(&a.id, 5000, 9000, None).unwrap();
+    assert_eq!(
+        b.get_recording(&t.id, &a.id).unwrap().unwrap().ended_at,
+        Some(123)
+    );
+    assert!(b.get_recording(&other.id, &a.id).unwrap().is_none());
+    let all = b.list_recordings(&t.id, None, None, 10).unwrap();
+    assert_eq!(
+        all.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        vec![&c.id, &b2.id, &a.id]
+    );
+    let of_a = b.list_recordings(&t.id, Some("av_a"), None, 10).unwrap();
+    assert_eq!(of_a.len(), 2);
+    let page = b.list_recordings(&t.id, None, Some(&c.id), 1).unwrap();
+    assert_eq!(page[0].id, b2.id);
+    assert!(
+        b.list_recordings(&other.id, None, None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let del = AuditEntry::new(None, "recording.delete", a.id.clone(), "ok");
+    assert!(!b.delete_recording(&other.id, &a.id, &del).unwrap());
+    assert!(b.delete_recording(&t.id, &a.id, &del).unwrap());
+    assert!(b.get_recording(&t.id, &a.id).unwrap().is_none());
 }

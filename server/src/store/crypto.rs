@@ -30,6 +30,15 @@ pub enum CryptoError {
     Io(#[from] std::io::Error),
 }
 
+/// Why a sealed file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+}
+
 /// The configured keys. `Debug` shows key ids only, never key material.
 #[derive(Clone)]
 pub struct Keyring {

@@ -5,7 +5,9 @@
 //! so no plaintext ever reaches the disk. Files no record points to are
 //! removed by [`FileStore::sweep`] at startup.
 
-use super::crypto::{CryptoError, Keyring};
+use super::crypto::Keyring;
+pub use super::crypto::ReadError;
+use super::sealed_stream::{SealedReader, SealedWriter};
 use sha2::{Digest, Sha256};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ pub const FACE_FILE: &str = "face.json";
 pub struct FileStore {
     tmp: PathBuf,
     avatars: PathBuf,
+    recordings: PathBuf,
     keys: Keyring,
 }
 
@@ -31,9 +34,48 @@ impl FileStore {
     pub fn open(data_dir: &Path, keys: Keyring) -> io::Result<Self> {
         let tmp = data_dir.join("tmp");
         let avatars = data_dir.join("blobs").join("avatars");
+        let recordings = data_dir.join("blobs").join("recordings");
         std::fs::create_dir_all(&tmp)?;
         std::fs::create_dir_all(&avatars)?;
-        Ok(Self { tmp, avatars, keys })
+        std::fs::create_dir_all(&recordings)?;
+        Ok(Self {
+            tmp,
+            avatars,
+            recordings,
+            keys,
+        })
+    }
+
+    fn recording_path(&self, recording_id: &str) -> PathBuf {
+        self.recordings.join(format!("{recording_id}.rec"))
+    }
+
+    /// A new recording's file, encrypted piece by piece as it is written
+    /// (blocking).
+    pub fn create_recording(&self, recording_id: &str) -> io::Result<SealedWriter> {
+        SealedWriter::create(
+            &self.recording_path(recording_id),
+            self.keys.clone(),
+            &format!("recording/{recording_id}"),
+        )
+    }
+
+    /// Reads a recording back, piece by piece (blocking).
+    pub fn read_recording(&self, recording_id: &str) -> Result<SealedReader, ReadError> {
+        SealedReader::open(
+            &self.recording_path(recording_id),
+            self.keys.clone(),
+            &format!("recording/{recording_id}"),
+        )
+    }
+
+    /// Removes a recording's file; false when there was none (blocking).
+    pub fn remove_recording(&self, recording_id: &str) -> io::Result<bool> {
+        match std::fs::remove_file(self.recording_path(recording_id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Directory of one avatar's files.
@@ -181,14 +223,6 @@ impl FileStore {
         }
         Ok((tmp_removed, orphans))
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("{0}")]
-    Crypto(#[from] CryptoError),
 }
 
 const HEAD_LEN: usize = 16;

@@ -20,6 +20,7 @@ pub mod files;
 pub mod postgres;
 mod records;
 pub mod retention;
+pub mod sealed_stream;
 pub mod sqlite;
 pub mod tenants;
 

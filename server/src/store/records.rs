@@ -156,6 +156,23 @@ pub struct SessionRecord {
     pub node_id: Option<String>,
 }
 
+/// A recording of a live session; its media is an encrypted file of the
+/// file store, written as it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    pub id: String,
+    pub tenant_id: String,
+    pub session_id: String,
+    /// The avatar (the depicted person) the session animated.
+    pub avatar_id: String,
+    pub started_at: Millis,
+    /// When it stopped; `None` while it is being written.
+    pub ended_at: Option<Millis>,
+    /// Media bytes and media time written so far (updated as it grows).
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
 /// One append-only audit entry. Carries identifiers, never personal data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {

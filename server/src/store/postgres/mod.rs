@@ -7,10 +7,14 @@
 use super::backend::Backend;
 use super::error::{StoreError, StoreResult};
 use super::records::*;
-use ::postgres::{Client, Row};
+use ::postgres::Client;
 
 mod pool;
+mod recordings;
+mod rows;
 mod schema;
+
+use rows::{audit_from_row, avatar_from_row, count, insert_audit, session_from_row};
 #[doc(hidden)]
 pub mod testdb;
 
@@ -55,87 +59,6 @@ impl PgBackend {
     pub fn open_connections(&self) -> usize {
         self.pool.open()
     }
-}
-
-fn insert_audit(c: &mut impl ::postgres::GenericClient, e: &AuditEntry) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO audit_log (at, tenant_id, actor, action, target, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&e.at, &e.tenant_id, &e.actor, &e.action, &e.target, &e.outcome],
-    )?;
-    Ok(())
-}
-
-fn avatar_from_row(r: &Row) -> StoreResult<Avatar> {
-    Ok(Avatar {
-        id: r.try_get(0)?,
-        tenant_id: r.try_get(1)?,
-        display_name: r.try_get(2)?,
-        state: AvatarState::parse(r.try_get(3)?)?,
-        failure_reason: r.try_get(4)?,
-        image_format: ImageFormat::parse(r.try_get(5)?)?,
-        image_bytes: r.try_get::<_, i64>(6)? as u64,
-        image_sha256: r.try_get(7)?,
-        labels: labels_from_json(r.try_get(8)?)?,
-        created_at: r.try_get(9)?,
-        consent: Consent {
-            id: r.try_get(10)?,
-            uploader: r.try_get(11)?,
-            subject_name: r.try_get(12)?,
-            subject_consented: r.try_get(13)?,
-            subject_is_minor: r.try_get(14)?,
-            guardian_name: r.try_get(15)?,
-            purpose: r.try_get(16)?,
-            consented_at: r.try_get(17)?,
-            policy_version: r.try_get(18)?,
-            recorded_at: r.try_get(19)?,
-        },
-        original_kept: r.try_get(20)?,
-        face: FaceSummary {
-            faces_found: r.try_get::<_, i64>(21)? as u32,
-            score: r.try_get::<_, f64>(22)? as f32,
-        },
-    })
-}
-
-fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
-    let u32_at = |i: usize| -> StoreResult<u32> {
-        let v: i64 = r.try_get(i)?;
-        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("session column {i}: {v}")))
-    };
-    Ok(SessionRecord {
-        id: r.try_get(0)?,
-        tenant_id: r.try_get(1)?,
-        avatar_id: r.try_get(2)?,
-        language: r.try_get(3)?,
-        voice_id: r.try_get(4)?,
-        speed: r.try_get::<_, f64>(5)? as f32,
-        width: u32_at(6)?,
-        height: u32_at(7)?,
-        fps: u32_at(8)?,
-        video_bitrate_kbps: u32_at(9)?,
-        audio_bitrate_kbps: u32_at(10)?,
-        idle_timeout_secs: u32_at(11)?,
-        labels: labels_from_json(r.try_get(12)?)?,
-        created_at: r.try_get(13)?,
-        closed_at: r.try_get(14)?,
-        close_reason: r.try_get(15)?,
-        node_id: r.try_get(16)?,
-    })
-}
-
-fn audit_from_row(r: &Row, first: usize) -> StoreResult<AuditEntry> {
-    Ok(AuditEntry {
-        at: r.try_get(first)?,
-        tenant_id: r.try_get(first + 1)?,
-        actor: r.try_get(first + 2)?,
-        action: r.try_get(first + 3)?,
-        target: r.try_get(first + 4)?,
-        outcome: r.try_get(first + 5)?,
-    })
-}
-
-fn count(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 impl Backend for PgBackend {
@@ -452,6 +375,52 @@ impl Backend for PgBackend {
                  AND closed_at IS NOT NULL",
                 &[&tenant_id, &avatar_id],
             )?))
+        })
+    }
+
+    fn insert_recording(&self, r: &Recording, audit: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            recordings::insert(&mut tx, r)?;
+            insert_audit(&mut tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn update_recording(
+        &self,
+        id: &str,
+        bytes: u64,
+        duration_ms: u64,
+        ended_at: Option<Millis>,
+    ) -> StoreResult<()> {
+        self.with(|c| recordings::update(c, id, bytes, duration_ms, ended_at))
+    }
+
+    fn get_recording(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Recording>> {
+        self.with(|c| recordings::get(c, tenant_id, id))
+    }
+
+    fn list_recordings(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Recording>> {
+        self.with(|c| recordings::list(c, tenant_id, avatar_id, before, limit))
+    }
+
+    fn delete_recording(&self, tenant_id: &str, id: &str, audit: &AuditEntry) -> StoreResult<bool> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let deleted = recordings::delete(&mut tx, tenant_id, id)?;
+            if deleted {
+                insert_audit(&mut tx, audit)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
         })
     }
 

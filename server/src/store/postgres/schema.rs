@@ -100,6 +100,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN url TEXT NOT NULL DEFAULT '';
     "#,
+    // 3: recordings of sessions (the media is an encrypted file)
+    r#"
+    CREATE TABLE recordings (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id TEXT COLLATE "C" NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        session_id TEXT COLLATE "C" NOT NULL,
+        avatar_id TEXT COLLATE "C" NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        bytes BIGINT NOT NULL DEFAULT 0,
+        duration_ms BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX recordings_by_tenant ON recordings(tenant_id, id);
+    "#,
 ];
 
 /// Any number; servers migrating the same database take this lock.

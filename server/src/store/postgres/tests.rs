@@ -39,6 +39,11 @@ fn audit_pages_and_purges() {
 }
 
 #[test]
+fn recordings_grow_end_list_and_delete() {
+    on_fresh(c::recordings_grow_end_list_and_delete);
+}
+
+#[test]
 fn dead_nodes_sessions_close() {
     let Some(db) = TestDb::create() else { return };
     c::dead_nodes_sessions_close(&backend(&db), &backend(&db));

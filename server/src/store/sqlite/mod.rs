@@ -5,12 +5,15 @@
 use super::backend::Backend;
 use super::error::{StoreError, StoreResult};
 use super::records::*;
-use rusqlite::{Connection, OptionalExtension, Row, params};
-use std::collections::BTreeMap;
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
 
+mod recordings;
+mod rows;
 mod schema;
+
+use rows::{avatar_from_row, finish_avatar, finish_session, insert_audit, session_from_row};
 
 use schema::migrate;
 
@@ -51,93 +54,6 @@ impl SqliteBackend {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
-}
-
-fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO audit_log (at, tenant_id, actor, action, target, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![e.at, e.tenant_id, e.actor, e.action, e.target, e.outcome],
-    )?;
-    Ok(())
-}
-
-fn avatar_from_row(r: &Row<'_>) -> rusqlite::Result<(Avatar, String, String, String)> {
-    let state: String = r.get(3)?;
-    let format: String = r.get(5)?;
-    let labels: String = r.get(8)?;
-    Ok((
-        Avatar {
-            id: r.get(0)?,
-            tenant_id: r.get(1)?,
-            display_name: r.get(2)?,
-            state: AvatarState::Ready,
-            failure_reason: r.get(4)?,
-            image_format: ImageFormat::Png,
-            image_bytes: r.get::<_, i64>(6)? as u64,
-            image_sha256: r.get(7)?,
-            consent: Consent {
-                id: r.get(10)?,
-                uploader: r.get(11)?,
-                subject_name: r.get(12)?,
-                subject_consented: r.get(13)?,
-                subject_is_minor: r.get(14)?,
-                guardian_name: r.get(15)?,
-                purpose: r.get(16)?,
-                consented_at: r.get(17)?,
-                policy_version: r.get(18)?,
-                recorded_at: r.get(19)?,
-            },
-            labels: BTreeMap::new(),
-            created_at: r.get(9)?,
-            original_kept: r.get(20)?,
-            face: FaceSummary {
-                faces_found: r.get::<_, i64>(21)? as u32,
-                score: r.get::<_, f64>(22)? as f32,
-            },
-        },
-        state,
-        format,
-        labels,
-    ))
-}
-
-fn finish_avatar(raw: (Avatar, String, String, String)) -> StoreResult<Avatar> {
-    let (mut a, state, format, labels) = raw;
-    a.state = AvatarState::parse(&state)?;
-    a.image_format = ImageFormat::parse(&format)?;
-    a.labels = labels_from_json(&labels)?;
-    Ok(a)
-}
-
-fn session_from_row(r: &Row<'_>) -> rusqlite::Result<(SessionRecord, String)> {
-    Ok((
-        SessionRecord {
-            id: r.get(0)?,
-            tenant_id: r.get(1)?,
-            avatar_id: r.get(2)?,
-            language: r.get(3)?,
-            voice_id: r.get(4)?,
-            speed: r.get::<_, f64>(5)? as f32,
-            width: r.get(6)?,
-            height: r.get(7)?,
-            fps: r.get(8)?,
-            video_bitrate_kbps: r.get(9)?,
-            audio_bitrate_kbps: r.get(10)?,
-            idle_timeout_secs: r.get(11)?,
-            labels: BTreeMap::new(),
-            created_at: r.get(13)?,
-            closed_at: r.get(14)?,
-            close_reason: r.get(15)?,
-            node_id: r.get(16)?,
-        },
-        r.get(12)?,
-    ))
-}
-
-fn finish_session(raw: (SessionRecord, String)) -> StoreResult<SessionRecord> {
-    let (mut s, labels) = raw;
-    s.labels = labels_from_json(&labels)?;
-    Ok(s)
 }
 
 impl Backend for SqliteBackend {
@@ -443,6 +359,52 @@ impl Backend for SqliteBackend {
                 "DELETE FROM sessions WHERE tenant_id = ?1 AND (?2 IS NULL OR avatar_id = ?2) AND closed_at IS NOT NULL",
                 params![tenant_id, avatar_id],
             )?)
+        })
+    }
+
+    fn insert_recording(&self, r: &Recording, audit: &AuditEntry) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            recordings::insert(&tx, r)?;
+            insert_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn update_recording(
+        &self,
+        id: &str,
+        bytes: u64,
+        duration_ms: u64,
+        ended_at: Option<Millis>,
+    ) -> StoreResult<()> {
+        self.with(|c| recordings::update(c, id, bytes, duration_ms, ended_at))
+    }
+
+    fn get_recording(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Recording>> {
+        self.with(|c| recordings::get(c, tenant_id, id))
+    }
+
+    fn list_recordings(
+        &self,
+        tenant_id: &str,
+        avatar_id: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Recording>> {
+        self.with(|c| recordings::list(c, tenant_id, avatar_id, before, limit))
+    }
+
+    fn delete_recording(&self, tenant_id: &str, id: &str, audit: &AuditEntry) -> StoreResult<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let deleted = recordings::delete(&tx, tenant_id, id)?;
+            if deleted {
+                insert_audit(&tx, audit)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
         })
     }
 

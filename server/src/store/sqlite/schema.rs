@@ -104,6 +104,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN url TEXT NOT NULL DEFAULT '';
     "#,
+    // 6: recordings of sessions (the media is an encrypted file)
+    r#"
+    CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        session_id TEXT NOT NULL,
+        avatar_id TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX recordings_by_tenant ON recordings(tenant_id, id);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -24,6 +24,7 @@ fn conformance() {
     c::avatars_are_tenant_scoped_and_paged(&SqliteBackend::in_memory().unwrap());
     c::sessions_open_close_list_and_delete(&SqliteBackend::in_memory().unwrap());
     c::audit_pages_and_purges(&SqliteBackend::in_memory().unwrap());
+    c::recordings_grow_end_list_and_delete(&SqliteBackend::in_memory().unwrap());
 }
 
 #[test]
