@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "huashen/v1/session.proto",
     "huashen/v1/audit.proto",
     "huashen/v1/privacy.proto",
+    "huashen/v1/output.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

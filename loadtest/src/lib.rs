@@ -13,6 +13,7 @@ pub mod viewer;
 use anyhow::{Context, bail};
 use huashen_protos::v1;
 use huashen_protos::v1::avatar_service_client::AvatarServiceClient;
+use huashen_protos::v1::output_service_client::OutputServiceClient;
 use huashen_protos::v1::session_service_client::SessionServiceClient;
 use serde::Serialize;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Options {
     /// would), one Speak call per pass over the text, back to back, never
     /// interrupted; `None`: whole-text utterances at `rate`.
     pub words_per_second: Option<f64>,
+    /// Record every session (a recording output from its start).
+    pub record: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -270,7 +273,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let key = Key(opts.api_key.clone());
     let mut avatars: AvatarServiceClient<Svc> =
         AvatarServiceClient::with_interceptor(channel.clone(), key.clone());
-    let sessions: SessionServiceClient<Svc> = SessionServiceClient::with_interceptor(channel, key);
+    let sessions: SessionServiceClient<Svc> =
+        SessionServiceClient::with_interceptor(channel.clone(), key.clone());
+    let outputs: OutputServiceClient<Svc> = OutputServiceClient::with_interceptor(channel, key);
     let mut report = Report {
         sessions: opts.sessions,
         duration_s: opts.duration.as_secs_f64(),
@@ -338,6 +343,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             },
             whep_addr,
             barrier: barrier.clone(),
+            record: opts.record.then(|| outputs.clone()),
         };
         tasks.spawn(drive_session(client, plan));
     }
@@ -553,6 +559,8 @@ struct SessionPlan {
     viewer_options: viewer::ViewerOptions,
     whep_addr: std::net::SocketAddr,
     barrier: Arc<tokio::sync::Barrier>,
+    /// Record the session, through this client.
+    record: Option<OutputServiceClient<Svc>>,
 }
 
 #[derive(Default)]
@@ -845,6 +853,18 @@ async fn setup_session(
     };
     out.create = Some(t.elapsed());
     let id = session.session_id;
+    if let Some(mut outputs) = plan.record.clone() {
+        let recording = v1::AddOutputRequest {
+            session_id: id.clone(),
+            kind: Some(v1::add_output_request::Kind::Recording(
+                v1::RecordingOutput {},
+            )),
+        };
+        if let Err(e) = outputs.add_output(recording).await {
+            out.errors
+                .push(format!("AddOutput: {:?} {}", e.code(), e.message()));
+        }
+    }
     let t = Instant::now();
     match client
         .watch_session(v1::WatchSessionRequest {

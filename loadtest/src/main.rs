@@ -42,6 +42,9 @@ struct Args {
     /// Decode what viewers receive (H.264 + Opus); costs CPU in this process.
     #[arg(long)]
     decode: bool,
+    /// Record every session (OutputService.AddOutput with a recording).
+    #[arg(long)]
+    record: bool,
     /// Portrait to enroll.
     #[arg(long, default_value = "server/tests/data/astronaut.png")]
     image: PathBuf,
@@ -74,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         viewers: a.viewers,
         decode: a.decode,
         words_per_second: a.words_per_second,
+        record: a.record,
     })
     .await?;
     print!("{}", report.table());

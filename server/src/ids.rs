@@ -9,6 +9,8 @@ pub const AVATAR: &str = "av_";
 pub const SESSION: &str = "se_";
 pub const UTTERANCE: &str = "ut_";
 pub const CONSENT: &str = "cs_";
+pub const RECORDING: &str = "rc_";
+pub const OUTPUT: &str = "ou_";
 /// A server process sharing the records.
 pub const NODE: &str = "nd_";
 

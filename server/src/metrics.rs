@@ -41,6 +41,12 @@ pub struct Metrics {
     pub frames_late: IntCounter,
     pub keyframes: IntCounter,
     pub viewer_lag_events: IntCounter,
+    /// Outputs running now, by kind.
+    pub outputs: IntGaugeVec,
+    /// Media bytes outputs sent or wrote, by kind.
+    pub output_bytes: IntCounterVec,
+    /// Encoded frames outputs skipped because they fell behind.
+    pub output_dropped_frames: IntCounter,
     /// Commands waiting in session queues, refreshed at scrape time.
     pub session_queue_depth: IntGauge,
     /// CPU time of this process at 10 ms resolution (the standard
@@ -222,6 +228,33 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             IntCounter::new(
                 "huashen_viewer_lag_events_total",
                 "Times a viewer fell behind and resumed at a keyframe",
+            )
+            .unwrap(),
+        ),
+        outputs: register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("huashen_outputs", "Outputs running now, by kind"),
+                &["kind"],
+            )
+            .unwrap(),
+        ),
+        output_bytes: register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "huashen_output_bytes_total",
+                    "Media bytes outputs sent or wrote, by kind",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
+        ),
+        output_dropped_frames: register(
+            &r,
+            IntCounter::new(
+                "huashen_output_dropped_frames_total",
+                "Encoded frames outputs skipped because they fell behind",
             )
             .unwrap(),
         ),

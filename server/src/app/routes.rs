@@ -4,16 +4,20 @@
 use crate::config::Config;
 use crate::control::audit::AuditApi;
 use crate::control::avatars::AvatarApi;
+use crate::control::outputs::OutputApi;
 use crate::control::privacy::PrivacyApi;
 use crate::control::sessions::SessionApi;
 use crate::control::{http, whep, whip};
 use crate::ingest::moderation::Moderator;
 use crate::ingest::text::TextIngest;
+use crate::outputs::manager::{OutputLimits, OutputManager};
 use crate::session::SessionManager;
 use crate::store::Store;
 use huashen_protos::v1::audit_service_server::AuditServiceServer;
 use huashen_protos::v1::avatar_service_server::AvatarServiceServer;
+use huashen_protos::v1::output_service_server::OutputServiceServer;
 use huashen_protos::v1::privacy_service_server::PrivacyServiceServer;
+use huashen_protos::v1::recording_service_server::RecordingServiceServer;
 use huashen_protos::v1::session_service_server::SessionServiceServer;
 use std::sync::Arc;
 use tonic_health::server::HealthReporter;
@@ -48,12 +52,14 @@ pub(super) async fn router(
     Ok((router, health))
 }
 
-/// The gRPC services with health and reflection, also as gRPC-Web.
-async fn grpc(
-    config: &Config,
-    store: &Store,
-    sessions: &SessionManager,
-) -> anyhow::Result<(axum::Router, HealthReporter)> {
+/// The services' handlers that need settings.
+struct Apis {
+    avatar_api: AvatarApi,
+    session_api: SessionApi,
+    outputs: Arc<OutputApi>,
+}
+
+fn apis(config: &Config, store: &Store, sessions: &SessionManager) -> Apis {
     let avatar_api = AvatarApi {
         store: store.clone(),
         sessions: sessions.clone(),
@@ -70,6 +76,35 @@ async fn grpc(
         default_idle_timeout: config.sessions.idle_timeout,
         max_idle_timeout: config.sessions.max_idle_timeout,
     };
+    let outputs = Arc::new(OutputApi {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        outputs: OutputManager::new(
+            store.clone(),
+            OutputLimits {
+                max_per_session: config.limits.max_outputs_per_session,
+                keyframe_interval: config.limits.output_keyframe_interval,
+            },
+        ),
+    });
+    Apis {
+        avatar_api,
+        session_api,
+        outputs,
+    }
+}
+
+/// The gRPC services with health and reflection, also as gRPC-Web.
+async fn grpc(
+    config: &Config,
+    store: &Store,
+    sessions: &SessionManager,
+) -> anyhow::Result<(axum::Router, HealthReporter)> {
+    let Apis {
+        avatar_api,
+        session_api,
+        outputs,
+    } = apis(config, store, sessions);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AvatarServiceServer<AvatarApi>>().await;
     health
@@ -78,6 +113,10 @@ async fn grpc(
     health.set_serving::<AuditServiceServer<AuditApi>>().await;
     health
         .set_serving::<PrivacyServiceServer<PrivacyApi>>()
+        .await;
+    health.set_serving::<OutputServiceServer<OutputApi>>().await;
+    health
+        .set_serving::<RecordingServiceServer<OutputApi>>()
         .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -105,6 +144,8 @@ async fn grpc(
         store: store.clone(),
         sessions: sessions.clone(),
     }))
+    .add_service(OutputServiceServer::from_arc(outputs.clone()))
+    .add_service(RecordingServiceServer::from_arc(outputs))
     .add_service(health_service)
     .add_service(reflection().build_v1()?)
     .add_service(reflection().build_v1alpha()?)

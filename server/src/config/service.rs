@@ -118,6 +118,12 @@ pub struct LimitsConfig {
     /// What a session is assumed to cost until one has been measured, in
     /// cores.
     pub session_cost: f64,
+    /// Outputs (recordings, …) one session may have at once.
+    pub max_outputs_per_session: usize,
+    /// While an output that needs them runs (a recording), the session's
+    /// video has a keyframe at least this often.
+    #[serde(with = "humantime_serde")]
+    pub output_keyframe_interval: std::time::Duration,
 }
 
 impl Default for LimitsConfig {
@@ -131,6 +137,8 @@ impl Default for LimitsConfig {
             event_buffer: 1024,
             cpu_budget: 0.0,
             session_cost: 0.25,
+            max_outputs_per_session: 4,
+            output_keyframe_interval: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -316,7 +324,7 @@ impl StorageConfig {
 
 impl LimitsConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 7] = [
+        let checks: [(bool, &str); 9] = [
             (
                 self.cpu_budget >= 0.0 && self.cpu_budget <= 4096.0,
                 "limits.cpu_budget must be 0 (auto) or a number of cores up to 4096",
@@ -332,6 +340,15 @@ impl LimitsConfig {
             (
                 self.max_sessions_per_tenant > 0,
                 "limits.max_sessions_per_tenant must be at least 1",
+            ),
+            (
+                (1..=32).contains(&self.max_outputs_per_session),
+                "limits.max_outputs_per_session must be 1..32",
+            ),
+            (
+                self.output_keyframe_interval >= std::time::Duration::from_millis(200)
+                    && self.output_keyframe_interval <= std::time::Duration::from_secs(10),
+                "limits.output_keyframe_interval must be 200ms..10s",
             ),
             (
                 self.max_image_bytes >= 1024,

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod avatars;
 pub mod http;
+pub mod outputs;
 pub mod privacy;
 pub mod sessions;
 pub mod validate;

@@ -59,6 +59,7 @@ impl PrivacyService for PrivacyApi {
             deleted_avatar_ids: erased.deleted_avatar_ids,
             deleted_session_records: erased.deleted_session_records,
             deleted_files: erased.deleted_files,
+            deleted_recordings: erased.deleted_recordings,
         }))
     }
 }

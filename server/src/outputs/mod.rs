@@ -1,7 +1,13 @@
 //! Studio outputs of a live session: what leaves the server besides its
 //! WebRTC viewers, each fed the session's already-encoded frames (no
-//! second encode). So far the recording format: fragmented MP4
-//! ([`fmp4`]) written as frames come ([`fragments`]).
+//! second encode), on its own task or thread with a bounded queue. So far:
+//! recordings ([`recording`]: fragmented MP4 ([`fmp4`]) written as frames
+//! come ([`fragments`]), sealed into the file store). [`manager`] starts,
+//! lists and stops them.
 
 pub mod fmp4;
 pub mod fragments;
+pub mod manager;
+pub mod recording;
+pub mod recordings;
+pub mod state;

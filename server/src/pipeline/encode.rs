@@ -115,6 +115,15 @@ impl AudioEncoder {
         })
     }
 
+    /// The encoder's look-ahead in 48 kHz samples (Opus "pre-skip").
+    pub fn lookahead(&mut self) -> u16 {
+        self.inner
+            .get_lookahead()
+            .ok()
+            .and_then(|n| u16::try_from(n).ok())
+            .unwrap_or(312)
+    }
+
     /// Encodes one 20 ms frame of 48 kHz mono PCM.
     pub fn encode(&mut self, pcm: &[i16]) -> Result<&[u8], EncodeError> {
         debug_assert_eq!(pcm.len(), AUDIO_FRAME as usize);

@@ -149,6 +149,8 @@ pub struct MediaPipeline {
     pub config: MediaConfig,
     pub playback: Arc<Playback>,
     pub voice: Arc<VoiceInput>,
+    /// The Opus encoder's look-ahead (48 kHz samples), for containers.
+    pre_skip: u16,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -167,7 +169,8 @@ impl MediaPipeline {
             config.fps,
             config.video_bitrate_kbps,
         )?;
-        let audio = AudioEncoder::new(config.audio_bitrate_kbps)?;
+        let mut audio = AudioEncoder::new(config.audio_bitrate_kbps)?;
+        let pre_skip = audio.lookahead();
         let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
         let (frames_tx, _) = broadcast::channel(FRAMES_CAPACITY);
         let keyframe = Arc::new(AtomicBool::new(true));
@@ -213,6 +216,7 @@ impl MediaPipeline {
             config,
             playback,
             voice,
+            pre_skip,
             thread: Some(thread),
         })
     }
@@ -220,6 +224,11 @@ impl MediaPipeline {
     /// Packets from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<MediaPacket>> {
         self.packets.subscribe()
+    }
+
+    /// The Opus encoder's look-ahead (48 kHz samples), for containers.
+    pub fn audio_pre_skip(&self) -> u16 {
+        self.pre_skip
     }
 
     /// Encoded frames from now on (for outputs). A receiver that falls

@@ -14,6 +14,7 @@ pub struct Erased {
     pub deleted_avatar_ids: Vec<String>,
     pub deleted_session_records: u32,
     pub deleted_files: u32,
+    pub deleted_recordings: u32,
 }
 
 /// Deletes `avatar_id`'s data (or, when empty, all of the tenant's
@@ -40,6 +41,7 @@ pub async fn erase(
             })
             .await?;
         out.deleted_session_records += records as u32;
+        out.deleted_recordings += erase_recordings(store, who, &a.id).await?;
         match store.files.remove_avatar(&a.id).await {
             Ok(n) => out.deleted_files += n as u32,
             Err(e) => {
@@ -49,4 +51,36 @@ pub async fn erase(
         out.deleted_avatar_ids.push(a.id);
     }
     Ok(out)
+}
+
+/// Deletes the recordings of an avatar (records, then files); returns how
+/// many.
+async fn erase_recordings(store: &Store, who: &Principal, avatar_id: &str) -> ApiResult<u32> {
+    let tenant = who.tenant_id.clone();
+    let avatar = avatar_id.to_owned();
+    let who2 = who.clone();
+    let ids = store
+        .run(move |b| {
+            let mut ids = Vec::new();
+            for r in b.list_recordings(&tenant, Some(&avatar), None, usize::MAX >> 1)? {
+                let audit = AuditEntry::new(Some(&who2), "subject.delete", r.id.clone(), "ok");
+                if b.delete_recording(&tenant, &r.id, &audit)? {
+                    ids.push(r.id);
+                }
+            }
+            Ok(ids)
+        })
+        .await?;
+    for id in &ids {
+        let files = store.files.clone();
+        let id2 = id.clone();
+        match tokio::task::spawn_blocking(move || files.remove_recording(&id2)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(recording = %id, error = %e, "recording file left on disk")
+            }
+            Err(e) => tracing::warn!(recording = %id, error = %e, "recording file left on disk"),
+        }
+    }
+    Ok(ids.len() as u32)
 }

@@ -5,7 +5,7 @@
 use super::scope;
 use crate::error::{ApiError, ApiResult};
 use crate::store::files::{FileStore, PORTRAIT_FILE};
-use crate::store::{AuditEntry, Avatar, Principal, SessionRecord, Store, now_ms};
+use crate::store::{AuditEntry, Avatar, Principal, Recording, SessionRecord, Store, now_ms};
 use serde_json::json;
 use std::collections::HashSet;
 use std::io::Write;
@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 const CHUNK: usize = 64 * 1024;
 /// Audit entries read for one export, at most.
 const MAX_AUDIT: usize = 1_000_000;
+/// Recordings read for one export, at most.
+const MAX_RECORDINGS: usize = 100_000;
 
 /// What one archive holds, read from the records.
 pub struct Export {
@@ -22,6 +24,7 @@ pub struct Export {
     scope: String,
     avatars: Vec<Avatar>,
     sessions: Vec<SessionRecord>,
+    recordings: Vec<Recording>,
     audit: Vec<AuditEntry>,
 }
 
@@ -31,11 +34,12 @@ pub async fn prepare(store: &Store, who: &Principal, avatar_id: &str) -> ApiResu
     let avatars = scope::avatars(store, who, avatar_id).await?;
     let tenant = who.tenant_id.clone();
     let only = (!avatar_id.is_empty()).then(|| avatar_id.to_owned());
-    let (sessions, mut audit) = store
+    let (sessions, recordings, mut audit) = store
         .run(move |b| {
             let sessions = b.sessions_of(&tenant, only.as_deref())?;
+            let recordings = b.list_recordings(&tenant, only.as_deref(), None, MAX_RECORDINGS)?;
             let audit = b.audit_for_tenant(&tenant, MAX_AUDIT)?;
-            Ok((sessions, audit))
+            Ok((sessions, recordings, audit))
         })
         .await?;
     if !avatar_id.is_empty() {
@@ -44,6 +48,7 @@ pub async fn prepare(store: &Store, who: &Principal, avatar_id: &str) -> ApiResu
             .iter()
             .map(|a| a.id.as_str())
             .chain(sessions.iter().map(|s| s.id.as_str()))
+            .chain(recordings.iter().map(|r| r.id.as_str()))
             .collect();
         audit.retain(|e| objects.contains(e.target.as_str()));
     }
@@ -58,6 +63,7 @@ pub async fn prepare(store: &Store, who: &Principal, avatar_id: &str) -> ApiResu
         scope,
         avatars,
         sessions,
+        recordings,
         audit,
     })
 }
@@ -93,7 +99,7 @@ fn write_archive(export: &Export, files: &FileStore, out: &mut impl Write) -> st
         "avatars": export.avatars.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
         "contents": ["avatars/<id>/avatar.json", "avatars/<id>/portrait.png",
                      "avatars/<id>/original.* (when kept)", "sessions.json",
-                     "audit.json", "recordings.json"],
+                     "audit.json", "recordings.json", "recordings/<id>.mp4"],
     });
     add_json(&mut tar, "manifest.json", &manifest)?;
     for a in &export.avatars {
@@ -114,9 +120,11 @@ fn write_archive(export: &Export, files: &FileStore, out: &mut impl Write) -> st
     add_json(&mut tar, "sessions.json", &sessions)?;
     let audit: Vec<serde_json::Value> = export.audit.iter().map(audit_json).collect();
     add_json(&mut tar, "audit.json", &audit)?;
-    // Huashen records nothing yet; the list is here so the archive always
-    // says so.
-    add_file(&mut tar, "recordings.json", b"[]")?;
+    let recordings: Vec<serde_json::Value> = export.recordings.iter().map(recording_json).collect();
+    add_json(&mut tar, "recordings.json", &recordings)?;
+    for r in &export.recordings {
+        add_recording(&mut tar, files, r)?;
+    }
     tar.into_inner()?.flush()
 }
 
@@ -135,6 +143,78 @@ fn add_file<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) -> std
     h.set_mtime((now_ms() / 1000) as u64);
     h.set_cksum();
     tar.append_data(&mut h, path, data)
+}
+
+/// A recording's file, decrypted as it goes into the archive (its size,
+/// which the tar header needs first, by a first pass).
+fn add_recording<W: Write>(
+    tar: &mut tar::Builder<W>,
+    files: &FileStore,
+    r: &Recording,
+) -> std::io::Result<()> {
+    let failed = |e: crate::store::files::ReadError| std::io::Error::other(e.to_string());
+    let mut size = 0u64;
+    let mut reader = files.read_recording(&r.id).map_err(failed)?;
+    while let Some(piece) = reader.next_piece().map_err(failed)? {
+        size += piece.len() as u64;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o600);
+    h.set_mtime((now_ms() / 1000) as u64);
+    h.set_cksum();
+    let reader = files.read_recording(&r.id).map_err(failed)?;
+    let pieces = Pieces {
+        reader,
+        piece: Vec::new(),
+        at: 0,
+        left: size,
+    };
+    tar.append_data(&mut h, format!("recordings/{}.mp4", r.id), pieces)
+}
+
+/// A recording's pieces as one `Read`, cut at the size the header says.
+struct Pieces {
+    reader: crate::store::sealed_stream::SealedReader,
+    piece: Vec<u8>,
+    at: usize,
+    left: u64,
+}
+
+impl std::io::Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.piece.len() {
+            if self.left == 0 {
+                return Ok(0);
+            }
+            match self.reader.next_piece() {
+                Ok(Some(p)) => (self.piece, self.at) = (p, 0),
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+        let n = buf
+            .len()
+            .min(self.piece.len() - self.at)
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        buf[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
+        self.at += n;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn recording_json(r: &Recording) -> serde_json::Value {
+    json!({
+        "recording_id": r.id,
+        "session_id": r.session_id,
+        "avatar_id": r.avatar_id,
+        "started_at_ms": r.started_at,
+        "ended_at_ms": r.ended_at,
+        "bytes": r.bytes,
+        "duration_ms": r.duration_ms,
+        "file": format!("recordings/{}.mp4", r.id),
+    })
 }
 
 fn avatar_json(a: &Avatar) -> serde_json::Value {

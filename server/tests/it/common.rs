@@ -243,6 +243,9 @@ pub struct Client {
     pub sessions: SessionServiceClient<Intercepted>,
     pub audit: huashen_protos::v1::audit_service_client::AuditServiceClient<Intercepted>,
     pub privacy: huashen_protos::v1::privacy_service_client::PrivacyServiceClient<Intercepted>,
+    pub outputs: huashen_protos::v1::output_service_client::OutputServiceClient<Intercepted>,
+    pub recordings:
+        huashen_protos::v1::recording_service_client::RecordingServiceClient<Intercepted>,
 }
 
 impl Client {
@@ -262,6 +265,16 @@ impl Client {
             ),
             privacy:
                 huashen_protos::v1::privacy_service_client::PrivacyServiceClient::with_interceptor(
+                    channel.clone(),
+                    auth.clone(),
+                ),
+            outputs:
+                huashen_protos::v1::output_service_client::OutputServiceClient::with_interceptor(
+                    channel.clone(),
+                    auth.clone(),
+                ),
+            recordings:
+                huashen_protos::v1::recording_service_client::RecordingServiceClient::with_interceptor(
                     channel, auth,
                 ),
         }

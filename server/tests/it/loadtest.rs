@@ -21,6 +21,7 @@ async fn short_run_against_a_real_server() {
         decode: true,
         speak: None,
         words_per_second: None,
+        record: false,
     })
     .await
     .unwrap();
@@ -55,6 +56,7 @@ async fn short_speaking_run_hears_speech() {
         decode: true,
         speak: Some("Hello and welcome, this is a load test of the speech path.".into()),
         words_per_second: None,
+        record: false,
     })
     .await
     .unwrap();
@@ -85,6 +87,7 @@ async fn streamed_text_is_spoken_to_the_end() {
         decode: true,
         speak: Some("Good evening. Today we taste three green teas, one by one.".into()),
         words_per_second: Some(8.0),
+        record: false,
     })
     .await
     .unwrap();

@@ -15,6 +15,7 @@ mod media;
 mod metrics;
 mod privacy;
 mod process;
+mod recordings;
 mod reflection_health_web;
 mod sessions;
 mod shared_storage;

@@ -328,7 +328,10 @@ async fn retention_purges_old_records_by_an_injected_clock() {
 }
 
 /// Runs an export and unpacks the archive: path → bytes.
-async fn export(c: &mut Client, avatar_id: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+pub async fn export(
+    c: &mut Client,
+    avatar_id: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
     use huashen_protos::v1;
     let mut stream = c
         .privacy

@@ -38,14 +38,9 @@ pub(super) fn check_speak_chunk(m: &v1::SpeakRequest) -> ApiResult<()> {
     Ok(())
 }
 
-/// The session a CreateSession request asks for, checked, defaults filled
-/// in (`idle_timeout` when it names none, at most `max_idle_timeout`).
-pub(super) fn spec(
-    req: &v1::CreateSessionRequest,
-    default_idle_timeout: Duration,
-    max_idle_timeout: Duration,
-) -> ApiResult<SessionSpec> {
-    let voice = req.voice.clone().unwrap_or_default();
+/// The voice options checked: the language (one of [`LANGUAGES`]) and the
+/// speaking rate.
+fn voice_spec(voice: &v1::VoiceOptions) -> ApiResult<(String, f32)> {
     let language = if voice.language.is_empty() {
         "en-US".to_owned()
     } else if let Some(l) = LANGUAGES
@@ -77,6 +72,18 @@ pub(super) fn spec(
             voice.speed
         )));
     }
+    Ok((language, speed))
+}
+
+/// The session a CreateSession request asks for, checked, defaults filled
+/// in (`idle_timeout` when it names none, at most `max_idle_timeout`).
+pub(super) fn spec(
+    req: &v1::CreateSessionRequest,
+    default_idle_timeout: Duration,
+    max_idle_timeout: Duration,
+) -> ApiResult<SessionSpec> {
+    let voice = req.voice.clone().unwrap_or_default();
+    let (language, speed) = voice_spec(&voice)?;
     let out = req.output.unwrap_or_default();
     let width = ranged("output.width", out.width, 512, 128, 1920)?;
     let height = ranged("output.height", out.height, 512, 128, 1080)?;

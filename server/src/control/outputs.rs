@@ -1,0 +1,200 @@
+//! `huashen.v1.OutputService` (outputs of live sessions) and
+//! `huashen.v1.RecordingService` (the recordings kept); `outputs/` does the
+//! work.
+
+use super::auth::authenticate;
+use super::validate;
+use crate::error::ApiError;
+use crate::ids;
+use crate::outputs::manager::{Output, OutputKind, OutputManager, OutputRequest};
+use crate::outputs::recordings;
+use crate::outputs::state::OutputState;
+use crate::session::SessionManager;
+use crate::store::{Recording, Store};
+use futures::{Stream, StreamExt};
+use huashen_protos::v1;
+use huashen_protos::v1::output_service_server::OutputService;
+use huashen_protos::v1::recording_service_server::RecordingService;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct OutputApi {
+    pub store: Store,
+    pub sessions: SessionManager,
+    pub outputs: OutputManager,
+}
+
+fn output_to_proto(o: &Output) -> v1::Output {
+    let (state, reason) = match o.state() {
+        OutputState::Starting => (v1::OutputState::Starting, String::new()),
+        OutputState::Live => (v1::OutputState::Live, String::new()),
+        OutputState::Stopped => (v1::OutputState::Stopped, String::new()),
+        OutputState::Failed(why) => (v1::OutputState::Failed, why),
+    };
+    let (kind, recording_id) = match &o.kind {
+        OutputKind::Recording { recording_id } => (
+            v1::output::Kind::Recording(v1::RecordingOutput {}),
+            recording_id.clone(),
+        ),
+    };
+    v1::Output {
+        output_id: o.id.clone(),
+        session_id: o.session_id.clone(),
+        state: state as i32,
+        reason,
+        started_at: Some(validate::timestamp(o.started_at)),
+        kind: Some(kind),
+        recording_id,
+        bytes: o.bytes.load(Ordering::Relaxed),
+    }
+}
+
+fn recording_to_proto(r: &Recording) -> v1::Recording {
+    v1::Recording {
+        recording_id: r.id.clone(),
+        session_id: r.session_id.clone(),
+        avatar_id: r.avatar_id.clone(),
+        started_at: Some(validate::timestamp(r.started_at)),
+        ended_at: r.ended_at.map(validate::timestamp),
+        bytes: r.bytes,
+        duration_ms: r.duration_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl OutputService for OutputApi {
+    async fn add_output(
+        &self,
+        request: Request<v1::AddOutputRequest>,
+    ) -> Result<Response<v1::Output>, Status> {
+        let who = authenticate(&self.store, request.metadata()).await?;
+        let req = request.into_inner();
+        let kind = match req.kind {
+            Some(v1::add_output_request::Kind::Recording(_)) => OutputRequest::Recording,
+            None => return Err(ApiError::invalid("kind is required: recording").into()),
+        };
+        let session = self.sessions.find_live(&who, &req.session_id).await?;
+        let output = self.outputs.add(&who, &session, kind).await?;
+        Ok(Response::new(output_to_proto(&output)))
+    }
+
+    async fn remove_output(
+        &self,
+        request: Request<v1::RemoveOutputRequest>,
+    ) -> Result<Response<v1::Output>, Status> {
+        let who = authenticate(&self.store, request.metadata()).await?;
+        let output = self
+            .outputs
+            .remove(&who, &request.get_ref().output_id)
+            .await?;
+        Ok(Response::new(output_to_proto(&output)))
+    }
+
+    async fn list_outputs(
+        &self,
+        request: Request<v1::ListOutputsRequest>,
+    ) -> Result<Response<v1::ListOutputsResponse>, Status> {
+        let who = authenticate(&self.store, request.metadata()).await?;
+        let session = self
+            .sessions
+            .find_live(&who, &request.get_ref().session_id)
+            .await?;
+        let outputs = self.outputs.of_session(&session.record.id);
+        Ok(Response::new(v1::ListOutputsResponse {
+            outputs: outputs.iter().map(|o| output_to_proto(o)).collect(),
+        }))
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::RecordingChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RecordingService for OutputApi {
+    type DownloadRecordingStream = ChunkStream;
+
+    async fn list_recordings(
+        &self,
+        request: Request<v1::ListRecordingsRequest>,
+    ) -> Result<Response<v1::ListRecordingsResponse>, Status> {
+        let who = authenticate(&self.store, request.metadata()).await?;
+        let req = request.into_inner();
+        let (size, before) = validate::page(req.page.as_ref(), ids::RECORDING)?;
+        let avatar = match req.avatar_id.as_str() {
+            "" => None,
+            a => Some(ids::parse_id("avatar_id", ids::AVATAR, a)?),
+        };
+        let tenant = who.tenant_id.clone();
+        let found = self
+            .store
+            .run(move |b| b.list_recordings(&tenant, avatar.as_deref(), before.as_deref(), size))
+            .await
+            .map_err(ApiError::from)?;
+        let outcome = format!("{} recordings", found.len());
+        recordings::audit(&self.store, &who, "recording.list", String::new(), outcome).await?;
+        Ok(Response::new(v1::ListRecordingsResponse {
+            next_page_token: validate::next_token(
+                found.len(),
+                size,
+                found.last().map(|r| r.id.as_str()),
+            ),
+            recordings: found.iter().map(recording_to_proto).collect(),
+        }))
+    }
+
+    async fn get_recording(
+        &self,
+        request: Request<v1::GetRecordingRequest>,
+    ) -> Result<Response<v1::Recording>, Status> {
+        let who = authenticate(&self.store, request.metadata()).await?;
+        let rec = recordings::get(&self.store, &who, &request.get_ref().recording_id).await?;
+        recordings::audit(
+            &self.store,
+            &who,
+            "recording.read",
+            rec.id.clone(),
+            "ok".into(),
+        )
+        .await?;
+        Ok(Response::new(recording_to_proto(&rec)))
+    }
+
+    async fn download_recording(
+        &self,
+        request: Request<v1::DownloadRecordingRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let who = authenticate(&self.store, request.metadata()).await?;
+        let rec = recordings::get(&self.store, &who, &request.get_ref().recording_id).await?;
+        recordings::audit(
+            &self.store,
+            &who,
+            "recording.download",
+            rec.id.clone(),
+            "ok".into(),
+        )
+        .await?;
+        let chunks = recordings::read(self.store.files.clone(), rec.id);
+        Ok(Response::new(Box::pin(ReceiverStream::new(chunks).map(
+            |c| {
+                c.map(|data| v1::RecordingChunk { data })
+                    .map_err(Status::from)
+            },
+        ))))
+    }
+
+    async fn delete_recording(
+        &self,
+        request: Request<v1::DeleteRecordingRequest>,
+    ) -> Result<Response<v1::DeleteRecordingResponse>, Status> {
+        let who = authenticate(&self.store, request.metadata()).await?;
+        recordings::delete(
+            &self.store,
+            &self.outputs,
+            &who,
+            &request.get_ref().recording_id,
+        )
+        .await?;
+        Ok(Response::new(v1::DeleteRecordingResponse {}))
+    }
+}

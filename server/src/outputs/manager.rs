@@ -1,0 +1,238 @@
+//! The outputs of this server's live sessions: starting them within the
+//! limits, listing and stopping them, and ending them with their session.
+
+use super::recording::{self, RecordingJob};
+use super::state::{OutputState, StateTx};
+use crate::error::{ApiError, ApiResult};
+use crate::ids;
+use crate::session::SessionHandle;
+use crate::store::{AuditEntry, Principal, Recording, Store, now_ms};
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What an output does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Writes the recording with this id.
+    Recording { recording_id: String },
+}
+
+impl OutputKind {
+    /// For metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Recording { .. } => "recording",
+        }
+    }
+}
+
+/// What is asked for in AddOutput.
+#[derive(Debug, Clone)]
+pub enum OutputRequest {
+    Recording,
+}
+
+/// One output of a live session.
+pub struct Output {
+    pub id: String,
+    pub session_id: String,
+    pub tenant_id: String,
+    pub kind: OutputKind,
+    pub started_at: i64,
+    pub state: watch::Receiver<OutputState>,
+    pub bytes: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl Output {
+    pub fn state(&self) -> OutputState {
+        self.state.borrow().clone()
+    }
+}
+
+/// Settings of the outputs.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    pub max_per_session: usize,
+    pub keyframe_interval: Duration,
+}
+
+#[derive(Clone)]
+pub struct OutputManager {
+    store: Store,
+    limits: OutputLimits,
+    live: Arc<DashMap<String, Arc<Output>>>,
+}
+
+impl OutputManager {
+    pub fn new(store: Store, limits: OutputLimits) -> Self {
+        Self {
+            store,
+            limits,
+            live: Default::default(),
+        }
+    }
+
+    /// Starts an output of `session` (the caller's, live here).
+    pub async fn add(
+        &self,
+        who: &Principal,
+        session: &Arc<SessionHandle>,
+        request: OutputRequest,
+    ) -> ApiResult<Arc<Output>> {
+        let session_id = &session.record.id;
+        let mine = self.of_session(session_id);
+        let running: Vec<_> = mine.iter().filter(|o| !o.state().ended()).collect();
+        if running.len() >= self.limits.max_per_session {
+            return Err(ApiError::ResourceExhausted(format!(
+                "session {session_id} already has {} outputs, the limit \
+                 (limits.max_outputs_per_session); remove one first",
+                running.len()
+            )));
+        }
+        match request {
+            OutputRequest::Recording => {
+                if running
+                    .iter()
+                    .any(|o| matches!(o.kind, OutputKind::Recording { .. }))
+                {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "session {session_id} is already being recorded"
+                    )));
+                }
+                self.start_recording(who, session).await
+            }
+        }
+    }
+
+    async fn start_recording(
+        &self,
+        who: &Principal,
+        session: &Arc<SessionHandle>,
+    ) -> ApiResult<Arc<Output>> {
+        let recording = Recording {
+            id: ids::new_id(ids::RECORDING),
+            tenant_id: who.tenant_id.clone(),
+            session_id: session.record.id.clone(),
+            avatar_id: session.record.avatar_id.clone(),
+            started_at: now_ms(),
+            ended_at: None,
+            bytes: 0,
+            duration_ms: 0,
+        };
+        let audit = AuditEntry::new(Some(who), "recording.start", recording.id.clone(), "ok");
+        let rec = recording.clone();
+        self.store
+            .run(move |b| b.insert_recording(&rec, &audit))
+            .await?;
+        let (state, state_rx) = StateTx::new();
+        let output = Arc::new(Output {
+            id: ids::new_id(ids::OUTPUT),
+            session_id: session.record.id.clone(),
+            tenant_id: who.tenant_id.clone(),
+            kind: OutputKind::Recording {
+                recording_id: recording.id.clone(),
+            },
+            started_at: recording.started_at,
+            state: state_rx,
+            bytes: Default::default(),
+            stop: session.cancel_token.child_token(),
+        });
+        let job = RecordingJob {
+            store: self.store.clone(),
+            recording: recording.clone(),
+            media: session.media.clone(),
+            pre_skip: session.media.audio_pre_skip(),
+            stop: output.stop.clone(),
+            state,
+            bytes: output.bytes.clone(),
+        };
+        let id = recording.id.clone();
+        let started = tokio::task::spawn_blocking(move || recording::start(job))
+            .await
+            .map_err(|e| ApiError::Internal(format!("the recording could not start: {e}")))?;
+        if let Err(e) = started {
+            tracing::error!(recording = %id, error = %e, "cannot create the recording file");
+            let end = now_ms();
+            let _ = self
+                .store
+                .run(move |b| b.update_recording(&id, 0, 0, Some(end)))
+                .await;
+            return Err(ApiError::Unavailable(
+                "the recording file could not be created; see the server log".into(),
+            ));
+        }
+        self.track(session, output.clone());
+        tracing::info!(output = %output.id, recording = %recording.id, "recording started");
+        Ok(output)
+    }
+
+    /// Keeps `output` listed while its session lives; keyframes come at
+    /// least every `keyframe_interval` while any output of it runs.
+    fn track(&self, session: &Arc<SessionHandle>, output: Arc<Output>) {
+        let kind = output.kind.name();
+        crate::metrics::METRICS
+            .outputs
+            .with_label_values(&[kind])
+            .inc();
+        session
+            .media
+            .set_keyframe_interval(Some(self.limits.keyframe_interval));
+        self.live.insert(output.id.clone(), output.clone());
+        let live = self.live.clone();
+        let session = session.clone();
+        let mut state = output.state.clone();
+        tokio::spawn(async move {
+            let _ = state.wait_for(OutputState::ended).await;
+            crate::metrics::METRICS
+                .outputs
+                .with_label_values(&[kind])
+                .dec();
+            let others = live
+                .iter()
+                .any(|o| o.session_id == output.session_id && !o.state().ended());
+            if !others {
+                session.media.set_keyframe_interval(None);
+            }
+            // Listed (in its final state) until the session closes.
+            session.cancel_token.cancelled().await;
+            live.remove(&output.id);
+        });
+    }
+
+    /// The outputs of a session (running and ended), oldest first.
+    pub fn of_session(&self, session_id: &str) -> Vec<Arc<Output>> {
+        let mut outputs: Vec<_> = self
+            .live
+            .iter()
+            .filter(|o| o.session_id == session_id)
+            .map(|o| o.clone())
+            .collect();
+        outputs.sort_by(|a, b| a.id.cmp(&b.id));
+        outputs
+    }
+
+    /// The caller's output; NOT_FOUND for another tenant's.
+    pub fn get(&self, who: &Principal, output_id: &str) -> ApiResult<Arc<Output>> {
+        let id = ids::parse_id("output_id", ids::OUTPUT, output_id)?;
+        self.live
+            .get(&id)
+            .filter(|o| o.tenant_id == who.tenant_id)
+            .map(|o| o.clone())
+            .ok_or_else(|| ApiError::not_found(format!("output {id} not found")))
+    }
+
+    /// Stops an output and waits (briefly) for it to end.
+    pub async fn remove(&self, who: &Principal, output_id: &str) -> ApiResult<Arc<Output>> {
+        let output = self.get(who, output_id)?;
+        output.stop.cancel();
+        let mut state = output.state.clone();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), state.wait_for(OutputState::ended)).await;
+        Ok(output)
+    }
+}

@@ -1,0 +1,140 @@
+//! The recording output: the session's encoded frames as fragmented MP4,
+//! sealed piece by piece into the file store as they come, on a thread of
+//! its own (file writes block). Its record grows as it goes and is closed
+//! when the output stops.
+
+use super::fragments::FragmentWriter;
+use super::state::{OutputState, StateTx};
+use crate::pipeline::{EncodedFrame, MediaKind, MediaPipeline};
+use crate::store::{Recording, Store, now_ms};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+/// How often the record learns the recording's size and length.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// What a recording thread needs.
+pub struct RecordingJob {
+    pub store: Store,
+    pub recording: Recording,
+    pub media: Arc<MediaPipeline>,
+    /// Opus look-ahead of the session's encoder, in 48 kHz samples.
+    pub pre_skip: u16,
+    pub stop: CancellationToken,
+    pub state: StateTx,
+    /// Bytes written, for `ListOutputs` and metrics.
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// Starts writing; the thread ends when `stop` fires, when the session's
+/// media ends, or at a write error (the state says which).
+pub fn start(job: RecordingJob) -> std::io::Result<()> {
+    let frames = job.media.subscribe_frames();
+    let file = job.store.files.create_recording(&job.recording.id)?;
+    std::thread::Builder::new()
+        .name(format!("rec-{}", &job.recording.id[3..11]))
+        .spawn(move || run(job, frames, file))?;
+    Ok(())
+}
+
+fn run(
+    job: RecordingJob,
+    mut frames: broadcast::Receiver<Arc<EncodedFrame>>,
+    mut file: crate::store::sealed_stream::SealedWriter,
+) {
+    let config = job.media.config;
+    let mut writer = FragmentWriter::new(config.width, config.height, config.fps, job.pre_skip);
+    let mut last_progress = Instant::now();
+    let mut wait_keyframe = false;
+    let mut failure = None;
+    job.media.request_keyframe();
+    while !job.stop.is_cancelled() {
+        let frame = match frames.blocking_recv() {
+            Ok(f) => f,
+            Err(RecvError::Lagged(missed)) => {
+                // The disk fell behind: skip to the next keyframe rather
+                // than write pictures that reference lost ones.
+                tracing::warn!(missed, "recording fell behind; resuming at a keyframe");
+                crate::metrics::METRICS.output_dropped_frames.inc_by(missed);
+                wait_keyframe = true;
+                job.media.request_keyframe();
+                continue;
+            }
+            Err(RecvError::Closed) => break,
+        };
+        if frame.kind == MediaKind::Video && wait_keyframe {
+            if !frame.keyframe {
+                continue;
+            }
+            wait_keyframe = false;
+        }
+        let Some(bytes) = writer.push(&frame) else {
+            continue;
+        };
+        if let Err(e) = append(&job, &mut file, &bytes) {
+            failure = Some(e);
+            break;
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            progress(&job, &writer, None);
+        }
+    }
+    if failure.is_none()
+        && let Some(bytes) = writer.finish()
+        && let Err(e) = append(&job, &mut file, &bytes)
+    {
+        failure = Some(e);
+    }
+    progress(&job, &writer, Some(now_ms()));
+    match failure {
+        Some(e) => {
+            tracing::error!(recording = %job.recording.id, error = %e, "recording failed");
+            job.state.set(OutputState::Failed(format!(
+                "the recording could not be written: {}",
+                describe(&e)
+            )));
+        }
+        None => job.state.set(OutputState::Stopped),
+    }
+}
+
+fn append(
+    job: &RecordingJob,
+    file: &mut crate::store::sealed_stream::SealedWriter,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    file.append(bytes)?;
+    job.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    crate::metrics::METRICS
+        .output_bytes
+        .with_label_values(&["recording"])
+        .inc_by(bytes.len() as u64);
+    job.state.set(OutputState::Live);
+    Ok(())
+}
+
+/// Tells the record how far the recording got (blocking).
+fn progress(job: &RecordingJob, writer: &FragmentWriter, ended_at: Option<i64>) {
+    let bytes = job.bytes.load(Ordering::Relaxed);
+    let ms = writer.duration().as_millis() as u64;
+    if let Err(e) = job
+        .store
+        .blocking()
+        .update_recording(&job.recording.id, bytes, ms, ended_at)
+    {
+        tracing::warn!(recording = %job.recording.id, error = %e, "cannot record the recording's progress");
+    }
+}
+
+/// A write error in words an operator can act on.
+fn describe(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(28) => "the disk is full".into(),
+        Some(122) => "the disk quota is exceeded".into(),
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,314 @@
+//! Recording a live session (OutputService) and the recordings kept
+//! (RecordingService): what is downloaded is checked by ffmpeg's tools,
+//! and recordings follow the subject's export and deletion.
+
+use crate::common::*;
+use huashen_protos::v1;
+use std::time::Duration;
+
+fn recording_output(session_id: &str) -> v1::AddOutputRequest {
+    v1::AddOutputRequest {
+        session_id: session_id.into(),
+        kind: Some(v1::add_output_request::Kind::Recording(
+            v1::RecordingOutput {},
+        )),
+    }
+}
+
+async fn download(c: &mut Client, recording_id: &str) -> Vec<u8> {
+    let mut stream = c
+        .recordings
+        .download_recording(v1::DownloadRecordingRequest {
+            recording_id: recording_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut file = vec![];
+    while let Some(chunk) = stream.message().await.unwrap() {
+        assert!(!chunk.data.is_empty() && chunk.data.len() <= 64 * 1024);
+        file.extend(chunk.data);
+    }
+    file
+}
+
+/// `ffprobe`'s streams and format of a file, as JSON.
+fn ffprobe(path: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe (Debian package ffmpeg; scripts/setup.sh --test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The loudest audio sample of a file in dBFS, as ffmpeg's `volumedetect`
+/// measures it.
+fn max_volume_db(path: &std::path::Path) -> f64 {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(path)
+        .args(["-vn", "-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    let log = String::from_utf8_lossy(&out.stderr);
+    log.lines()
+        .find_map(|l| l.split("max_volume: ").nth(1))
+        .and_then(|v| v.trim_end_matches(" dB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no max_volume in ffmpeg's output: {log}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_session_downloads_as_a_file_ffprobe_plays_and_follows_the_subject() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Recorded host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+
+    let out = c
+        .outputs
+        .add_output(recording_output(&s.session_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(out.output_id.starts_with("ou_") && out.recording_id.starts_with("rc_"));
+    assert!(matches!(out.kind, Some(v1::output::Kind::Recording(_))));
+    // One recording per session at a time.
+    let (code, msg) = code_of(c.outputs.add_output(recording_output(&s.session_id)).await);
+    assert_eq!(code, tonic::Code::AlreadyExists, "{msg}");
+
+    c.sessions
+        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
+            session_id: s.session_id.clone(),
+            text: "Welcome to the show. Tonight we taste three green teas.".into(),
+            flush: true,
+        }]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let listed = c
+        .outputs
+        .list_outputs(v1::ListOutputsRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outputs;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, v1::OutputState::Live as i32, "{listed:?}");
+    assert!(listed[0].bytes > 10_000, "{listed:?}");
+    // Not deletable while it is written.
+    let (code, _) = code_of(
+        c.recordings
+            .delete_recording(v1::DeleteRecordingRequest {
+                recording_id: out.recording_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::FailedPrecondition);
+
+    let stopped = c
+        .outputs
+        .remove_output(v1::RemoveOutputRequest {
+            output_id: out.output_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stopped.state,
+        v1::OutputState::Stopped as i32,
+        "{stopped:?}"
+    );
+    let rec = c
+        .recordings
+        .get_recording(v1::GetRecordingRequest {
+            recording_id: out.recording_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rec.ended_at.is_some(), "{rec:?}");
+    assert_eq!(rec.avatar_id, avatar.avatar_id);
+    assert!(rec.duration_ms >= 4000, "{rec:?}");
+
+    // What is downloaded is what ffprobe calls H.264 + Opus, as long as
+    // the record says within one frame, with the host's speech in it.
+    let file = download(&mut c, &out.recording_id).await;
+    assert_eq!(file.len() as u64, rec.bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec.mp4");
+    std::fs::write(&path, &file).unwrap();
+    let probe = ffprobe(&path);
+    let codecs: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(codecs, vec!["h264", "opus"], "{probe}");
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (duration - rec.duration_ms as f64 / 1000.0).abs() <= 0.04,
+        "ffprobe {duration} s, record {} ms",
+        rec.duration_ms
+    );
+    let loudest = max_volume_db(&path);
+    assert!(loudest > -30.0, "the recording is silent: {loudest} dB");
+    // Nothing of it is readable at rest.
+    let stored: Vec<_> = std::fs::read_dir(server.dir.path().join("blobs/recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(stored.len(), 1);
+    let raw = std::fs::read(&stored[0]).unwrap();
+    assert!(!raw.windows(4).any(|w| w == b"moof" || w == b"ftyp"));
+
+    let listed = c
+        .recordings
+        .list_recordings(v1::ListRecordingsRequest {
+            avatar_id: avatar.avatar_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .recordings;
+    assert_eq!(listed.len(), 1);
+    let audit = c
+        .audit
+        .list_audit_entries(v1::ListAuditEntriesRequest {
+            target: out.recording_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    for want in ["recording.start", "recording.read", "recording.download"] {
+        assert!(actions.contains(&want), "{actions:?}");
+    }
+
+    // The subject's export carries the recording; deletion removes it.
+    let files = crate::privacy::export(&mut c, &avatar.avatar_id).await;
+    let key = format!("recordings/{}.mp4", out.recording_id);
+    assert_eq!(files.get(&key), Some(&file), "{:?}", files.keys());
+    let erased = c
+        .privacy
+        .delete_subject_data(v1::DeleteSubjectDataRequest {
+            avatar_id: avatar.avatar_id.clone(),
+            confirm: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erased.deleted_recordings, 1);
+    let (code, _) = code_of(
+        c.recordings
+            .get_recording(v1::GetRecordingRequest {
+                recording_id: out.recording_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+    assert!(!stored[0].exists());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn outputs_refuse_bad_requests_with_clear_errors() {
+    let server = TestServer::start_with(|c| c.limits.max_outputs_per_session = 1).await;
+    let mut c = server.dev().await;
+    let mut other = server.client(&server.new_tenant("other")).await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+
+    let (code, msg) = code_of(
+        c.outputs
+            .add_output(v1::AddOutputRequest {
+                session_id: s.session_id.clone(),
+                kind: None,
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::InvalidArgument, "{msg}");
+    // Another tenant's session is unknown to the caller.
+    let (code, _) = code_of(
+        other
+            .outputs
+            .add_output(recording_output(&s.session_id))
+            .await,
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+    let (code, _) = code_of(c.outputs.add_output(recording_output("se_nope")).await);
+    assert_eq!(code, tonic::Code::InvalidArgument);
+
+    let out = c
+        .outputs
+        .add_output(recording_output(&s.session_id))
+        .await
+        .unwrap()
+        .into_inner();
+    // The limit counts running outputs of the session.
+    let (code, msg) = code_of(c.outputs.add_output(recording_output(&s.session_id)).await);
+    assert_eq!(code, tonic::Code::ResourceExhausted, "{msg}");
+    let (code, _) = code_of(
+        other
+            .outputs
+            .remove_output(v1::RemoveOutputRequest {
+                output_id: out.output_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+    let (code, _) = code_of(
+        other
+            .recordings
+            .download_recording(v1::DownloadRecordingRequest {
+                recording_id: out.recording_id.clone(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::NotFound);
+
+    // Closing the session ends the recording, and no output starts on a
+    // closed session.
+    c.sessions
+        .close_session(v1::CloseSessionRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap();
+    let ended = eventually(Duration::from_secs(5), async || {
+        c.recordings
+            .get_recording(v1::GetRecordingRequest {
+                recording_id: out.recording_id.clone(),
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().ended_at.is_some())
+    })
+    .await;
+    assert!(ended, "the recording did not end with its session");
+    let (code, msg) = code_of(c.outputs.add_output(recording_output(&s.session_id)).await);
+    assert_eq!(code, tonic::Code::FailedPrecondition, "{msg}");
+    server.stop().await;
+}
