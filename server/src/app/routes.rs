@@ -7,7 +7,7 @@ use crate::control::avatars::AvatarApi;
 use crate::control::outputs::OutputApi;
 use crate::control::privacy::PrivacyApi;
 use crate::control::sessions::SessionApi;
-use crate::control::{http, whep, whip};
+use crate::control::{downloads, http, whep, whip};
 use crate::ingest::moderation::Moderator;
 use crate::ingest::text::TextIngest;
 use crate::outputs::manager::{OutputLimits, OutputManager};
@@ -48,7 +48,8 @@ pub(super) async fn router(
     });
     let router = http::routes(grpc, sessions.clone(), dev_key)
         .merge(whep)
-        .merge(whip);
+        .merge(whip)
+        .merge(downloads::routes(store.clone()));
     Ok((router, health))
 }
 

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 pub mod avatars;
+pub mod downloads;
 pub mod http;
 pub mod outputs;
 pub mod privacy;

@@ -10,7 +10,7 @@ use crate::outputs::manager::{Output, OutputKind, OutputManager, OutputRequest};
 use crate::outputs::recordings;
 use crate::outputs::state::OutputState;
 use crate::session::SessionManager;
-use crate::store::{Recording, Store};
+use crate::store::{Recording, Store, now_ms};
 use futures::{Stream, StreamExt};
 use huashen_protos::v1;
 use huashen_protos::v1::output_service_server::OutputService;
@@ -60,6 +60,7 @@ fn recording_to_proto(r: &Recording) -> v1::Recording {
         ended_at: r.ended_at.map(validate::timestamp),
         bytes: r.bytes,
         duration_ms: r.duration_ms,
+        download_path: String::new(),
     }
 }
 
@@ -157,7 +158,12 @@ impl RecordingService for OutputApi {
             "ok".into(),
         )
         .await?;
-        Ok(Response::new(recording_to_proto(&rec)))
+        let expires = now_ms() + recordings::DOWNLOAD_TOKEN_TTL_MS;
+        let token = recordings::download_token(&self.store.files, &rec, expires);
+        Ok(Response::new(v1::Recording {
+            download_path: format!("/recordings/{}/file?token={token}", rec.id),
+            ..recording_to_proto(&rec)
+        }))
     }
 
     async fn download_recording(

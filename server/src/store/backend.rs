@@ -90,6 +90,9 @@ pub trait Backend: Send + Sync + 'static {
         before: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<Recording>>;
+    /// Ends the recordings still marked as being written whose session is
+    /// closed (their writer died with its server); returns how many.
+    fn end_orphaned_recordings(&self, ended_at: Millis) -> StoreResult<usize>;
     /// Deletes a recording's record; true when it existed.
     fn delete_recording(
         &self,

@@ -355,6 +355,28 @@ pub fn recordings_grow_end_list_and_delete(b: &dyn Backend) {
             .unwrap()
             .is_empty()
     );
+    // A recording whose session closed without its writer ending it.
+    let sess = session(&t.id, "av_a");
+    b.insert_session(&sess, &audit).unwrap();
+    let orphan = Recording {
+        session_id: sess.id.clone(),
+        ..rec("av_a")
+    };
+    b.insert_recording(&orphan, &audit).unwrap();
+    assert_eq!(
+        b.end_orphaned_recordings(7).unwrap(),
+        0,
+        "its session is open"
+    );
+    b.close_session(&sess.id, 5, 1, &audit).unwrap();
+    assert_eq!(b.end_orphaned_recordings(7).unwrap(), 1);
+    assert_eq!(
+        b.get_recording(&t.id, &orphan.id)
+            .unwrap()
+            .unwrap()
+            .ended_at,
+        Some(7)
+    );
     let del = AuditEntry::new(None, "recording.delete", a.id.clone(), "ok");
     assert!(!b.delete_recording(&other.id, &a.id, &del).unwrap());
     assert!(b.delete_recording(&t.id, &a.id, &del).unwrap());

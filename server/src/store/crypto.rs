@@ -162,6 +162,15 @@ impl Keyring {
         out
     }
 
+    /// The plaintext length of a sealed object of `sealed_len` bytes whose
+    /// first bytes are `head` (at least its magic and key id), without
+    /// decrypting it; `None` when `head` is not a sealed object's.
+    pub fn plaintext_len(head: &[u8], sealed_len: usize) -> Option<usize> {
+        let rest = head.strip_prefix(MAGIC)?;
+        let n = usize::from(*rest.first()?);
+        sealed_len.checked_sub(MAGIC.len() + 1 + n + 12 + 16)
+    }
+
     /// Decrypts an object sealed by [`Keyring::seal`] for `aad`.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let rest = sealed.strip_prefix(MAGIC).ok_or(CryptoError::NotSealed)?;

@@ -7,7 +7,7 @@
 
 use super::crypto::Keyring;
 pub use super::crypto::ReadError;
-use super::sealed_stream::{SealedReader, SealedWriter};
+use super::sealed_stream::{PieceAt, SealedReader, SealedWriter};
 use sha2::{Digest, Sha256};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -67,6 +67,33 @@ impl FileStore {
             self.keys.clone(),
             &format!("recording/{recording_id}"),
         )
+    }
+
+    /// Reads a recording back from piece `index`, whose record starts at
+    /// `offset` (see [`FileStore::recording_index`]) (blocking).
+    pub fn read_recording_at(
+        &self,
+        recording_id: &str,
+        index: u64,
+        offset: u64,
+    ) -> Result<SealedReader, ReadError> {
+        SealedReader::open_at(
+            &self.recording_path(recording_id),
+            self.keys.clone(),
+            &format!("recording/{recording_id}"),
+            index,
+            offset,
+        )
+    }
+
+    /// Where each piece of a recording is, and its length (blocking).
+    pub fn recording_index(&self, recording_id: &str) -> io::Result<Vec<PieceAt>> {
+        super::sealed_stream::index(&self.recording_path(recording_id))
+    }
+
+    /// The keys files are sealed with (also for short-lived tokens).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keys
     }
 
     /// Removes a recording's file; false when there was none (blocking).

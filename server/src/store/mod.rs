@@ -183,8 +183,16 @@ impl Store {
         } else {
             now + 1
         };
-        self.backend
-            .close_sessions_of_dead_nodes(dead_before, now, reason)
+        let closed = self
+            .backend
+            .close_sessions_of_dead_nodes(dead_before, now, reason)?;
+        // Their recordings' writers died with them; what they wrote stays
+        // a playable file.
+        let ended = self.backend.end_orphaned_recordings(now)?;
+        if ended > 0 {
+            tracing::warn!(recordings = ended, "ended recordings of a stopped server");
+        }
+        Ok(closed)
     }
 
     /// Marks this node alive every third of `node_ttl` and closes the

@@ -6,7 +6,7 @@
 //! at most a torn last record, which readers stop before.
 
 use super::crypto::{Keyring, ReadError};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"HSS1";
@@ -69,6 +69,21 @@ pub struct SealedReader {
 }
 
 impl SealedReader {
+    /// Reads from piece number `index`, whose record starts at `offset`
+    /// (see [`index`]).
+    pub fn open_at(
+        path: &Path,
+        keys: Keyring,
+        object: &str,
+        index: u64,
+        offset: u64,
+    ) -> Result<Self, ReadError> {
+        let mut reader = Self::open(path, keys, object)?;
+        reader.file.seek(SeekFrom::Start(offset))?;
+        reader.index = index;
+        Ok(reader)
+    }
+
     pub fn open(path: &Path, keys: Keyring, object: &str) -> Result<Self, ReadError> {
         let mut file = io::BufReader::new(std::fs::File::open(path)?);
         let mut magic = [0u8; 4];
@@ -101,6 +116,51 @@ impl SealedReader {
         let piece = self.keys.open(&sealed, &aad(&self.object, self.index))?;
         self.index += 1;
         Ok(Some(piece))
+    }
+}
+
+/// Where a piece is: its record's offset in the file, and its plaintext
+/// length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceAt {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The pieces of a sealed file, from the record headers alone (nothing
+/// decrypted), up to a torn last record.
+pub fn index(path: &Path) -> io::Result<Vec<PieceAt>> {
+    let mut file = io::BufReader::new(std::fs::File::open(path)?);
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a sealed stream",
+        ));
+    }
+    let size = file.get_ref().metadata()?.len();
+    let mut offset = MAGIC.len() as u64;
+    let mut pieces = Vec::new();
+    loop {
+        let mut head = [0u8; 4 + 5 + 255];
+        let want = (size.saturating_sub(offset) as usize).min(head.len());
+        if want < 4 || !read_full(&mut file, &mut head[..want])? {
+            return Ok(pieces);
+        }
+        let sealed = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as u64;
+        let end = offset + 4 + sealed;
+        if end > size {
+            return Ok(pieces); // torn
+        }
+        let len = Keyring::plaintext_len(&head[4..want], sealed as usize)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a record is not sealed"))?;
+        pieces.push(PieceAt {
+            offset,
+            len: len as u64,
+        });
+        offset = end;
+        file.seek(SeekFrom::Start(offset))?;
     }
 }
 
@@ -152,6 +212,17 @@ mod tests {
         std::fs::write(&path, &raw[..raw.len() - 3]).unwrap();
         let all = read_all(&path, keys(dir.path()), "recording/x").unwrap();
         assert_eq!(all, vec![b"first piece of media".to_vec()]);
+        // The index finds the pieces without decrypting them.
+        let whole = index(&path).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].len, 20);
+        std::fs::write(&path, &raw).unwrap();
+        let both = index(&path).unwrap();
+        assert_eq!(both.iter().map(|p| p.len).collect::<Vec<_>>(), vec![20, 6]);
+        let mut second =
+            SealedReader::open_at(&path, keys(dir.path()), "recording/x", 1, both[1].offset)
+                .unwrap();
+        assert_eq!(second.next_piece().unwrap().unwrap(), b"second");
         // Another object's name does not open it.
         assert!(read_all(&path, keys(dir.path()), "recording/y").is_err());
         assert!(SealedWriter::create(&path, keys(dir.path()), "recording/x").is_err());

@@ -280,3 +280,115 @@ async fn chromium_plays_a_session_another_server_runs() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A recording plays in Chromium's `<video>` from GetRecording's
+/// `download_path` (range requests: the element seeks), and shows the
+/// avatar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_a_recording_and_seeks_in_it() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let out = c
+        .outputs
+        .add_output(v1::AddOutputRequest {
+            session_id: s.session_id.clone(),
+            kind: Some(v1::add_output_request::Kind::Recording(
+                v1::RecordingOutput {},
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.outputs
+        .remove_output(v1::RemoveOutputRequest {
+            output_id: out.output_id,
+        })
+        .await
+        .unwrap();
+    let rec = c
+        .recordings
+        .get_recording(v1::GetRecordingRequest {
+            recording_id: out.recording_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rec.download_path.starts_with("/recordings/"), "{rec:?}");
+
+    let browser = start_browser().await;
+    browser
+        .goto(&format!("http://{}/viewer.html", server.addr))
+        .await;
+    let script = format!(
+        "document.body.innerHTML = ''; document.body.style.margin = '0'; \
+         const v = document.createElement('video'); v.id = 'rec'; v.muted = true; \
+         v.style.width = '100vw'; v.style.height = '100vh'; v.src = {:?}; \
+         document.body.appendChild(v); window.seeked = false; \
+         v.addEventListener('seeked', () => window.seeked = true); \
+         v.play(); return true",
+        rec.download_path
+    );
+    browser.eval(&script).await;
+    let mut state = Value::Null;
+    let played = eventually(Duration::from_secs(20), async || {
+        state = browser
+            .eval(
+                "const v = document.getElementById('rec'); return {ready: v.readyState, \
+                 w: v.videoWidth, h: v.videoHeight, t: v.currentTime, d: v.duration, \
+                 error: v.error && v.error.message}",
+            )
+            .await;
+        state["t"].as_f64().unwrap_or(0.0) > 1.0
+    })
+    .await;
+    assert!(played, "the recording did not play: {state}");
+    assert_eq!(
+        (state["w"].as_u64(), state["h"].as_u64()),
+        (Some(512), Some(512))
+    );
+    let d = state["d"].as_f64().unwrap();
+    assert!(
+        (d - rec.duration_ms as f64 / 1000.0).abs() <= 0.1,
+        "{state} vs {rec:?}"
+    );
+    // Seek back to 0.5 s: the element asks for the bytes it needs.
+    browser
+        .eval(
+            "const v = document.getElementById('rec'); v.pause(); v.currentTime = 0.5; return true",
+        )
+        .await;
+    let seeked = eventually(Duration::from_secs(10), async || {
+        browser.eval("return window.seeked").await == Value::Bool(true)
+    })
+    .await;
+    assert!(seeked, "the video did not seek");
+
+    let png = browser.screenshot().await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("recording-playing.png"), &png).unwrap();
+    // The avatar is on screen: the middle of the page is not dark.
+    let img = image::load_from_memory(&png).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let mut sum = 0u64;
+    for y in h / 4..h * 3 / 4 {
+        for x in w * 3 / 8..w * 5 / 8 {
+            sum += img
+                .get_pixel(x, y)
+                .0
+                .iter()
+                .map(|&v| u64::from(v))
+                .sum::<u64>();
+        }
+    }
+    let mean = sum as f64 / (3 * (h / 2) * (w / 4)) as f64;
+    assert!(
+        mean > 40.0,
+        "the page centre is dark ({mean:.0}): no picture"
+    );
+    browser.quit().await;
+    server.stop().await;
+}

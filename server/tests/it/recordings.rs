@@ -182,6 +182,75 @@ async fn a_recorded_session_downloads_as_a_file_ffprobe_plays_and_follows_the_su
     let raw = std::fs::read(&stored[0]).unwrap();
     assert!(!raw.windows(4).any(|w| w == b"moof" || w == b"ftyp"));
 
+    // Over HTTP: the download path of GetRecording, with byte ranges.
+    let rec = c
+        .recordings
+        .get_recording(v1::GetRecordingRequest {
+            recording_id: out.recording_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let path = rec.download_path.clone();
+    let whole = http(server.addr, "GET", &path, &[], b"").await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert_eq!(whole.header("content-type"), Some("video/mp4"));
+    assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+    assert_eq!(whole.body, file);
+    let part = http(
+        server.addr,
+        "GET",
+        &path,
+        &[("Range", "bytes=100-1099")],
+        b"",
+    )
+    .await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, file[100..1100]);
+    let total = file.len();
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 100-1099/{total}").as_str())
+    );
+    let tail = http(server.addr, "GET", &path, &[("Range", "bytes=-10")], b"").await;
+    assert_eq!(
+        (tail.status, tail.body.as_slice()),
+        (206, &file[total - 10..])
+    );
+    let bad = format!("bytes={}-", total + 5);
+    let past = http(server.addr, "GET", &path, &[("Range", bad.as_str())], b"").await;
+    assert_eq!(past.status, 416);
+    let file_path = format!("/recordings/{}/file", out.recording_id);
+    let keyed = format!("Bearer {}", server.dev_key);
+    let by_key = http(
+        server.addr,
+        "GET",
+        &file_path,
+        &[("Authorization", keyed.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!((by_key.status, by_key.body.len()), (200, total));
+    assert_eq!(
+        http(server.addr, "GET", &file_path, &[], b"").await.status,
+        401
+    );
+    let forged = format!("{file_path}?token=AAAA");
+    assert_eq!(
+        http(server.addr, "GET", &forged, &[], b"").await.status,
+        401
+    );
+    let other = format!("Bearer {}", server.new_tenant("someone-else"));
+    let theirs = http(
+        server.addr,
+        "GET",
+        &file_path,
+        &[("Authorization", other.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(theirs.status, 404);
+
     let listed = c
         .recordings
         .list_recordings(v1::ListRecordingsRequest {
@@ -311,4 +380,54 @@ async fn outputs_refuse_bad_requests_with_clear_errors() {
     let (code, msg) = code_of(c.outputs.add_output(recording_output(&s.session_id)).await);
     assert_eq!(code, tonic::Code::FailedPrecondition, "{msg}");
     server.stop().await;
+}
+
+/// A server killed (SIGKILL) mid-recording leaves a file ffprobe accepts,
+/// and the next start ends its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_recording_leaves_a_playable_file() {
+    use crate::process::{client, serve_with};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, key) = serve_with(dir.path(), true, &[]);
+    let key = key.expect("dev key");
+    let mut c = client(&addr, &key).await;
+    let avatar = c.enroll("Killed host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let out = c
+        .outputs
+        .add_output(recording_output(&s.session_id))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    child.kill().unwrap();
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (mut again, addr, _) = serve_with(dir.path(), false, &[]);
+    let mut c = client(&addr, &key).await;
+    let rec = c
+        .recordings
+        .get_recording(v1::GetRecordingRequest {
+            recording_id: out.recording_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rec.ended_at.is_some(), "the restart ends it: {rec:?}");
+    let file = download(&mut c, &out.recording_id).await;
+    let path = dir.path().join("killed.mp4");
+    std::fs::write(&path, &file).unwrap();
+    let probe = ffprobe(&path);
+    assert_eq!(probe["streams"].as_array().unwrap().len(), 2, "{probe}");
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(duration >= 2.0, "only {duration} s survived the kill");
+    again.kill().unwrap();
+    let _ = again.wait();
 }

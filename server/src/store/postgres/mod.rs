@@ -412,6 +412,10 @@ impl Backend for PgBackend {
         self.with(|c| recordings::list(c, tenant_id, avatar_id, before, limit))
     }
 
+    fn end_orphaned_recordings(&self, ended_at: Millis) -> StoreResult<usize> {
+        self.with(|c| recordings::end_orphaned(c, ended_at))
+    }
+
     fn delete_recording(&self, tenant_id: &str, id: &str, audit: &AuditEntry) -> StoreResult<bool> {
         self.with(|c| {
             let mut tx = c.transaction()?;

@@ -91,3 +91,12 @@ pub(super) fn delete(c: &mut impl GenericClient, tenant_id: &str, id: &str) -> S
         &[&tenant_id, &id],
     )? > 0)
 }
+
+pub(super) fn end_orphaned(c: &mut impl GenericClient, ended_at: Millis) -> StoreResult<usize> {
+    let n = c.execute(
+        "UPDATE recordings SET ended_at = $1 WHERE ended_at IS NULL AND session_id IN \
+         (SELECT id FROM sessions WHERE closed_at IS NOT NULL)",
+        &[&ended_at],
+    )?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}

@@ -84,3 +84,11 @@ pub(super) fn delete(c: &Connection, tenant_id: &str, id: &str) -> rusqlite::Res
         [tenant_id, id],
     )? > 0)
 }
+
+pub(super) fn end_orphaned(c: &Connection, ended_at: Millis) -> rusqlite::Result<usize> {
+    c.execute(
+        "UPDATE recordings SET ended_at = ?1 WHERE ended_at IS NULL AND session_id IN \
+         (SELECT id FROM sessions WHERE closed_at IS NOT NULL)",
+        [ended_at],
+    )
+}
