@@ -3,12 +3,12 @@
 //! work.
 
 use super::auth::authenticate;
+use super::sessions::output_state_to_proto;
 use super::validate;
 use crate::error::ApiError;
 use crate::ids;
 use crate::outputs::manager::{Output, OutputKind, OutputManager, OutputRequest};
 use crate::outputs::recordings;
-use crate::outputs::state::OutputState;
 use crate::session::SessionManager;
 use crate::store::{Recording, Store, now_ms};
 use futures::{Stream, StreamExt};
@@ -27,12 +27,7 @@ pub struct OutputApi {
 }
 
 fn output_to_proto(o: &Output) -> v1::Output {
-    let (state, reason) = match o.state() {
-        OutputState::Starting => (v1::OutputState::Starting, String::new()),
-        OutputState::Live => (v1::OutputState::Live, String::new()),
-        OutputState::Stopped => (v1::OutputState::Stopped, String::new()),
-        OutputState::Failed(why) => (v1::OutputState::Failed, why),
-    };
+    let (state, reason) = output_state_to_proto(&o.state());
     let (kind, recording_id) = match &o.kind {
         OutputKind::Recording { recording_id } => (
             v1::output::Kind::Recording(v1::RecordingOutput {}),

@@ -5,7 +5,7 @@ use super::recording::{self, RecordingJob};
 use super::state::{OutputState, StateTx};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
-use crate::session::SessionHandle;
+use crate::session::{Command, SessionHandle};
 use crate::store::{AuditEntry, Principal, Recording, Store, now_ms};
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -187,7 +187,21 @@ impl OutputManager {
         let session = session.clone();
         let mut state = output.state.clone();
         tokio::spawn(async move {
-            let _ = state.wait_for(OutputState::ended).await;
+            // Every state it takes, as an event of the session, until it
+            // ends.
+            loop {
+                let now = state.borrow_and_update().clone();
+                let ended = now.ended();
+                let _ = session
+                    .send(Command::OutputChanged {
+                        output_id: output.id.clone(),
+                        state: now,
+                    })
+                    .await;
+                if ended || state.changed().await.is_err() {
+                    break;
+                }
+            }
             crate::metrics::METRICS
                 .outputs
                 .with_label_values(&[kind])

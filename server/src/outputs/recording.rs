@@ -1,7 +1,8 @@
 //! The recording output: the session's encoded frames as fragmented MP4,
-//! sealed piece by piece into the file store as they come, on a thread of
-//! its own (file writes block). Its record grows as it goes and is closed
-//! when the output stops.
+//! sealed piece by piece into the file store as they come. A task takes
+//! the frames (and the stop signal) and hands them over a bounded queue to
+//! a thread of its own that writes (file writes block). Its record grows
+//! as it goes and is closed when the output stops.
 
 use super::fragments::FragmentWriter;
 use super::state::{OutputState, StateTx};
@@ -15,6 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the record learns the recording's size and length.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Frames queued for the writing thread (about 3 s of audio and video).
+const QUEUE: usize = 256;
+
+/// What the writing thread is handed.
+enum Feed {
+    Frame(Arc<EncodedFrame>),
+    /// Frames were lost before this point (the writer fell behind).
+    Gap(u64),
+}
 
 /// What a recording thread needs.
 pub struct RecordingJob {
@@ -31,18 +41,60 @@ pub struct RecordingJob {
 
 /// Starts writing; the thread ends when `stop` fires, when the session's
 /// media ends, or at a write error (the state says which).
+/// Blocking (it creates the file); call inside the runtime.
 pub fn start(job: RecordingJob) -> std::io::Result<()> {
     let frames = job.media.subscribe_frames();
     let file = job.store.files.create_recording(&job.recording.id)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let stop = job.stop.clone();
     std::thread::Builder::new()
         .name(format!("rec-{}", &job.recording.id[3..11]))
-        .spawn(move || run(job, frames, file))?;
+        .spawn(move || run(job, rx, file))?;
+    tokio::runtime::Handle::current().spawn(forward(frames, tx, stop));
     Ok(())
+}
+
+/// Hands the session's frames to the writing thread until `stop` fires or
+/// the media ends; dropping `tx` then ends the thread.
+async fn forward(
+    mut frames: broadcast::Receiver<Arc<EncodedFrame>>,
+    tx: std::sync::mpsc::SyncSender<Feed>,
+    stop: CancellationToken,
+) {
+    let mut lost = 0u64;
+    loop {
+        let feed = tokio::select! {
+            _ = stop.cancelled() => return,
+            f = frames.recv() => match f {
+                Ok(f) if lost > 0 => {
+                    // Say what was lost first; the frame itself waits for
+                    // the next keyframe anyway.
+                    let gap = Feed::Gap(std::mem::take(&mut lost));
+                    if tx.try_send(gap).is_err() {
+                        lost += 1;
+                        continue;
+                    }
+                    Feed::Frame(f)
+                }
+                Ok(f) => Feed::Frame(f),
+                Err(RecvError::Lagged(n)) => {
+                    lost += n;
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            },
+        };
+        match tx.try_send(feed) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => lost += 1,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+        }
+    }
 }
 
 fn run(
     job: RecordingJob,
-    mut frames: broadcast::Receiver<Arc<EncodedFrame>>,
+    frames: std::sync::mpsc::Receiver<Feed>,
     mut file: crate::store::sealed_stream::SealedWriter,
 ) {
     let config = job.media.config;
@@ -51,10 +103,11 @@ fn run(
     let mut wait_keyframe = false;
     let mut failure = None;
     job.media.request_keyframe();
-    while !job.stop.is_cancelled() {
-        let frame = match frames.blocking_recv() {
-            Ok(f) => f,
-            Err(RecvError::Lagged(missed)) => {
+    // Ends when the forwarding task stops (stop, or the media ended).
+    while let Ok(feed) = frames.recv() {
+        let frame = match feed {
+            Feed::Frame(f) => f,
+            Feed::Gap(missed) => {
                 // The disk fell behind: skip to the next keyframe rather
                 // than write pictures that reference lost ones.
                 tracing::warn!(missed, "recording fell behind; resuming at a keyframe");
@@ -63,7 +116,6 @@ fn run(
                 job.media.request_keyframe();
                 continue;
             }
-            Err(RecvError::Closed) => break,
         };
         if frame.kind == MediaKind::Video && wait_keyframe {
             if !frame.keyframe {

@@ -1,23 +1,8 @@
-//! What state an output is in, published by its task and read by the API.
+//! What state an output is in (a session type: its events report it),
+//! published by the output's task and read by the API and the session.
 
+pub use crate::session::OutputState;
 use tokio::sync::watch;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutputState {
-    /// Waiting for the first keyframe, or connecting.
-    Starting,
-    Live,
-    /// Ended by request or by the session closing.
-    Stopped,
-    /// Ended by a fault, with a reason a user can act on.
-    Failed(String),
-}
-
-impl OutputState {
-    pub fn ended(&self) -> bool {
-        matches!(self, Self::Stopped | Self::Failed(_))
-    }
-}
 
 /// The task's side: sets the state (an ended output stays ended).
 pub struct StateTx(watch::Sender<OutputState>);

@@ -296,6 +296,9 @@ impl Actor {
                 }
             }
             Command::Activity => {}
+            Command::OutputChanged { output_id, state } => {
+                self.emit(EventKind::OutputChanged { output_id, state })
+            }
             Command::ViewerJoined { viewer_id } => {
                 self.snapshot.send_modify(|s| s.viewer_count += 1);
                 let viewer_count = self.snapshot.borrow().viewer_count;

@@ -96,6 +96,24 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// What state an output of the session (a recording, …) is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputState {
+    /// Waiting for the first keyframe, or connecting.
+    Starting,
+    Live,
+    /// Ended by request or by the session closing.
+    Stopped,
+    /// Ended by a fault, with a reason a user can act on.
+    Failed(String),
+}
+
+impl OutputState {
+    pub fn ended(&self) -> bool {
+        matches!(self, Self::Stopped | Self::Failed(_))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     StateChanged {
@@ -116,6 +134,10 @@ pub enum EventKind {
     },
     Closed {
         reason: CloseReason,
+    },
+    OutputChanged {
+        output_id: String,
+        state: OutputState,
     },
     /// Times are on the session clock, in milliseconds.
     SpeechStarted {
@@ -155,6 +177,11 @@ pub enum Command {
     ViewerJoined { viewer_id: String },
     /// A viewer left (hung up, failed, or was removed).
     ViewerLeft { viewer_id: String },
+    /// An output of the session changed state.
+    OutputChanged {
+        output_id: String,
+        state: OutputState,
+    },
     /// Moderation refused a clause (it is not spoken).
     ModerationBlocked { category: String },
     /// A clause to speak after those queued; the reply says whether it was

@@ -76,6 +76,7 @@ async fn a_recorded_session_downloads_as_a_file_ffprobe_plays_and_follows_the_su
     let mut c = server.dev().await;
     let avatar = c.enroll("Recorded host").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c.watch(&s.session_id).await;
 
     let out = c
         .outputs
@@ -133,6 +134,30 @@ async fn a_recorded_session_downloads_as_a_file_ffprobe_plays_and_follows_the_su
         stopped.state,
         v1::OutputState::Stopped as i32,
         "{stopped:?}"
+    );
+    // Watchers saw it start, go live and stop.
+    use v1::session_event::Event as E;
+    let seen: Vec<i32> = events_until(
+        &mut watch,
+        Duration::from_secs(5),
+        |e| matches!(e, E::OutputChanged(o) if o.state == v1::OutputState::Stopped as i32),
+    )
+    .await
+    .into_iter()
+    .filter_map(|e| match e {
+        E::OutputChanged(o) if o.output_id == out.output_id => Some(o.state),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(
+        seen,
+        [
+            v1::OutputState::Starting,
+            v1::OutputState::Live,
+            v1::OutputState::Stopped
+        ]
+        .map(|s| s as i32)
+        .to_vec()
     );
     let rec = c
         .recordings

@@ -1,7 +1,9 @@
 //! Sessions and their events as the API shows them.
 
 use crate::control::validate;
-use crate::session::{CloseReason, Event, EventKind, SessionHandle, SessionState, Snapshot};
+use crate::session::{
+    CloseReason, Event, EventKind, OutputState, SessionHandle, SessionState, Snapshot,
+};
 use crate::store::SessionRecord;
 use huashen_protos::v1;
 use tonic::Status;
@@ -72,6 +74,14 @@ pub(super) fn event_to_proto(e: &Event) -> v1::SessionEvent {
             previous: state_to_proto(*previous),
             current: state_to_proto(*current),
         }),
+        EventKind::OutputChanged { output_id, state } => {
+            let (state, reason) = output_state_to_proto(state);
+            E::OutputChanged(v1::OutputChanged {
+                output_id: output_id.clone(),
+                state: state as i32,
+                reason,
+            })
+        }
         EventKind::ViewerJoined {
             viewer_id,
             viewer_count,
@@ -159,4 +169,14 @@ pub(super) fn closed_events(r: &SessionRecord) -> Vec<Result<v1::SessionEvent, S
     .into_iter()
     .map(|kind| Ok(event_to_proto(&Event { seq: 0, at, kind })))
     .collect()
+}
+
+/// An output's state, and the reason when it failed.
+pub fn output_state_to_proto(s: &OutputState) -> (v1::OutputState, String) {
+    match s {
+        OutputState::Starting => (v1::OutputState::Starting, String::new()),
+        OutputState::Live => (v1::OutputState::Live, String::new()),
+        OutputState::Stopped => (v1::OutputState::Stopped, String::new()),
+        OutputState::Failed(why) => (v1::OutputState::Failed, why.clone()),
+    }
 }

@@ -20,6 +20,7 @@ use crate::session::speak;
 use crate::session::voice;
 use crate::session::{CloseReason, Command, SessionManager, SessionState};
 use crate::store::Store;
+pub use convert::output_state_to_proto;
 use futures::{Stream, StreamExt};
 use huashen_protos::v1;
 use huashen_protos::v1::session_service_server::SessionService;
