@@ -202,6 +202,10 @@ pub struct RetentionConfig {
     /// Metadata of closed sessions is deleted this long after they close.
     #[serde(with = "humantime_serde")]
     pub session_metadata: Duration,
+    /// Recordings are deleted this long after they end; 0 (the default)
+    /// keeps them until their owner deletes them.
+    #[serde(with = "humantime_serde")]
+    pub recordings: Duration,
     /// How often the purge runs.
     #[serde(with = "humantime_serde")]
     pub purge_interval: Duration,
@@ -212,6 +216,7 @@ impl Default for RetentionConfig {
         Self {
             audit: Duration::from_secs(180 * 86_400),
             session_metadata: Duration::from_secs(30 * 86_400),
+            recordings: Duration::ZERO,
             purge_interval: Duration::from_secs(3600),
         }
     }

@@ -175,8 +175,7 @@ pub async fn delete(
 
 /// Deletes a recording's record (audited as `action`) and then its file;
 /// false when there was no such record. A file a failure leaves behind
-/// stays encrypted on disk and is logged (the startup sweep covers avatar
-/// files only so far).
+/// stays encrypted on disk until the next start's sweep.
 pub async fn remove(store: &Store, who: &Principal, id: &str, action: &str) -> ApiResult<bool> {
     let tenant = who.tenant_id.clone();
     let id2 = id.to_owned();

@@ -93,6 +93,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Ends the recordings still marked as being written whose session is
     /// closed (their writer died with its server); returns how many.
     fn end_orphaned_recordings(&self, ended_at: Millis) -> StoreResult<usize>;
+    /// Recordings (of any tenant) that ended before `before`, oldest first,
+    /// at most `limit`: those retention deletes.
+    fn recordings_ended_before(&self, before: Millis, limit: usize) -> StoreResult<Vec<Recording>>;
+    /// Every recording id, for the startup sweep of orphaned files.
+    fn all_recording_ids(&self) -> StoreResult<Vec<String>>;
     /// Deletes a recording's record; true when it existed.
     fn delete_recording(
         &self,

@@ -309,19 +309,23 @@ pub fn dead_nodes_sessions_close(a: &dyn Backend, b: &dyn Backend) {
     assert_eq!(a.close_sessions_of_dead_nodes(0, 22_000, 7).unwrap(), 1);
 }
 
-pub fn recordings_grow_end_list_and_delete(b: &dyn Backend) {
-    let t = tenant(b, "rec");
-    let other = tenant(b, "rec-other");
-    let rec = |avatar_id: &str| Recording {
+pub fn recording(tenant_id: &str, avatar_id: &str, session_id: &str) -> Recording {
+    Recording {
         id: new_id(RECORDING),
-        tenant_id: t.id.clone(),
-        session_id: new_id(SESSION),
+        tenant_id: tenant_id.into(),
+        session_id: session_id.into(),
         avatar_id: avatar_id.into(),
         started_at: now_ms(),
         ended_at: None,
         bytes: 0,
         duration_ms: 0,
-    };
+    }
+}
+
+pub fn recordings_grow_end_list_and_delete(b: &dyn Backend) {
+    let t = tenant(b, "rec");
+    let other = tenant(b, "rec-other");
+    let rec = |avatar_id: &str| recording(&t.id, avatar_id, &new_id(SESSION));
     let audit = AuditEntry::new(None, "recording.start", "x", "ok");
     let (a, b2, c) = (rec("av_a"), rec("av_b"), rec("av_a"));
     for r in [&a, &b2, &c] {
@@ -358,10 +362,7 @@ pub fn recordings_grow_end_list_and_delete(b: &dyn Backend) {
     // A recording whose session closed without its writer ending it.
     let sess = session(&t.id, "av_a");
     b.insert_session(&sess, &audit).unwrap();
-    let orphan = Recording {
-        session_id: sess.id.clone(),
-        ..rec("av_a")
-    };
+    let orphan = recording(&t.id, "av_a", &sess.id);
     b.insert_recording(&orphan, &audit).unwrap();
     assert_eq!(
         b.end_orphaned_recordings(7).unwrap(),
@@ -377,6 +378,14 @@ pub fn recordings_grow_end_list_and_delete(b: &dyn Backend) {
             .ended_at,
         Some(7)
     );
+    // Retention finds ended recordings by age, oldest first.
+    let old = b.recordings_ended_before(124, 10).unwrap();
+    assert_eq!(
+        old.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        vec![&orphan.id, &a.id]
+    );
+    assert!(b.recordings_ended_before(7, 10).unwrap().is_empty());
+    assert_eq!(b.all_recording_ids().unwrap().len(), 4);
     let del = AuditEntry::new(None, "recording.delete", a.id.clone(), "ok");
     assert!(!b.delete_recording(&other.id, &a.id, &del).unwrap());
     assert!(b.delete_recording(&t.id, &a.id, &del).unwrap());

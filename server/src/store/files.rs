@@ -96,6 +96,40 @@ impl FileStore {
         &self.keys
     }
 
+    /// Deletes recording files whose id is not in `known_recording_ids`,
+    /// when last modified at least `min_age` ago; returns how many
+    /// (blocking).
+    pub fn sweep_recordings(
+        &self,
+        known_recording_ids: &[String],
+        min_age: std::time::Duration,
+    ) -> io::Result<usize> {
+        let known: std::collections::HashSet<&str> =
+            known_recording_ids.iter().map(String::as_str).collect();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.recordings)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name.strip_suffix(".rec").unwrap_or(&name);
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            let old_enough = min_age.is_zero() || age.is_some_and(|a| a >= min_age);
+            if !known.contains(id) && old_enough {
+                match std::fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    r => {
+                        r?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes a recording's file; false when there was none (blocking).
     pub fn remove_recording(&self, recording_id: &str) -> io::Result<bool> {
         match std::fs::remove_file(self.recording_path(recording_id)) {
@@ -352,6 +386,25 @@ mod tests {
         assert_eq!((t, o), (1, 1));
         assert!(fs.avatar_dir("av_keep").exists());
         assert!(!fs.avatar_dir("av_gone").exists());
+    }
+
+    #[test]
+    fn recordings_without_a_record_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = store(dir.path());
+        for id in ["rc_keep", "rc_gone"] {
+            fs.create_recording(id).unwrap().append(b"piece").unwrap();
+        }
+        let hour = std::time::Duration::from_secs(3600);
+        let known = ["rc_keep".to_string()];
+        assert_eq!(fs.sweep_recordings(&known, hour).unwrap(), 0, "young");
+        assert_eq!(
+            fs.sweep_recordings(&known, std::time::Duration::ZERO)
+                .unwrap(),
+            1
+        );
+        assert!(fs.read_recording("rc_keep").is_ok());
+        assert!(fs.read_recording("rc_gone").is_err());
     }
 
     #[test]

@@ -166,10 +166,13 @@ impl Store {
             std::time::Duration::ZERO
         };
         let (tmp_removed, orphans_removed) = self.files.sweep(&ids, min_age)?;
+        let recordings = self.backend.all_recording_ids()?;
+        let recordings_removed = self.files.sweep_recordings(&recordings, min_age)?;
         let sessions_closed = self.close_sessions_of_dead_nodes(now, session_close_reason)?;
         Ok(RecoveryReport {
             tmp_removed,
             orphans_removed,
+            recordings_removed,
             sessions_closed,
         })
     }
@@ -240,5 +243,7 @@ impl Store {
 pub struct RecoveryReport {
     pub tmp_removed: usize,
     pub orphans_removed: usize,
+    /// Recording files no record points to (a crash mid-deletion).
+    pub recordings_removed: usize,
     pub sessions_closed: usize,
 }

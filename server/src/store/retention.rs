@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 pub struct Purged {
     pub audit_entries: usize,
     pub sessions: usize,
+    pub recordings: usize,
 }
+
+/// Recordings deleted per batch of a purge.
+const RECORDING_BATCH: usize = 100;
 
 /// Deletes everything past its retention period as of `now`.
 pub async fn purge(store: &Store, retention: &RetentionConfig, now: Millis) -> StoreResult<Purged> {
@@ -33,10 +37,57 @@ pub async fn purge(store: &Store, retention: &RetentionConfig, now: Millis) -> S
             Ok(r)
         })
         .await?;
+    let recordings = if retention.recordings.is_zero() {
+        0
+    } else {
+        purge_recordings(store, now.saturating_sub(ms(retention.recordings)), now).await?
+    };
     Ok(Purged {
         audit_entries,
         sessions,
+        recordings,
     })
+}
+
+/// Deletes recordings that ended before `before` (records, then files);
+/// returns how many.
+async fn purge_recordings(store: &Store, before: Millis, now: Millis) -> StoreResult<usize> {
+    let mut deleted = 0;
+    loop {
+        let ids = store
+            .run(move |b| {
+                let mut ids = Vec::new();
+                for r in b.recordings_ended_before(before, RECORDING_BATCH)? {
+                    let audit = AuditEntry {
+                        at: now,
+                        tenant_id: Some(r.tenant_id.clone()),
+                        actor: "system".into(),
+                        action: "retention.purge".into(),
+                        target: r.id.clone(),
+                        outcome: "recording deleted".into(),
+                    };
+                    if b.delete_recording(&r.tenant_id, &r.id, &audit)? {
+                        ids.push(r.id);
+                    }
+                }
+                Ok(ids)
+            })
+            .await?;
+        for id in &ids {
+            let files = store.files.clone();
+            let id2 = id.clone();
+            match tokio::task::spawn_blocking(move || files.remove_recording(&id2)).await {
+                Ok(Ok(_)) => {}
+                other => {
+                    tracing::warn!(recording = %id, error = ?other.map(|r| r.err()), "recording file left on disk")
+                }
+            }
+        }
+        deleted += ids.len();
+        if ids.len() < RECORDING_BATCH {
+            return Ok(deleted);
+        }
+    }
 }
 
 /// Runs [`purge`] every `retention.purge_interval` until `stop`.

@@ -260,6 +260,7 @@ async fn the_audit_log_records_access_for_its_tenant_only_and_holds_no_personal_
 async fn retention_purges_old_records_by_an_injected_clock() {
     use huashen::store::retention::{Purged, purge};
     use huashen_protos::v1;
+    use std::time::Duration;
     const DAY: i64 = 86_400_000;
     let server = TestServer::start().await;
     let store = server.running.as_ref().unwrap().store.clone();
@@ -267,12 +268,41 @@ async fn retention_purges_old_records_by_an_injected_clock() {
     let mut c = server.dev().await;
     let avatar = c.enroll("Retained").await;
     let closed = c.create_session(&avatar.avatar_id).await.unwrap();
+    // A recording of it, ended when it closes.
+    let rec = c
+        .outputs
+        .add_output(v1::AddOutputRequest {
+            session_id: closed.session_id.clone(),
+            kind: Some(v1::add_output_request::Kind::Recording(
+                v1::RecordingOutput {},
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .recording_id;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     c.sessions
         .close_session(v1::CloseSessionRequest {
             session_id: closed.session_id.clone(),
         })
         .await
         .unwrap();
+    let get_rec = |c: &mut Client| {
+        let mut r = c.recordings.clone();
+        let id = rec.clone();
+        async move {
+            r.get_recording(v1::GetRecordingRequest { recording_id: id })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(5), async || get_rec(&mut c)
+            .await
+            .is_ok_and(|r| r.ended_at.is_some()))
+        .await
+    );
     let open = c.create_session(&avatar.avatar_id).await.unwrap();
     let now = huashen::store::now_ms();
 
@@ -285,7 +315,8 @@ async fn retention_purges_old_records_by_an_injected_clock() {
         p,
         Purged {
             audit_entries: 0,
-            sessions: 1
+            sessions: 1,
+            recordings: 0,
         }
     );
     let (code, _) = code_of(
@@ -317,6 +348,21 @@ async fn retention_purges_old_records_by_an_injected_clock() {
     let p = purge(&store, &cfg, now + 181 * DAY).await.unwrap();
     assert!(p.audit_entries >= 5, "{p:?}");
     assert!(audit(&mut c).await.is_empty());
+    // Recordings are kept until deleted by default; with a retention
+    // period they go (record and file) once it has passed.
+    assert_eq!(p.recordings, 0);
+    get_rec(&mut c).await.unwrap();
+    let keep_90_days = huashen::config::RetentionConfig {
+        recordings: Duration::from_secs(90 * 86_400),
+        ..Default::default()
+    };
+    let p = purge(&store, &keep_90_days, now + 89 * DAY).await.unwrap();
+    assert_eq!(p.recordings, 0);
+    let p = purge(&store, &keep_90_days, now + 91 * DAY).await.unwrap();
+    assert_eq!(p.recordings, 1);
+    assert_eq!(code_of(get_rec(&mut c).await).0, tonic::Code::NotFound);
+    let files = std::fs::read_dir(server.dir.path().join("blobs/recordings")).unwrap();
+    assert_eq!(files.count(), 0);
     // Records still in use are not touched: the avatar stays until deleted.
     c.avatars
         .get_avatar(v1::GetAvatarRequest {

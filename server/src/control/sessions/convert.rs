@@ -100,6 +100,43 @@ pub(super) fn event_to_proto(e: &Event) -> v1::SessionEvent {
             code: (*code).to_owned(),
             message: message.clone(),
         }),
+        EventKind::SpeechStarted { .. }
+        | EventKind::SpeechFinished { .. }
+        | EventKind::Word { .. }
+        | EventKind::Phoneme { .. } => speech_event_to_proto(&e.kind),
+        EventKind::Closed { reason } => E::Closed(v1::SessionClosed {
+            reason: *reason as i32,
+        }),
+    };
+    v1::SessionEvent {
+        seq: e.seq,
+        time: Some(validate::timestamp(e.at)),
+        event: Some(event),
+    }
+}
+
+pub(super) fn closed_events(r: &SessionRecord) -> Vec<Result<v1::SessionEvent, Status>> {
+    let at = r.closed_at.unwrap_or(r.created_at);
+    let reason = r
+        .close_reason
+        .and_then(CloseReason::from_i32)
+        .unwrap_or(CloseReason::Error);
+    [
+        EventKind::StateChanged {
+            previous: SessionState::Closed,
+            current: SessionState::Closed,
+        },
+        EventKind::Closed { reason },
+    ]
+    .into_iter()
+    .map(|kind| Ok(event_to_proto(&Event { seq: 0, at, kind })))
+    .collect()
+}
+
+/// The speech events (utterances, words, phonemes).
+fn speech_event_to_proto(kind: &EventKind) -> v1::session_event::Event {
+    use v1::session_event::Event as E;
+    match kind {
         EventKind::SpeechStarted {
             utterance_id,
             text,
@@ -142,33 +179,8 @@ pub(super) fn event_to_proto(e: &Event) -> v1::SessionEvent {
             start_ms: *start_ms,
             end_ms: *end_ms,
         }),
-        EventKind::Closed { reason } => E::Closed(v1::SessionClosed {
-            reason: *reason as i32,
-        }),
-    };
-    v1::SessionEvent {
-        seq: e.seq,
-        time: Some(validate::timestamp(e.at)),
-        event: Some(event),
+        _ => unreachable!("only speech events come here"),
     }
-}
-
-pub(super) fn closed_events(r: &SessionRecord) -> Vec<Result<v1::SessionEvent, Status>> {
-    let at = r.closed_at.unwrap_or(r.created_at);
-    let reason = r
-        .close_reason
-        .and_then(CloseReason::from_i32)
-        .unwrap_or(CloseReason::Error);
-    [
-        EventKind::StateChanged {
-            previous: SessionState::Closed,
-            current: SessionState::Closed,
-        },
-        EventKind::Closed { reason },
-    ]
-    .into_iter()
-    .map(|kind| Ok(event_to_proto(&Event { seq: 0, at, kind })))
-    .collect()
 }
 
 /// An output's state, and the reason when it failed.

@@ -412,6 +412,14 @@ impl Backend for PgBackend {
         self.with(|c| recordings::list(c, tenant_id, avatar_id, before, limit))
     }
 
+    fn recordings_ended_before(&self, before: Millis, limit: usize) -> StoreResult<Vec<Recording>> {
+        self.with(|c| recordings::ended_before(c, before, limit))
+    }
+
+    fn all_recording_ids(&self) -> StoreResult<Vec<String>> {
+        self.with(recordings::all_ids)
+    }
+
     fn end_orphaned_recordings(&self, ended_at: Millis) -> StoreResult<usize> {
         self.with(|c| recordings::end_orphaned(c, ended_at))
     }

@@ -100,3 +100,27 @@ pub(super) fn end_orphaned(c: &mut impl GenericClient, ended_at: Millis) -> Stor
     )?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
+
+pub(super) fn ended_before(
+    c: &mut impl GenericClient,
+    before: Millis,
+    limit: usize,
+) -> StoreResult<Vec<Recording>> {
+    c.query(
+        &format!(
+            "SELECT {COLS} FROM recordings WHERE ended_at IS NOT NULL AND ended_at < $1 \
+             ORDER BY ended_at LIMIT $2"
+        ),
+        &[&before, &(limit as i64)],
+    )?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+pub(super) fn all_ids(c: &mut impl GenericClient) -> StoreResult<Vec<String>> {
+    c.query("SELECT id FROM recordings", &[])?
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect()
+}

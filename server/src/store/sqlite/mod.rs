@@ -396,6 +396,14 @@ impl Backend for SqliteBackend {
         self.with(|c| recordings::list(c, tenant_id, avatar_id, before, limit))
     }
 
+    fn recordings_ended_before(&self, before: Millis, limit: usize) -> StoreResult<Vec<Recording>> {
+        self.with(|c| recordings::ended_before(c, before, limit))
+    }
+
+    fn all_recording_ids(&self) -> StoreResult<Vec<String>> {
+        self.with(|c| recordings::all_ids(c))
+    }
+
     fn end_orphaned_recordings(&self, ended_at: Millis) -> StoreResult<usize> {
         self.with(|c| Ok(recordings::end_orphaned(c, ended_at)?))
     }

@@ -92,3 +92,22 @@ pub(super) fn end_orphaned(c: &Connection, ended_at: Millis) -> rusqlite::Result
         [ended_at],
     )
 }
+
+pub(super) fn ended_before(
+    c: &Connection,
+    before: Millis,
+    limit: usize,
+) -> StoreResult<Vec<Recording>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {COLS} FROM recordings WHERE ended_at IS NOT NULL AND ended_at < ?1 \
+         ORDER BY ended_at LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![before, limit as i64], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub(super) fn all_ids(c: &Connection) -> StoreResult<Vec<String>> {
+    let mut st = c.prepare("SELECT id FROM recordings")?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
