@@ -6,6 +6,7 @@ import { createClient, ConnectError, Code } from '@connectrpc/connect';
 import { createGrpcWebTransport } from '@connectrpc/connect-web';
 import { AvatarService } from './gen/huashen/v1/avatar_pb.js';
 import { SessionService } from './gen/huashen/v1/session_pb.js';
+import { OutputService, RecordingService } from './gen/huashen/v1/output_pb.js';
 
 export { ConnectError, Code };
 
@@ -23,7 +24,7 @@ function oneRequestMessage(service, kinds) {
 const Avatars = oneRequestMessage(AvatarService, { EnrollAvatar: 'server_streaming' });
 const Sessions = oneRequestMessage(SessionService, { Speak: 'unary' });
 
-// Clients for the avatar and session services that send `key` with every
+// Clients for the avatar, session, output and recording services that send `key` with every
 // call, to the server that served this page.
 export function connect(key, baseUrl = location.origin) {
   const auth = (next) => (req) => {
@@ -31,7 +32,12 @@ export function connect(key, baseUrl = location.origin) {
     return next(req);
   };
   const transport = createGrpcWebTransport({ baseUrl, useBinaryFormat: true, interceptors: [auth] });
-  return { avatars: createClient(Avatars, transport), sessions: createClient(Sessions, transport) };
+  return {
+    avatars: createClient(Avatars, transport),
+    sessions: createClient(Sessions, transport),
+    outputs: createClient(OutputService, transport),
+    recordings: createClient(RecordingService, transport),
+  };
 }
 
 // "CODE_NAME: the server's message" for an error from a call, or the

@@ -11,6 +11,7 @@ import { SessionState, CloseReason } from './gen/huashen/v1/session_pb.js';
 import { STRINGS, pickLanguage } from './i18n.js';
 import { takeFinished, pieces } from './typing.js';
 import { whepConnect, whipPublish, whepHangUp } from '../whep.js';
+import { createOutputs } from './outputs.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,6 +41,7 @@ function applyLanguage() {
   $('lang').lang = lang === 'zh' ? 'en' : 'zh-CN';
   renderAvatars();
   renderState();
+  outputs.render();
 }
 $('lang').addEventListener('click', () => {
   lang = lang === 'zh' ? 'en' : 'zh';
@@ -57,6 +59,7 @@ function showError(id, text) {
   $(id).textContent = text || '';
   if (text) ui.errors.push({ where: id, text });
 }
+const outputs = createOutputs({ getApi: () => api, ui, t, $, showError });
 
 // ---- sign in ----------------------------------------------------------------
 let api = null;
@@ -78,6 +81,7 @@ async function signIn(key) {
     $('app').hidden = false;
     setAvatars(list.avatars);
     setVoices(voices.voices);
+    outputs.refreshRecordings().catch((e) => showError('recording-error', describeError(e)));
   } catch (e) {
     showError('signin-error', `${t('keyRejected')} — ${describeError(e)}`);
   }
@@ -329,6 +333,7 @@ function startLive(s) {
   const [w, h] = [s.output?.width || 512, s.output?.height || 512];
   document.querySelector('.player').style.aspectRatio = `${w} / ${h}`;
   renderState();
+  outputs.start(s.sessionId);
   watch(live);
   play(live);
   $('text').focus();
@@ -365,6 +370,7 @@ function stopLive(l) {
   l.abort.abort();
   hangUp(l);
   stopMic();
+  outputs.stop();
 }
 $('close-button').addEventListener('click', closeSession);
 
@@ -433,6 +439,9 @@ async function watch(l) {
             break;
           case 'error':
             showError('speak-error', `${t('speakFailed')} — ${value.code}: ${value.message}`);
+            break;
+          case 'outputChanged':
+            outputs.onEvent(value);
             break;
           case 'closed':
             ui.session.state = 'CLOSED';

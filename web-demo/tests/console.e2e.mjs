@@ -264,6 +264,23 @@ try {
   await page.click('#mic-button');
   await until(page, 'idle after the microphone stops', () => window.huashenConsole.session.state === 'IDLE', undefined, 10000);
 
+  step('record the session from the Outputs panel, then play the recording in the page');
+  await page.click('#record-button');
+  await until(page, 'the recording is live', () => (window.huashenConsole.outputs[0] || {}).state === 'LIVE', undefined, 10000);
+  await page.waitForTimeout(3000);
+  await page.click('#record-button');
+  await until(page, 'the recording is listed, ended', () => window.huashenConsole.recordings.some((r) => r.ended && r.seconds > 2), undefined, 10000);
+  found.outputs = await page.evaluate(() => window.huashenConsole.outputs);
+  check(found.outputs[0].state === 'STOPPED', `output after stopping: ${JSON.stringify(found.outputs)}`);
+  await page.click('#recording-list li button.play');
+  await until(page, 'the recording plays in the page', () => document.getElementById('recording-player').currentTime > 1, undefined, 15000);
+  found.recordingPlayer = await page.evaluate(() => {
+    const v = document.getElementById('recording-player');
+    return { w: v.videoWidth, h: v.videoHeight, duration: v.duration };
+  });
+  check(found.recordingPlayer.w === 640 && found.recordingPlayer.h === 360 && found.recordingPlayer.duration > 2, `recording player: ${JSON.stringify(found.recordingPlayer)}`);
+  await page.screenshot({ path: join(artifacts, 'console-recording.png'), fullPage: true });
+
   step('close the session: the console and the viewer say it ended');
   await page.click('#close-button');
   await until(page, 'closed', () => window.huashenConsole.session.state === 'CLOSED');

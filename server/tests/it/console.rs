@@ -3,6 +3,7 @@
 //! server — wrong key, enrollment by drag-and-drop with and without consent,
 //! a photo without a face, an oversize file, a session played in the
 //! embedded player, typed speech with subtitles, Interrupt, the viewer link,
+//! recording from the Outputs panel and playing the recording in the page,
 //! closing and deleting. Screenshots go to `target/tmp/artifacts/`.
 
 use crate::common::*;

@@ -1,0 +1,187 @@
+// The Outputs panel of the live session (recording it), and the list of
+// recordings kept (play in the page, download). Everything goes through the
+// public API: OutputService and RecordingService; a recording plays from
+// the short-lived download path GetRecording gives (range requests, so the
+// player can seek).
+
+import { timestampDate } from '@bufbuild/protobuf/wkt';
+import { OutputState } from './gen/huashen/v1/output_pb.js';
+import { describeError } from './api.js';
+
+const ENDED = new Set(['STOPPED', 'FAILED']);
+
+export function createOutputs({ getApi, ui, t, $, showError }) {
+  ui.outputs = [];
+  ui.recordings = [];
+  let sessionId = null;
+
+  const running = () => ui.outputs.find((o) => o.kind === 'recording' && !ENDED.has(o.state));
+
+  function fromProto(o) {
+    return { id: o.outputId, kind: o.kind.case, state: OutputState[o.state], reason: o.reason,
+      bytes: Number(o.bytes), recordingId: o.recordingId };
+  }
+
+  function upsert(o) {
+    const i = ui.outputs.findIndex((x) => x.id === o.id);
+    if (i >= 0) ui.outputs[i] = { ...ui.outputs[i], ...o };
+    else ui.outputs.push(o);
+  }
+
+  function render() {
+    const ul = $('output-list');
+    ul.replaceChildren();
+    for (const o of ui.outputs) {
+      const li = document.createElement('li');
+      li.dataset.state = o.state;
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = t('outputKinds')[o.kind] || o.kind;
+      const state = document.createElement('b');
+      state.textContent = t('outputStates')[o.state] || o.state;
+      li.append(name, state);
+      if (o.reason) {
+        const why = document.createElement('small');
+        why.textContent = o.reason;
+        li.append(why);
+      }
+      ul.append(li);
+    }
+    const button = $('record-button');
+    const on = Boolean(running());
+    button.textContent = on ? t('stopRecording') : t('record');
+    button.setAttribute('aria-pressed', String(on));
+    button.disabled = !sessionId;
+  }
+
+  async function refreshOutputs() {
+    if (!sessionId) return;
+    const list = await getApi().outputs.listOutputs({ sessionId });
+    ui.outputs = list.outputs.map(fromProto);
+    render();
+  }
+
+  async function toggleRecording() {
+    showError('output-error', '');
+    const api = getApi();
+    const on = running();
+    try {
+      if (on) {
+        upsert(fromProto(await api.outputs.removeOutput({ outputId: on.id })));
+        await refreshRecordings();
+      } else {
+        upsert(fromProto(await api.outputs.addOutput({ sessionId, kind: { case: 'recording', value: {} } })));
+      }
+    } catch (e) {
+      showError('output-error', describeError(e));
+    }
+    render();
+  }
+  $('record-button').addEventListener('click', toggleRecording);
+
+  // An `outputChanged` event of the watched session.
+  function onEvent(value) {
+    upsert({ id: value.outputId, state: OutputState[value.state], reason: value.reason });
+    const o = ui.outputs.find((x) => x.id === value.outputId);
+    if (o && !o.kind) refreshOutputs().catch(() => {});
+    if (ENDED.has(OutputState[value.state])) refreshRecordings().catch(() => {});
+    render();
+  }
+
+  async function refreshRecordings() {
+    const api = getApi();
+    if (!api) return;
+    const list = await api.recordings.listRecordings({ page: { pageSize: 50 } });
+    ui.recordings = list.recordings.map((r) => ({
+      id: r.recordingId, started: r.startedAt ? timestampDate(r.startedAt) : null,
+      ended: Boolean(r.endedAt), seconds: Number(r.durationMs) / 1000, bytes: Number(r.bytes),
+    }));
+    renderRecordings();
+  }
+
+  async function link(r) {
+    const full = await getApi().recordings.getRecording({ recordingId: r.id });
+    return new URL(full.downloadPath, location.href).toString();
+  }
+
+  async function play(r) {
+    showError('recording-error', '');
+    try {
+      const player = $('recording-player');
+      player.src = await link(r);
+      player.hidden = false;
+      ui.playing = r.id;
+      await player.play().catch(() => {});
+    } catch (e) {
+      showError('recording-error', describeError(e));
+    }
+  }
+
+  async function download(r) {
+    showError('recording-error', '');
+    try {
+      const a = document.createElement('a');
+      a.href = await link(r);
+      a.download = `${r.id}.mp4`;
+      document.body.append(a);
+      a.click();
+      a.remove();
+    } catch (e) {
+      showError('recording-error', describeError(e));
+    }
+  }
+
+  function renderRecordings() {
+    const ul = $('recording-list');
+    ul.replaceChildren();
+    if (ui.recordings.length === 0) {
+      const li = document.createElement('li');
+      li.textContent = t('noRecordings');
+      ul.append(li);
+    }
+    for (const r of ui.recordings) {
+      const li = document.createElement('li');
+      li.dataset.recording = r.id;
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = r.started ? r.started.toLocaleString() : r.id;
+      const info = document.createElement('small');
+      info.textContent = r.ended
+        ? t('recordingInfo', r.seconds, r.bytes)
+        : t('recordingNow', r.seconds);
+      const playButton = document.createElement('button');
+      playButton.type = 'button';
+      playButton.className = 'quiet play';
+      playButton.textContent = t('play');
+      playButton.addEventListener('click', () => play(r));
+      const get = document.createElement('button');
+      get.type = 'button';
+      get.className = 'quiet';
+      get.textContent = t('download');
+      get.addEventListener('click', () => download(r));
+      li.append(name, info, playButton, get);
+      ul.append(li);
+    }
+  }
+
+  return {
+    // A new live session: its outputs start empty.
+    start(id) {
+      sessionId = id;
+      ui.outputs = [];
+      render();
+    },
+    // The session ended: its outputs ended with it.
+    stop() {
+      sessionId = null;
+      render();
+      setTimeout(() => refreshRecordings().catch(() => {}), 1500);
+    },
+    onEvent,
+    refreshRecordings,
+    render() {
+      render();
+      renderRecordings();
+    },
+  };
+}
