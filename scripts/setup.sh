@@ -21,6 +21,8 @@ if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=(postgresql openssl)
   # ffmpeg's ffprobe checks recordings with a tool the project did not write.
   APT_PACKAGES+=(ffmpeg)
+  # A virtualenv for the WHIP egress test's receiver (aiortc, from PyPI).
+  APT_PACKAGES+=(python3-venv)
   # Node.js runs the web demo's build check and its browser tests
   # (Playwright). Serving needs no Node: the console bundle is committed.
   command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
@@ -64,5 +66,17 @@ if [ "${1:-}" = "--test" ]; then
      [ web-demo/package-lock.json -nt web-demo/node_modules/.package-lock.json ]; then
     echo "setup: installing the web demo's npm packages"
     (cd web-demo && npm ci --no-audit --no-fund)
+  fi
+fi
+
+# The WHIP egress test's receiver: aiortc (another WebRTC implementation
+# than the server's) in a virtualenv, versions pinned.
+if [ "${1:-}" = "--test" ]; then
+  req=server/tests/whip_receiver.requirements.txt
+  if [ ! -x target/test-venv/bin/python ] || [ "$req" -nt target/test-venv/.installed ]; then
+    echo "setup: installing the WHIP test receiver (aiortc) into target/test-venv"
+    python3 -m venv target/test-venv
+    target/test-venv/bin/pip install -q --disable-pip-version-check -r "$req"
+    touch target/test-venv/.installed
   fi
 fi

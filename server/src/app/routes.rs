@@ -32,8 +32,9 @@ pub(super) async fn router(
     sessions: &SessionManager,
     dev_key: Option<String>,
 ) -> anyhow::Result<(axum::Router, HealthReporter)> {
-    let (grpc, health) = grpc(config, store, sessions).await?;
+    // One port allocator for viewers, publishers and WHIP egress.
     let rtc_settings = crate::rtc::RtcSettings::new(config.webrtc.clone());
+    let (grpc, health) = grpc(config, store, sessions, &rtc_settings).await?;
     let whep = whep::routes(whep::WhepState {
         sessions: sessions.clone(),
         store: store.clone(),
@@ -42,7 +43,6 @@ pub(super) async fn router(
     let whip = whip::routes(whip::WhipState {
         sessions: sessions.clone(),
         store: store.clone(),
-        // One port allocator for viewers and publishers.
         settings: rtc_settings,
         publishers: Default::default(),
     });
@@ -60,7 +60,12 @@ struct Apis {
     outputs: Arc<OutputApi>,
 }
 
-fn apis(config: &Config, store: &Store, sessions: &SessionManager) -> Apis {
+fn apis(
+    config: &Config,
+    store: &Store,
+    sessions: &SessionManager,
+    rtc: &Arc<crate::rtc::RtcSettings>,
+) -> Apis {
     let avatar_api = AvatarApi {
         store: store.clone(),
         sessions: sessions.clone(),
@@ -85,7 +90,9 @@ fn apis(config: &Config, store: &Store, sessions: &SessionManager) -> Apis {
             OutputLimits {
                 max_per_session: config.limits.max_outputs_per_session,
                 keyframe_interval: config.limits.output_keyframe_interval,
+                reconnect_attempts: config.limits.output_reconnect_attempts,
             },
+            rtc.clone(),
         ),
     });
     Apis {
@@ -100,12 +107,13 @@ async fn grpc(
     config: &Config,
     store: &Store,
     sessions: &SessionManager,
+    rtc: &Arc<crate::rtc::RtcSettings>,
 ) -> anyhow::Result<(axum::Router, HealthReporter)> {
     let Apis {
         avatar_api,
         session_api,
         outputs,
-    } = apis(config, store, sessions);
+    } = apis(config, store, sessions, rtc);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AvatarServiceServer<AvatarApi>>().await;
     health

@@ -124,6 +124,9 @@ pub struct LimitsConfig {
     /// video has a keyframe at least this often.
     #[serde(with = "humantime_serde")]
     pub output_keyframe_interval: std::time::Duration,
+    /// Tries (with backoff, 0.5 s doubling to 30 s) after an output (WHIP)
+    /// loses or cannot reach its destination, before it fails.
+    pub output_reconnect_attempts: u32,
 }
 
 impl Default for LimitsConfig {
@@ -139,6 +142,7 @@ impl Default for LimitsConfig {
             session_cost: 0.25,
             max_outputs_per_session: 4,
             output_keyframe_interval: std::time::Duration::from_secs(2),
+            output_reconnect_attempts: 10,
         }
     }
 }
@@ -329,7 +333,7 @@ impl StorageConfig {
 
 impl LimitsConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
             (
                 self.cpu_budget >= 0.0 && self.cpu_budget <= 4096.0,
                 "limits.cpu_budget must be 0 (auto) or a number of cores up to 4096",
@@ -349,6 +353,10 @@ impl LimitsConfig {
             (
                 (1..=32).contains(&self.max_outputs_per_session),
                 "limits.max_outputs_per_session must be 1..32",
+            ),
+            (
+                self.output_reconnect_attempts <= 1000,
+                "limits.output_reconnect_attempts must be at most 1000",
             ),
             (
                 self.output_keyframe_interval >= std::time::Duration::from_millis(200)

@@ -8,7 +8,7 @@ use super::validate;
 use crate::error::ApiError;
 use crate::ids;
 use crate::outputs::manager::{Output, OutputKind, OutputManager, OutputRequest};
-use crate::outputs::recordings;
+use crate::outputs::{recordings, whip};
 use crate::session::SessionManager;
 use crate::store::{Recording, Store, now_ms};
 use futures::{Stream, StreamExt};
@@ -32,6 +32,14 @@ fn output_to_proto(o: &Output) -> v1::Output {
         OutputKind::Recording { recording_id } => (
             v1::output::Kind::Recording(v1::RecordingOutput {}),
             recording_id.clone(),
+        ),
+        // The token is never returned.
+        OutputKind::Whip { url } => (
+            v1::output::Kind::Whip(v1::WhipOutput {
+                url: url.clone(),
+                bearer_token: String::new(),
+            }),
+            String::new(),
         ),
     };
     v1::Output {
@@ -69,7 +77,10 @@ impl OutputService for OutputApi {
         let req = request.into_inner();
         let kind = match req.kind {
             Some(v1::add_output_request::Kind::Recording(_)) => OutputRequest::Recording,
-            None => return Err(ApiError::invalid("kind is required: recording").into()),
+            Some(v1::add_output_request::Kind::Whip(w)) => {
+                OutputRequest::Whip(whip::target(&w.url, &w.bearer_token)?)
+            }
+            None => return Err(ApiError::invalid("kind is required: recording or whip").into()),
         };
         let session = self.sessions.find_live(&who, &req.session_id).await?;
         let output = self.outputs.add(&who, &session, kind).await?;

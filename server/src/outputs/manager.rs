@@ -3,8 +3,10 @@
 
 use super::recording::{self, RecordingJob};
 use super::state::{OutputState, StateTx};
+use super::whip::{self, WhipTarget};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
+use crate::rtc::RtcSettings;
 use crate::session::{Command, SessionHandle};
 use crate::store::{AuditEntry, Principal, Recording, Store, now_ms};
 use dashmap::DashMap;
@@ -19,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub enum OutputKind {
     /// Writes the recording with this id.
     Recording { recording_id: String },
+    /// Pushes to this WHIP endpoint (its token is not kept here).
+    Whip { url: String },
 }
 
 impl OutputKind {
@@ -26,7 +30,14 @@ impl OutputKind {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Recording { .. } => "recording",
+            Self::Whip { .. } => "whip",
         }
+    }
+
+    /// Whether the session must send keyframes every
+    /// `keyframe_interval` for it (files and platforms; WebRTC peers ask).
+    fn wants_keyframes(&self) -> bool {
+        matches!(self, Self::Recording { .. })
     }
 }
 
@@ -34,6 +45,7 @@ impl OutputKind {
 #[derive(Debug, Clone)]
 pub enum OutputRequest {
     Recording,
+    Whip(WhipTarget),
 }
 
 /// One output of a live session.
@@ -59,20 +71,26 @@ impl Output {
 pub struct OutputLimits {
     pub max_per_session: usize,
     pub keyframe_interval: Duration,
+    /// Tries after a lost connection before an output fails.
+    pub reconnect_attempts: u32,
 }
 
 #[derive(Clone)]
 pub struct OutputManager {
     store: Store,
     limits: OutputLimits,
+    rtc: Arc<RtcSettings>,
+    http: whip::HttpClient,
     live: Arc<DashMap<String, Arc<Output>>>,
 }
 
 impl OutputManager {
-    pub fn new(store: Store, limits: OutputLimits) -> Self {
+    pub fn new(store: Store, limits: OutputLimits, rtc: Arc<RtcSettings>) -> Self {
         Self {
             store,
             limits,
+            rtc,
+            http: whip::http_client(),
             live: Default::default(),
         }
     }
@@ -106,7 +124,53 @@ impl OutputManager {
                 }
                 self.start_recording(who, session).await
             }
+            OutputRequest::Whip(target) => {
+                let url = target.url.to_string();
+                let same = |o: &&Arc<Output>| o.kind == OutputKind::Whip { url: url.clone() };
+                if running.iter().any(same) {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "session {session_id} is already pushed to this WHIP endpoint"
+                    )));
+                }
+                Ok(self.start_whip(who, session, target))
+            }
         }
+    }
+
+    fn start_whip(
+        &self,
+        who: &Principal,
+        session: &Arc<SessionHandle>,
+        target: WhipTarget,
+    ) -> Arc<Output> {
+        let (state, state_rx) = StateTx::new();
+        let output = Arc::new(Output {
+            id: ids::new_id(ids::OUTPUT),
+            session_id: session.record.id.clone(),
+            tenant_id: who.tenant_id.clone(),
+            kind: OutputKind::Whip {
+                url: target.url.to_string(),
+            },
+            started_at: now_ms(),
+            state: state_rx,
+            bytes: Default::default(),
+            stop: session.cancel_token.child_token(),
+        });
+        let job = whip::WhipJob {
+            id: output.id.clone(),
+            target,
+            session: session.clone(),
+            settings: self.rtc.clone(),
+            http: self.http.clone(),
+            max_attempts: self.limits.reconnect_attempts,
+            stop: output.stop.clone(),
+            state,
+            bytes: output.bytes.clone(),
+        };
+        tokio::spawn(whip::run(job));
+        self.track(session, output.clone());
+        tracing::info!(output = %output.id, "WHIP output started");
+        output
     }
 
     async fn start_recording(
@@ -206,9 +270,9 @@ impl OutputManager {
                 .outputs
                 .with_label_values(&[kind])
                 .dec();
-            let others = live
-                .iter()
-                .any(|o| o.session_id == output.session_id && !o.state().ended());
+            let others = live.iter().any(|o| {
+                o.session_id == output.session_id && !o.state().ended() && o.kind.wants_keyframes()
+            });
             if !others {
                 session.media.set_keyframe_interval(None);
             }

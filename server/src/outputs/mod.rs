@@ -2,8 +2,8 @@
 //! WebRTC viewers, each fed the session's already-encoded frames (no
 //! second encode), on its own task or thread with a bounded queue. So far:
 //! recordings ([`recording`]: fragmented MP4 ([`fmp4`]) written as frames
-//! come ([`fragments`]), sealed into the file store). [`manager`] starts,
-//! lists and stops them.
+//! come ([`fragments`]), sealed into the file store), and WHIP egress into
+//! an SFU ([`whip`]). [`manager`] starts, lists and stops them.
 
 pub mod fmp4;
 pub mod fragments;
@@ -11,3 +11,4 @@ pub mod manager;
 pub mod recording;
 pub mod recordings;
 pub mod state;
+pub mod whip;

@@ -8,6 +8,8 @@
 //! at the next keyframe (which it requests); it never slows the session or
 //! other viewers.
 
+pub mod egress;
+pub mod forward;
 mod keyframes;
 pub mod peer;
 pub mod publisher;

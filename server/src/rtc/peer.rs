@@ -288,6 +288,17 @@ pub(super) async fn answer_with_candidates(
     pc.set_local_description(answer)
         .await
         .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+    local_sdp_with_candidates(settings, pc, events).await
+}
+
+/// The local description once ICE gathering is done (at most
+/// `GATHER_TIMEOUT`), so it carries every candidate (no trickle); behind a
+/// 1:1 NAT the public address replaces the host candidates.
+pub(super) async fn local_sdp_with_candidates(
+    settings: &RtcSettings,
+    pc: &dyn PeerConnection,
+    events: &mut mpsc::Receiver<Event>,
+) -> Result<String, RtcError> {
     let _ = tokio::time::timeout(GATHER_TIMEOUT, async {
         while let Some(ev) = events.recv().await {
             if matches!(ev, Event::Gathered) {

@@ -20,6 +20,11 @@ impl RtcSettings {
         })
     }
 
+    /// How long a peer may take to connect.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        self.config.connect_timeout
+    }
+
     pub fn max_viewers(&self) -> usize {
         self.config.max_viewers_per_session
     }

@@ -1,21 +1,20 @@
 //! WebRTC viewers (WHEP): each gets its own peer connection with one H.264
 //! and one Opus track, fed the session's already-encoded RTP packets.
 
-use super::keyframes;
+use super::forward::forward;
 use super::peer::*;
 use super::settings::RtcSettings;
-use crate::pipeline::{KeyframeRequester, MediaKind, MediaPacket};
+use crate::pipeline::KeyframeRequester;
 use crate::session::{Command, SessionHandle};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::peer_connection::PeerConnection;
 
 /// A viewer accepted by [`connect`]: its id and the SDP answer.
 pub struct Accepted {
@@ -142,14 +141,16 @@ impl Viewer {
         // Subscribe only now: a viewer starts from the live edge, never with
         // a burst of media queued while it was connecting.
         let packets = self.session.media.subscribe();
-        self.keyframes.request();
-        let rtcp = tokio::spawn(watch_keyframe_requests(
-            self.video.track.clone(),
-            self.keyframes.clone(),
-            self.cancel.clone(),
-        ));
-        self.forward(packets, events).await;
-        rtcp.abort();
+        forward(
+            &mut self.video,
+            &mut self.audio,
+            &self.keyframes,
+            &self.cancel,
+            packets,
+            events,
+            None,
+        )
+        .await;
         let _ = self
             .session
             .send(Command::ViewerLeft {
@@ -157,80 +158,5 @@ impl Viewer {
             })
             .await;
         tracing::info!("viewer left");
-    }
-
-    async fn forward(
-        &mut self,
-        mut packets: broadcast::Receiver<Arc<MediaPacket>>,
-        events: &mut mpsc::Receiver<Event>,
-    ) {
-        // Video starts (and resumes after a loss) at a keyframe.
-        let mut wait_keyframe = true;
-        loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                ev = events.recv() => match ev {
-                    Some(Event::State(
-                        RTCPeerConnectionState::Failed
-                        | RTCPeerConnectionState::Closed
-                        | RTCPeerConnectionState::Disconnected,
-                    ))
-                    | None => return,
-                    _ => {}
-                },
-                p = packets.recv() => match p {
-                    Ok(p) => {
-                        let sent = match p.kind {
-                            MediaKind::Audio => self.audio.send(&p).await,
-                            MediaKind::Video => {
-                                if wait_keyframe && !p.keyframe_start {
-                                    continue;
-                                }
-                                wait_keyframe = false;
-                                self.video.send(&p).await
-                            }
-                        };
-                        if let Err(e) = sent {
-                            tracing::debug!(error = %e, "cannot send to viewer");
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(missed = n, "viewer fell behind; resuming at a keyframe");
-                        crate::metrics::METRICS.viewer_lag_events.inc();
-                        wait_keyframe = true;
-                        self.keyframes.request();
-                    }
-                    // The session's media stopped: the session closed.
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-            }
-        }
-    }
-}
-
-/// Turns the viewer's PLI/FIR into keyframe requests.
-async fn watch_keyframe_requests(
-    track: Arc<TrackLocalStaticRTP>,
-    keyframes: KeyframeRequester,
-    cancel: CancellationToken,
-) {
-    loop {
-        let ev = tokio::select! {
-            ev = track.poll() => ev,
-            _ = cancel.cancelled() => return,
-        };
-        match ev {
-            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                if packets
-                    .iter()
-                    .any(|p| keyframes::is_keyframe_request(p.as_ref()))
-                {
-                    keyframes.request();
-                }
-            }
-            Some(_) => {}
-            None => return,
-        }
     }
 }

@@ -102,6 +102,11 @@ pub enum OutputState {
     /// Waiting for the first keyframe, or connecting.
     Starting,
     Live,
+    /// Lost its destination; trying again (`attempt` counts from 1).
+    Reconnecting {
+        attempt: u32,
+        reason: String,
+    },
     /// Ended by request or by the session closing.
     Stopped,
     /// Ended by a fault, with a reason a user can act on.

@@ -21,3 +21,4 @@ mod sessions;
 mod shared_storage;
 mod speech;
 mod voice;
+mod whip_egress;

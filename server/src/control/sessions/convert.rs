@@ -188,6 +188,10 @@ pub fn output_state_to_proto(s: &OutputState) -> (v1::OutputState, String) {
     match s {
         OutputState::Starting => (v1::OutputState::Starting, String::new()),
         OutputState::Live => (v1::OutputState::Live, String::new()),
+        OutputState::Reconnecting { attempt, reason } => (
+            v1::OutputState::Reconnecting,
+            format!("attempt {attempt}: {reason}"),
+        ),
         OutputState::Stopped => (v1::OutputState::Stopped, String::new()),
         OutputState::Failed(why) => (v1::OutputState::Failed, why.clone()),
     }
