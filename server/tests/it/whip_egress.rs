@@ -252,3 +252,94 @@ async fn refused_and_unreachable_endpoints_fail_with_a_reason() {
     }
     server.stop().await;
 }
+
+/// A number from the server's `/metrics` (a series without labels).
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = http(server.addr, "GET", "/metrics", &[], b"").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+}
+
+/// One session carried at once to ten WebRTC viewers, a WHIP endpoint and
+/// a recording for 60 s: no frame late, everyone gets every frame, and the
+/// video is encoded once (one encoder run per frame, however many outputs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_viewers_a_whip_push_and_a_recording_at_once() {
+    use huashen_loadtest::viewer::{self, ViewerOptions};
+    let Some(python) = python() else { return };
+    let receiver = Receiver::start(&python, "t");
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Busy host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut viewers = Vec::new();
+    for _ in 0..10 {
+        let v = viewer::connect(
+            server.addr,
+            &s.session_id,
+            &s.viewer_token,
+            ViewerOptions::default(),
+        );
+        viewers.push(v.await.unwrap());
+    }
+    for kind in [
+        v1::add_output_request::Kind::Whip(v1::WhipOutput {
+            url: receiver.url(),
+            bearer_token: "t".into(),
+        }),
+        v1::add_output_request::Kind::Recording(v1::RecordingOutput {}),
+    ] {
+        c.outputs
+            .add_output(v1::AddOutputRequest {
+                session_id: s.session_id.clone(),
+                kind: Some(kind),
+            })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let late0 = metric(&server, "huashen_frames_late_total").await;
+    let encodes0 = metric(&server, "huashen_video_encode_seconds_count").await;
+    let received0: Vec<usize> = viewers.iter().map(|v| v.seen().video_ts.len()).collect();
+    let whip0 = receiver.stats().await["video_frames"].as_u64().unwrap();
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let late = metric(&server, "huashen_frames_late_total").await - late0;
+    let encodes = metric(&server, "huashen_video_encode_seconds_count").await - encodes0;
+    assert_eq!(late, 0.0, "frames went late");
+    // 25 fps, one encode per frame (±1 s of frames at the window's edges).
+    assert!(
+        (encodes - 25.0 * secs).abs() <= 25.0,
+        "{encodes} encodes in {secs:.1} s"
+    );
+    for (i, v) in viewers.iter().enumerate() {
+        let got = v.seen().video_ts.len() - received0[i];
+        assert!(
+            got as f64 >= 24.0 * secs,
+            "viewer {i}: {got} frames in {secs:.1} s"
+        );
+    }
+    let whip = receiver.stats().await["video_frames"].as_u64().unwrap() - whip0;
+    assert!(
+        whip as f64 >= 24.0 * secs,
+        "WHIP endpoint: {whip} frames in {secs:.1} s"
+    );
+    let outputs = c
+        .outputs
+        .list_outputs(v1::ListOutputsRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outputs;
+    assert!(
+        outputs
+            .iter()
+            .all(|o| o.state == v1::OutputState::Live as i32),
+        "{outputs:?}"
+    );
+    server.stop().await;
+}
