@@ -48,6 +48,9 @@ pub struct Options {
     pub words_per_second: Option<f64>,
     /// Record every session (a recording output from its start).
     pub record: bool,
+    /// Push every session to this WHIP endpoint (with `whip_token`).
+    pub whip: Option<String>,
+    pub whip_token: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -344,6 +347,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             whep_addr,
             barrier: barrier.clone(),
             record: opts.record.then(|| outputs.clone()),
+            whip: opts
+                .whip
+                .clone()
+                .map(|url| (outputs.clone(), url, opts.whip_token.clone())),
         };
         tasks.spawn(drive_session(client, plan));
     }
@@ -561,6 +568,8 @@ struct SessionPlan {
     barrier: Arc<tokio::sync::Barrier>,
     /// Record the session, through this client.
     record: Option<OutputServiceClient<Svc>>,
+    /// Push the session to this WHIP endpoint (URL, token).
+    whip: Option<(OutputServiceClient<Svc>, String, String)>,
 }
 
 #[derive(Default)]
@@ -863,6 +872,19 @@ async fn setup_session(
         if let Err(e) = outputs.add_output(recording).await {
             out.errors
                 .push(format!("AddOutput: {:?} {}", e.code(), e.message()));
+        }
+    }
+    if let Some((mut outputs, url, bearer_token)) = plan.whip.clone() {
+        let push = v1::AddOutputRequest {
+            session_id: id.clone(),
+            kind: Some(v1::add_output_request::Kind::Whip(v1::WhipOutput {
+                url,
+                bearer_token,
+            })),
+        };
+        if let Err(e) = outputs.add_output(push).await {
+            out.errors
+                .push(format!("AddOutput (WHIP): {:?} {}", e.code(), e.message()));
         }
     }
     let t = Instant::now();

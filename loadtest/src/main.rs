@@ -45,6 +45,12 @@ struct Args {
     /// Record every session (OutputService.AddOutput with a recording).
     #[arg(long)]
     record: bool,
+    /// Push every session to this WHIP endpoint (OutputService.AddOutput).
+    #[arg(long)]
+    whip: Option<String>,
+    /// Bearer token for `--whip`.
+    #[arg(long, env = "HUASHEN_LOADTEST_WHIP_TOKEN", default_value = "")]
+    whip_token: String,
     /// Portrait to enroll.
     #[arg(long, default_value = "server/tests/data/astronaut.png")]
     image: PathBuf,
@@ -78,6 +84,8 @@ async fn main() -> anyhow::Result<()> {
         decode: a.decode,
         words_per_second: a.words_per_second,
         record: a.record,
+        whip: a.whip,
+        whip_token: a.whip_token,
     })
     .await?;
     print!("{}", report.table());

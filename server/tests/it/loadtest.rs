@@ -22,6 +22,8 @@ async fn short_run_against_a_real_server() {
         speak: None,
         words_per_second: None,
         record: false,
+        whip: None,
+        whip_token: String::new(),
     })
     .await
     .unwrap();
@@ -57,6 +59,8 @@ async fn short_speaking_run_hears_speech() {
         speak: Some("Hello and welcome, this is a load test of the speech path.".into()),
         words_per_second: None,
         record: false,
+        whip: None,
+        whip_token: String::new(),
     })
     .await
     .unwrap();
@@ -88,6 +92,8 @@ async fn streamed_text_is_spoken_to_the_end() {
         speak: Some("Good evening. Today we taste three green teas, one by one.".into()),
         words_per_second: Some(8.0),
         record: false,
+        whip: None,
+        whip_token: String::new(),
     })
     .await
     .unwrap();
