@@ -19,7 +19,8 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
 
   function fromProto(o) {
     return { id: o.outputId, kind: o.kind.case, state: OutputState[o.state], reason: o.reason,
-      bytes: Number(o.bytes), recordingId: o.recordingId };
+      bytes: Number(o.bytes), recordingId: o.recordingId,
+      url: o.kind.case === 'whip' ? o.kind.value.url : '' };
   }
 
   function upsert(o) {
@@ -37,13 +38,24 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
       const name = document.createElement('span');
       name.className = 'name';
       name.textContent = t('outputKinds')[o.kind] || o.kind;
+      if (o.url) name.textContent += ` → ${o.url}`;
       const state = document.createElement('b');
+      state.className = 'state';
       state.textContent = t('outputStates')[o.state] || o.state;
       li.append(name, state);
       if (o.reason) {
         const why = document.createElement('small');
+        why.className = 'reason';
         why.textContent = o.reason;
         li.append(why);
+      }
+      if (!ENDED.has(o.state)) {
+        const stop = document.createElement('button');
+        stop.type = 'button';
+        stop.className = 'quiet';
+        stop.textContent = t('stop');
+        stop.addEventListener('click', () => removeOutput(o));
+        li.append(stop);
       }
       ul.append(li);
     }
@@ -52,6 +64,7 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
     button.textContent = on ? t('stopRecording') : t('record');
     button.setAttribute('aria-pressed', String(on));
     button.disabled = !sessionId;
+    $('whip-add').disabled = !sessionId;
   }
 
   async function refreshOutputs() {
@@ -60,6 +73,33 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
     ui.outputs = list.outputs.map(fromProto);
     render();
   }
+
+  async function removeOutput(o) {
+    showError('output-error', '');
+    try {
+      upsert(fromProto(await getApi().outputs.removeOutput({ outputId: o.id })));
+      if (o.kind === 'recording') await refreshRecordings();
+    } catch (e) {
+      showError('output-error', describeError(e));
+    }
+    render();
+  }
+
+  // A WHIP destination: the token goes to the server only (never shown).
+  $('whip-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError('output-error', '');
+    const url = $('whip-url').value.trim();
+    const bearerToken = $('whip-token').value;
+    try {
+      const o = await getApi().outputs.addOutput({ sessionId, kind: { case: 'whip', value: { url, bearerToken } } });
+      upsert(fromProto(o));
+      $('whip-token').value = '';
+    } catch (e) {
+      showError('output-error', describeError(e));
+    }
+    render();
+  });
 
   async function toggleRecording() {
     showError('output-error', '');

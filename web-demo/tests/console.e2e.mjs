@@ -281,6 +281,17 @@ try {
   check(found.recordingPlayer.w === 640 && found.recordingPlayer.h === 360 && found.recordingPlayer.duration > 2, `recording player: ${JSON.stringify(found.recordingPlayer)}`);
   await page.screenshot({ path: join(artifacts, 'console-recording.png'), fullPage: true });
 
+  step('a WHIP destination nobody answers: the panel shows it reconnecting, with the reason');
+  await page.fill('#whip-url', 'http://127.0.0.1:9/whip');
+  await page.fill('#whip-token', 'console-secret');
+  await page.click('#whip-add');
+  await until(page, 'the WHIP output reconnects', () => window.huashenConsole.outputs.some((o) => o.kind === 'whip' && o.state === 'RECONNECTING'), undefined, 15000);
+  found.whip = await page.evaluate(() => window.huashenConsole.outputs.find((o) => o.kind === 'whip'));
+  check(/refused/.test(found.whip.reason) && !JSON.stringify(found.whip).includes('console-secret'), `WHIP output: ${JSON.stringify(found.whip)}`);
+  check(await page.inputValue('#whip-token') === '', 'the token stays in the form');
+  await page.click('#output-list li:has-text("WHIP") button');
+  await until(page, 'the WHIP output stops', () => window.huashenConsole.outputs.some((o) => o.kind === 'whip' && o.state === 'STOPPED'), undefined, 10000);
+
   step('close the session: the console and the viewer say it ended');
   await page.click('#close-button');
   await until(page, 'closed', () => window.huashenConsole.session.state === 'CLOSED');

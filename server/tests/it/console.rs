@@ -4,6 +4,7 @@
 //! a photo without a face, an oversize file, a session played in the
 //! embedded player, typed speech with subtitles, Interrupt, the viewer link,
 //! recording from the Outputs panel and playing the recording in the page,
+//! a WHIP destination nobody answers (shown reconnecting, with the reason),
 //! closing and deleting. Screenshots go to `target/tmp/artifacts/`.
 
 use crate::common::*;
