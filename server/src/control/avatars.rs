@@ -9,7 +9,7 @@ use crate::avatars::remove::remove;
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::session::SessionManager;
-use crate::store::{AuditEntry, Avatar, AvatarState, ImageFormat, Principal, Store, now_ms};
+use crate::store::{Avatar, AvatarState, ImageFormat, Principal, Store, now_ms};
 use futures::{Stream, StreamExt};
 use huashen_protos::v1;
 use huashen_protos::v1::avatar_service_server::AvatarService;
@@ -303,9 +303,7 @@ impl AvatarApi {
         target: String,
         outcome: String,
     ) -> ApiResult<()> {
-        let entry = AuditEntry::new(Some(who), action, target, &outcome);
-        self.store.run(move |b| b.append_audit(&entry)).await?;
-        Ok(())
+        Ok(self.store.audit(who, action, target, &outcome).await?)
     }
 }
 

@@ -31,9 +31,7 @@ pub async fn audit(
     target: String,
     outcome: String,
 ) -> ApiResult<()> {
-    let entry = AuditEntry::new(Some(who), action, target, &outcome);
-    store.run(move |b| b.append_audit(&entry)).await?;
-    Ok(())
+    Ok(store.audit(who, action, target, &outcome).await?)
 }
 
 /// How long a download path from GetRecording works.
@@ -183,12 +181,6 @@ pub async fn remove(store: &Store, who: &Principal, id: &str, action: &str) -> A
     let deleted = store
         .run(move |b| b.delete_recording(&tenant, &id2, &audit))
         .await?;
-    let files = store.files.clone();
-    let id2 = id.to_owned();
-    match tokio::task::spawn_blocking(move || files.remove_recording(&id2)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(recording = %id, error = %e, "recording file left on disk"),
-        Err(e) => tracing::warn!(recording = %id, error = %e, "recording file left on disk"),
-    }
+    store.files.remove_recordings(&[id.to_owned()]).await;
     Ok(deleted)
 }

@@ -71,16 +71,6 @@ async fn erase_recordings(store: &Store, who: &Principal, avatar_id: &str) -> Ap
             Ok(ids)
         })
         .await?;
-    for id in &ids {
-        let files = store.files.clone();
-        let id2 = id.clone();
-        match tokio::task::spawn_blocking(move || files.remove_recording(&id2)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(recording = %id, error = %e, "recording file left on disk")
-            }
-            Err(e) => tracing::warn!(recording = %id, error = %e, "recording file left on disk"),
-        }
-    }
+    store.files.remove_recordings(&ids).await;
     Ok(ids.len() as u32)
 }

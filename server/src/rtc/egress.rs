@@ -108,23 +108,8 @@ impl Offer {
                 .set_remote_description(answer)
                 .await
                 .map_err(|e| RtcError::Negotiation(e.to_string()))?;
-            for (track, sender) in [&mut self.video, &mut self.audio]
-                .into_iter()
-                .zip(&self.senders)
-            {
-                let params = sender
-                    .get_parameters()
-                    .await
-                    .map_err(|e| RtcError::Negotiation(e.to_string()))?;
-                match params.rtp_parameters.codecs.first() {
-                    Some(c) => track.payload_type = c.payload_type,
-                    None => {
-                        return Err(RtcError::Negotiation(
-                            "the endpoint accepts neither H.264 (constrained baseline) nor Opus on one of the tracks".into(),
-                        ));
-                    }
-                }
-            }
+            let [vs, as_] = &self.senders;
+            take_payload_types([(&mut self.video, vs), (&mut self.audio, as_)]).await?;
             if !wait_connected(&mut self.events, timeout, cancel, &mut Vec::new()).await {
                 return Err(RtcError::Negotiation(
                     "the endpoint's peer did not connect (ICE/DTLS)".into(),

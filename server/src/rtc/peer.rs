@@ -182,6 +182,29 @@ impl Track {
     }
 }
 
+/// Sets each track's payload type to the one negotiated for its sender;
+/// an error when the remote side took neither codec on a track.
+pub(super) async fn take_payload_types(
+    pairs: [(&mut Track, &Arc<dyn webrtc::rtp_transceiver::RtpSender>); 2],
+) -> Result<(), RtcError> {
+    for (track, sender) in pairs {
+        let params = sender
+            .get_parameters()
+            .await
+            .map_err(|e| RtcError::Negotiation(e.to_string()))?;
+        match params.rtp_parameters.codecs.first() {
+            Some(c) => track.payload_type = c.payload_type,
+            None => {
+                return Err(RtcError::Negotiation(
+                    "the remote side accepts neither H.264 (constrained baseline) nor Opus on one of the tracks"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Behind a 1:1 NAT, replaces the address of every host candidate in `sdp`
 /// with the public address of the same family (the NAT forwards the
 /// viewer's connectivity checks to the local socket; ICE authenticates them

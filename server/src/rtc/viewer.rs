@@ -57,21 +57,7 @@ pub async fn connect(
             .await
             .map_err(|e| RtcError::Negotiation(e.to_string()))?;
         let answer_sdp = answer_with_candidates(settings, &*pc, &mut events).await?;
-        for (track, sender) in [(&mut video, vsender), (&mut audio, asender)] {
-            let params = sender
-                .get_parameters()
-                .await
-                .map_err(|e| RtcError::Negotiation(e.to_string()))?;
-            match params.rtp_parameters.codecs.first() {
-                Some(c) => track.payload_type = c.payload_type,
-                None => {
-                    return Err(RtcError::Negotiation(
-                        "the offer accepts neither H.264 (constrained baseline) nor Opus on one of its tracks"
-                            .into(),
-                    ));
-                }
-            }
-        }
+        take_payload_types([(&mut video, &vsender), (&mut audio, &asender)]).await?;
         Ok((answer_sdp, video, audio))
     }
     .await;

@@ -130,6 +130,24 @@ impl FileStore {
         Ok(removed)
     }
 
+    /// Removes the files of recordings whose records are gone; a file that
+    /// cannot be removed now is logged and left for the next start's sweep.
+    pub async fn remove_recordings(&self, ids: &[String]) {
+        for id in ids {
+            let files = self.clone();
+            let id2 = id.clone();
+            match tokio::task::spawn_blocking(move || files.remove_recording(&id2)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(recording = %id, error = %e, "recording file left on disk")
+                }
+                Err(e) => {
+                    tracing::warn!(recording = %id, error = %e, "recording file left on disk")
+                }
+            }
+        }
+    }
+
     /// Removes a recording's file; false when there was none (blocking).
     pub fn remove_recording(&self, recording_id: &str) -> io::Result<bool> {
         match std::fs::remove_file(self.recording_path(recording_id)) {

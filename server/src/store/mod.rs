@@ -148,6 +148,18 @@ impl Store {
     }
 
     /// Direct blocking access, for the CLI and startup.
+    /// Records `who`'s access (`action` on `target`) in the audit log.
+    pub async fn audit(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: String,
+        outcome: &str,
+    ) -> StoreResult<()> {
+        let entry = AuditEntry::new(Some(who), action, target, outcome);
+        self.run(move |b| b.append_audit(&entry)).await
+    }
+
     pub fn blocking(&self) -> &dyn Backend {
         &*self.backend
     }

@@ -73,16 +73,7 @@ async fn purge_recordings(store: &Store, before: Millis, now: Millis) -> StoreRe
                 Ok(ids)
             })
             .await?;
-        for id in &ids {
-            let files = store.files.clone();
-            let id2 = id.clone();
-            match tokio::task::spawn_blocking(move || files.remove_recording(&id2)).await {
-                Ok(Ok(_)) => {}
-                other => {
-                    tracing::warn!(recording = %id, error = ?other.map(|r| r.err()), "recording file left on disk")
-                }
-            }
-        }
+        store.files.remove_recordings(&ids).await;
         deleted += ids.len();
         if ids.len() < RECORDING_BATCH {
             return Ok(deleted);
