@@ -25,8 +25,23 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
 
   function upsert(o) {
     const i = ui.outputs.findIndex((x) => x.id === o.id);
-    if (i >= 0) ui.outputs[i] = { ...ui.outputs[i], ...o };
-    else ui.outputs.push(o);
+    if (i < 0) {
+      ui.outputs.push(o);
+      return;
+    }
+    const was = ui.outputs[i];
+    // An ended output stays ended, whatever arrives late.
+    const keep = ENDED.has(was.state) && o.state && !ENDED.has(o.state);
+    ui.outputs[i] = keep ? { ...was, ...o, state: was.state, reason: was.reason } : { ...was, ...o };
+  }
+
+  // An output as a call answered it. Its events may have overtaken the
+  // answer (LIVE before AddOutput's STARTING): a state already known is
+  // newer and stays.
+  function answered(o) {
+    const known = ui.outputs.find((x) => x.id === o.outputId);
+    const fresh = fromProto(o);
+    upsert(known && known.state ? { ...fresh, state: known.state, reason: known.reason } : fresh);
   }
 
   function render() {
@@ -92,8 +107,7 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
     const url = $('whip-url').value.trim();
     const bearerToken = $('whip-token').value;
     try {
-      const o = await getApi().outputs.addOutput({ sessionId, kind: { case: 'whip', value: { url, bearerToken } } });
-      upsert(fromProto(o));
+      answered(await getApi().outputs.addOutput({ sessionId, kind: { case: 'whip', value: { url, bearerToken } } }));
       $('whip-token').value = '';
     } catch (e) {
       showError('output-error', describeError(e));
@@ -110,7 +124,7 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
         upsert(fromProto(await api.outputs.removeOutput({ outputId: on.id })));
         await refreshRecordings();
       } else {
-        upsert(fromProto(await api.outputs.addOutput({ sessionId, kind: { case: 'recording', value: {} } })));
+        answered(await api.outputs.addOutput({ sessionId, kind: { case: 'recording', value: {} } }));
       }
     } catch (e) {
       showError('output-error', describeError(e));
