@@ -191,16 +191,21 @@ fn avc1(o: &mut Vec<u8>, t: &Tracks) {
         name[1..=label.len()].copy_from_slice(label);
         o.extend_from_slice(&name);
         u16s(o, &[0x0018, 0xFFFF]);
-        boxed(o, b"avcC", |o| {
-            let profile = |i: usize| t.sps.get(i).copied().unwrap_or(0);
-            o.extend_from_slice(&[1, profile(1), profile(2), profile(3), 0xFF, 0xE1]);
-            u16s(o, &[t.sps.len() as u16]);
-            o.extend_from_slice(&t.sps);
-            o.push(1);
-            u16s(o, &[t.pps.len() as u16]);
-            o.extend_from_slice(&t.pps);
-        });
+        boxed(o, b"avcC", |o| o.extend(avc_decoder_config(&t.sps, &t.pps)));
     });
+}
+
+/// AVCDecoderConfigurationRecord (ISO/IEC 14496-15): the `avcC` box's body
+/// and FLV's AVC sequence header.
+pub fn avc_decoder_config(sps: &[u8], pps: &[u8]) -> Vec<u8> {
+    let profile = |i: usize| sps.get(i).copied().unwrap_or(0);
+    let mut o = vec![1, profile(1), profile(2), profile(3), 0xFF, 0xE1];
+    u16s(&mut o, &[sps.len() as u16]);
+    o.extend_from_slice(sps);
+    o.push(1);
+    u16s(&mut o, &[pps.len() as u16]);
+    o.extend_from_slice(pps);
+    o
 }
 
 fn opus(o: &mut Vec<u8>, t: &Tracks) {

@@ -4,7 +4,7 @@
 //! has been written is always a playable file.
 
 use super::fmp4::{self, AUDIO_TIMESCALE, Run, Sample, Tracks, VIDEO_TIMESCALE};
-use crate::pipeline::{EncodedFrame, MediaKind};
+use crate::pipeline::{EncodedFrame, FrameKind};
 use std::time::Duration;
 
 /// Samples of the session clock per second.
@@ -60,7 +60,7 @@ impl FragmentWriter {
         let t0 = match self.t0 {
             Some(t0) => t0,
             None => {
-                if frame.kind != MediaKind::Video || !frame.keyframe {
+                if frame.kind != FrameKind::Video || !frame.keyframe {
                     return None;
                 }
                 let (sps, pps) = fmp4::parameter_sets(&frame.data)?;
@@ -81,7 +81,9 @@ impl FragmentWriter {
         }
         let at = frame.sample - t0;
         match frame.kind {
-            MediaKind::Audio => {
+            // Recordings keep the Opus track.
+            FrameKind::Aac => {}
+            FrameKind::Opus => {
                 if self.audio.samples.is_empty() {
                     self.audio.start = at;
                 }
@@ -91,7 +93,7 @@ impl FragmentWriter {
                     keyframe: true,
                 });
             }
-            MediaKind::Video => {
+            FrameKind::Video => {
                 let ticks = at * u64::from(VIDEO_TIMESCALE) / CLOCK_RATE;
                 if let Some((start, mut last)) = self.pending.take() {
                     last.duration = (ticks - start) as u32;
@@ -156,70 +158,13 @@ impl FragmentWriter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_media::ffprobe;
     use super::*;
-    use crate::config::BargeIn;
-    use crate::engines::lipsync::LipSyncEngine;
-    use crate::pipeline::frame::I420;
-    use crate::pipeline::playback::Playback;
-    use crate::pipeline::voice::VoiceInput;
-    use crate::pipeline::{AudioInput, Labels, MediaConfig, MediaPipeline, StillFrame};
-    use std::sync::Arc;
-    use tokio::sync::mpsc;
-
-    /// `ffprobe`'s JSON for `path` (streams, format, packets).
-    fn ffprobe(path: &std::path::Path) -> serde_json::Value {
-        let out = std::process::Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-print_format",
-                "json",
-                "-show_streams",
-                "-show_format",
-            ])
-            .args(["-show_packets"])
-            .arg(path)
-            .output()
-            .expect("ffprobe (Debian package ffmpeg; scripts/setup.sh --test installs it)");
-        assert!(
-            out.status.success(),
-            "ffprobe refused the file: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
 
     /// A real pipeline's frames for `seconds`, written as fMP4 (and the
     /// file cut after its last complete fragment when `cut`).
     async fn record(seconds: f64) -> (Vec<u8>, Duration) {
-        let img = crate::engines::portrait::decode(
-            &std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/data/astronaut.png"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
-        let still = I420::from_rgb(&crate::engines::portrait::letterbox(&img, 320, 240));
-        let config = MediaConfig {
-            width: 320,
-            height: 240,
-            fps: 25,
-            video_bitrate_kbps: 400,
-            audio_bitrate_kbps: 32,
-        };
-        let (events, _rx) = mpsc::channel(16);
-        let audio_in = AudioInput {
-            playback: Arc::new(Playback::new(48000)),
-            voice: Arc::new(VoiceInput::new(48000, 2880, BargeIn::Interrupt)),
-            events,
-            lipsync: Arc::new(LipSyncEngine::unbatched()),
-        };
-        let labels = Labels {
-            visible: None,
-            sei_session: Some("se_0123456789abcdef0123456789abcdef".into()),
-        };
-        let p = MediaPipeline::start(config, StillFrame(still), labels, audio_in, "rec").unwrap();
+        let p = super::super::test_media::pipeline(320, 240);
         p.set_keyframe_interval(Some(Duration::from_secs(2)));
         let mut rx = p.subscribe_frames();
         let mut w = FragmentWriter::new(320, 240, 25, 120);

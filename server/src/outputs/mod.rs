@@ -5,10 +5,13 @@
 //! come ([`fragments`]), sealed into the file store), and WHIP egress into
 //! an SFU ([`whip`]). [`manager`] starts, lists and stops them.
 
+pub mod flv;
 pub mod fmp4;
 pub mod fragments;
 pub mod manager;
 pub mod recording;
 pub mod recordings;
 pub mod state;
+#[cfg(test)]
+mod test_media;
 pub mod whip;

@@ -6,7 +6,7 @@
 
 use super::fragments::FragmentWriter;
 use super::state::{OutputState, StateTx};
-use crate::pipeline::{EncodedFrame, MediaKind, MediaPipeline};
+use crate::pipeline::{EncodedFrame, FrameKind, MediaPipeline};
 use crate::store::{Recording, Store, now_ms};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,7 +117,7 @@ fn run(
                 continue;
             }
         };
-        if frame.kind == MediaKind::Video && wait_keyframe {
+        if frame.kind == FrameKind::Video && wait_keyframe {
             if !frame.keyframe {
                 continue;
             }

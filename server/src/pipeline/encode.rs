@@ -135,6 +135,76 @@ impl AudioEncoder {
     }
 }
 
+/// AAC-LC of the session's sound, for outputs whose platforms want AAC
+/// (RTMP ingest): 48 kHz mono, constant bitrate, raw frames of 1024
+/// samples, by the Fraunhofer FDK AAC encoder (`fdk-aac`). Run only while
+/// such an output is active.
+pub struct AacEncoder {
+    inner: fdk_aac::enc::Encoder,
+    out: Vec<u8>,
+    /// The encoder's delay (samples): frame `k` plays from sample
+    /// `k * 1024 - delay` of what was fed.
+    delay: u64,
+    /// Frames produced so far.
+    frames: u64,
+}
+
+/// Samples of one AAC frame.
+pub const AAC_FRAME: u64 = 1024;
+
+impl AacEncoder {
+    /// AudioSpecificConfig (ISO/IEC 14496-3): AAC-LC, 48 kHz, one channel.
+    pub const AUDIO_SPECIFIC_CONFIG: [u8; 2] = [0x11, 0x88];
+
+    pub fn new(bitrate_kbps: u32) -> Result<Self, EncodeError> {
+        use fdk_aac::enc::{
+            AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport,
+        };
+        let aac = |e: fdk_aac::enc::EncoderError| EncodeError::Audio(format!("AAC: {e:?}"));
+        let inner = Encoder::new(EncoderParams {
+            bit_rate: BitRate::Cbr(bitrate_kbps * 1000),
+            sample_rate: AUDIO_RATE,
+            transport: Transport::Raw,
+            channels: ChannelMode::Mono,
+            audio_object_type: AudioObjectType::Mpeg4LowComplexity,
+        })
+        .map_err(aac)?;
+        let delay = u64::from(inner.info().map_err(aac)?.nDelay);
+        Ok(Self {
+            inner,
+            out: vec![0; 8192],
+            delay,
+            frames: 0,
+        })
+    }
+
+    /// Takes 48 kHz mono samples; appends each finished frame with the
+    /// position (in samples of what was fed, from 0) where it starts to
+    /// play.
+    pub fn encode(
+        &mut self,
+        mut pcm: &[i16],
+        frames: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), EncodeError> {
+        while !pcm.is_empty() {
+            let info = self
+                .inner
+                .encode(pcm, &mut self.out)
+                .map_err(|e| EncodeError::Audio(format!("AAC: {e:?}")))?;
+            if info.output_size > 0 {
+                let at = (self.frames * AAC_FRAME).saturating_sub(self.delay);
+                frames.push((at, self.out[..info.output_size].to_vec()));
+                self.frames += 1;
+            }
+            if info.input_consumed == 0 && info.output_size == 0 {
+                break;
+            }
+            pcm = &pcm[info.input_consumed.min(pcm.len())..];
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 //! a viewer that falls behind loses packets, never slows the session.
 
 use super::clock::{AUDIO_FRAME, MediaClock};
-use super::encode::{AudioEncoder, EncodeError, VideoEncoder};
+use super::encode::{AacEncoder, AudioEncoder, EncodeError, VideoEncoder};
 use super::frame::I420;
 use super::label::VisibleLabel;
 use super::lips;
@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
+
+/// AAC bitrate for outputs that want AAC (kbit/s, mono).
+const AAC_KBPS: u32 = 96;
 
 /// `generator` of the AI label in the H.264 stream.
 const GENERATOR: &str = concat!("huashen/", env!("CARGO_PKG_VERSION"));
@@ -59,11 +62,22 @@ pub struct MediaPacket {
 
 /// One encoded frame of the session, before RTP: what outputs (recordings,
 /// RTMP, WHIP egress) take, so no output encodes again.
+/// What an encoded frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// An H.264 access unit (Annex B, with the SEI label when it has one).
+    Video,
+    /// One 20 ms Opus packet.
+    Opus,
+    /// One raw AAC-LC frame (1024 samples; only while an output wants AAC,
+    /// see [`MediaPipeline::want_aac`]).
+    Aac,
+}
+
 #[derive(Debug, Clone)]
 pub struct EncodedFrame {
-    pub kind: MediaKind,
-    /// An H.264 access unit (Annex B, with the SEI label when it has one)
-    /// or one 20 ms Opus packet.
+    pub kind: FrameKind,
+    /// The frame's bytes (see [`FrameKind`]).
     pub data: Bytes,
     /// When it plays: session-clock sample (48 kHz).
     pub sample: u64,
@@ -143,6 +157,8 @@ pub struct MediaPipeline {
     /// Longest run of video frames without a keyframe while an output asks
     /// for one (0: the encoder's own interval).
     keyframe_interval: Arc<AtomicU64>,
+    /// Outputs that want the sound as AAC too.
+    aac_users: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
     pub stats: Arc<MediaStats>,
     pub clock: MediaClock,
@@ -175,6 +191,7 @@ impl MediaPipeline {
         let (frames_tx, _) = broadcast::channel(FRAMES_CAPACITY);
         let keyframe = Arc::new(AtomicBool::new(true));
         let keyframe_interval = Arc::new(AtomicU64::new(0));
+        let aac_users = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::default());
         let clock = MediaClock::new(config.fps);
@@ -194,6 +211,8 @@ impl MediaPipeline {
             keyframe: keyframe.clone(),
             keyframe_interval: keyframe_interval.clone(),
             since_keyframe: 0,
+            aac_users: aac_users.clone(),
+            aac: None,
             stop: stop.clone(),
             stats: stats.clone(),
             h264: H264Payloader::default(),
@@ -210,6 +229,7 @@ impl MediaPipeline {
             frames: frames_tx,
             keyframe,
             keyframe_interval,
+            aac_users,
             stop,
             stats,
             clock,
@@ -248,6 +268,18 @@ impl MediaPipeline {
                 .max(1.0) as u64
         });
         self.keyframe_interval.store(frames, Ordering::Relaxed);
+    }
+
+    /// An output starts (`true`) or stops (`false`) wanting the sound as
+    /// AAC-LC too ([`FrameKind::Aac`] frames): encoded once, while any does.
+    pub fn want_aac(&self, want: bool) {
+        if want {
+            self.aac_users.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .aac_users
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     /// Asks for a keyframe as the next video frame (new viewer, PLI/FIR,
@@ -302,6 +334,10 @@ struct Worker {
     keyframe_interval: Arc<AtomicU64>,
     /// Video frames since the last keyframe.
     since_keyframe: u64,
+    /// Outputs that want AAC, and the encoder (with the session sample it
+    /// started at) while any does.
+    aac_users: Arc<std::sync::atomic::AtomicUsize>,
+    aac: Option<(AacEncoder, u64)>,
     stop: Arc<AtomicBool>,
     stats: Arc<MediaStats>,
     h264: H264Payloader,
@@ -434,14 +470,37 @@ impl Worker {
             .payload(RTP_PAYLOAD_MTU, &frame)
             .map_err(|e| EncodeError::Audio(e.to_string()))?;
         self.stats.audio_frames.fetch_add(1, Ordering::Relaxed);
-        self.to_outputs(MediaKind::Audio, &frame, sample, false);
+        self.to_outputs(FrameKind::Opus, &frame, sample, false);
+        self.aac(pcm, sample)?;
         let ts = self.clock.audio_rtp(sample);
         self.publish(MediaKind::Audio, payloads, ts, false);
         Ok(())
     }
 
+    /// AAC of the same sound while an output wants it: the encoder starts
+    /// when the first such output does and stops after the last.
+    fn aac(&mut self, pcm: &[i16], sample: u64) -> Result<(), EncodeError> {
+        if self.aac_users.load(Ordering::Relaxed) == 0 {
+            self.aac = None;
+            return Ok(());
+        }
+        if self.aac.is_none() {
+            self.aac = Some((AacEncoder::new(AAC_KBPS)?, sample));
+        }
+        let Some((encoder, start)) = self.aac.as_mut() else {
+            return Ok(());
+        };
+        let start = *start;
+        let mut frames = Vec::new();
+        encoder.encode(pcm, &mut frames)?;
+        for (at, data) in frames {
+            self.to_outputs(FrameKind::Aac, &Bytes::from(data), start + at, false);
+        }
+        Ok(())
+    }
+
     /// Hands an encoded frame to the outputs, if any listen.
-    fn to_outputs(&self, kind: MediaKind, data: &Bytes, sample: u64, keyframe: bool) {
+    fn to_outputs(&self, kind: FrameKind, data: &Bytes, sample: u64, keyframe: bool) {
         if self.encoded.receiver_count() > 0 {
             let _ = self.encoded.send(Arc::new(EncodedFrame {
                 kind,
@@ -499,7 +558,7 @@ impl Worker {
         }
         let data = Bytes::from(data);
         self.to_outputs(
-            MediaKind::Video,
+            FrameKind::Video,
             &data,
             self.clock.frame_due_sample(n),
             frame.keyframe,
