@@ -1,0 +1,63 @@
+//! The media pipeline's own tests (real time, real encoders).
+
+use super::*;
+
+#[tokio::test]
+async fn real_time_packets_in_lockstep() {
+    use crate::engines::portrait;
+    let img = portrait::decode(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/astronaut.png"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let still = I420::from_rgb(&portrait::letterbox(&img, 256, 256));
+    let config = MediaConfig {
+        width: 256,
+        height: 256,
+        fps: 25,
+        video_bitrate_kbps: 500,
+        audio_bitrate_kbps: 32,
+    };
+    let (events, _rx) = mpsc::channel(16);
+    let audio_in = AudioInput {
+        playback: Arc::new(Playback::new(48000)),
+        voice: Arc::new(VoiceInput::new(48000, 2880, BargeIn::Interrupt)),
+        events,
+        lipsync: Arc::new(LipSyncEngine::unbatched()),
+    };
+    let p = MediaPipeline::start(
+        config,
+        StillFrame(still),
+        Labels::default(),
+        audio_in,
+        "test",
+    )
+    .unwrap();
+    let mut rx = p.subscribe();
+    let (a0, v0) = p.clock.bases();
+    let mut audio_ts = vec![];
+    let mut video_ts = vec![];
+    let mut first_video_key = None;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(600) {
+        let pkt = rx.recv().await.unwrap();
+        match pkt.kind {
+            MediaKind::Audio => audio_ts.push(pkt.packet.header.timestamp.wrapping_sub(a0)),
+            MediaKind::Video => {
+                first_video_key.get_or_insert(pkt.keyframe_start);
+                if pkt.packet.header.marker {
+                    video_ts.push(pkt.packet.header.timestamp.wrapping_sub(v0));
+                }
+            }
+        }
+    }
+    // ~0.6 s of media: 20 ms audio steps, 40 ms video steps.
+    assert!(audio_ts.len() >= 20, "{}", audio_ts.len());
+    assert!(audio_ts.windows(2).all(|w| w[1] - w[0] == 960));
+    assert!(video_ts.windows(2).all(|w| w[1] - w[0] == 3600));
+    assert_eq!(first_video_key, Some(true));
+    assert!(p.stats.keyframes.load(Ordering::Relaxed) >= 1);
+}
