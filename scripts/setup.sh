@@ -23,6 +23,8 @@ if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=(ffmpeg)
   # A virtualenv for the WHIP egress test's receiver (aiortc, from PyPI).
   APT_PACKAGES+=(python3-venv)
+  # nginx with the RTMP module: the RTMP push test's server.
+  APT_PACKAGES+=(nginx libnginx-mod-rtmp)
   # Node.js runs the web demo's build check and its browser tests
   # (Playwright). Serving needs no Node: the console bundle is committed.
   command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

@@ -8,7 +8,7 @@ use super::validate;
 use crate::error::ApiError;
 use crate::ids;
 use crate::outputs::manager::{Output, OutputKind, OutputManager, OutputRequest};
-use crate::outputs::{recordings, whip};
+use crate::outputs::{recordings, rtmp, whip};
 use crate::session::SessionManager;
 use crate::store::{Recording, Store, now_ms};
 use futures::{Stream, StreamExt};
@@ -32,6 +32,14 @@ fn output_to_proto(o: &Output) -> v1::Output {
         OutputKind::Recording { recording_id } => (
             v1::output::Kind::Recording(v1::RecordingOutput {}),
             recording_id.clone(),
+        ),
+        // The key is never returned.
+        OutputKind::Rtmp { url } => (
+            v1::output::Kind::Rtmp(v1::RtmpOutput {
+                url: url.clone(),
+                stream_key: String::new(),
+            }),
+            String::new(),
         ),
         // The token is never returned.
         OutputKind::Whip { url } => (
@@ -80,7 +88,12 @@ impl OutputService for OutputApi {
             Some(v1::add_output_request::Kind::Whip(w)) => {
                 OutputRequest::Whip(whip::target(&w.url, &w.bearer_token)?)
             }
-            None => return Err(ApiError::invalid("kind is required: recording or whip").into()),
+            Some(v1::add_output_request::Kind::Rtmp(r)) => {
+                OutputRequest::Rtmp(rtmp::target(&r.url, &r.stream_key)?)
+            }
+            None => {
+                return Err(ApiError::invalid("kind is required: recording, rtmp or whip").into());
+            }
         };
         let session = self.sessions.find_live(&who, &req.session_id).await?;
         let output = self.outputs.add(&who, &session, kind).await?;

@@ -2,6 +2,7 @@
 //! limits, listing and stopping them, and ending them with their session.
 
 use super::recording::{self, RecordingJob};
+use super::rtmp::{self, RtmpTarget};
 use super::state::{OutputState, StateTx};
 use super::whip::{self, WhipTarget};
 use crate::error::{ApiError, ApiResult};
@@ -23,6 +24,8 @@ pub enum OutputKind {
     Recording { recording_id: String },
     /// Pushes to this WHIP endpoint (its token is not kept here).
     Whip { url: String },
+    /// Pushes to this RTMP server (its stream key is not kept here).
+    Rtmp { url: String },
 }
 
 impl OutputKind {
@@ -31,13 +34,14 @@ impl OutputKind {
         match self {
             Self::Recording { .. } => "recording",
             Self::Whip { .. } => "whip",
+            Self::Rtmp { .. } => "rtmp",
         }
     }
 
     /// Whether the session must send keyframes every
     /// `keyframe_interval` for it (files and platforms; WebRTC peers ask).
     fn wants_keyframes(&self) -> bool {
-        matches!(self, Self::Recording { .. })
+        matches!(self, Self::Recording { .. } | Self::Rtmp { .. })
     }
 }
 
@@ -46,6 +50,7 @@ impl OutputKind {
 pub enum OutputRequest {
     Recording,
     Whip(WhipTarget),
+    Rtmp(RtmpTarget),
 }
 
 /// One output of a live session.
@@ -64,6 +69,27 @@ impl Output {
     pub fn state(&self) -> OutputState {
         self.state.borrow().clone()
     }
+}
+
+/// A new output of `session` (stopped with it), and the state its task
+/// sets.
+fn new_output(
+    who: &Principal,
+    session: &SessionHandle,
+    kind: OutputKind,
+) -> (Arc<Output>, StateTx) {
+    let (state, state_rx) = StateTx::new();
+    let output = Arc::new(Output {
+        id: ids::new_id(ids::OUTPUT),
+        session_id: session.record.id.clone(),
+        tenant_id: who.tenant_id.clone(),
+        kind,
+        started_at: now_ms(),
+        state: state_rx,
+        bytes: Default::default(),
+        stop: session.cancel_token.child_token(),
+    });
+    (output, state)
 }
 
 /// Settings of the outputs.
@@ -134,7 +160,50 @@ impl OutputManager {
                 }
                 Ok(self.start_whip(who, session, target))
             }
+            OutputRequest::Rtmp(target) => {
+                // The same server and key twice would push one stream twice.
+                let same = |o: &&Arc<Output>| {
+                    o.kind
+                        == OutputKind::Rtmp {
+                            url: target.url.clone(),
+                        }
+                };
+                if running.iter().any(same) {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "session {session_id} is already pushed to this RTMP server"
+                    )));
+                }
+                Ok(self.start_rtmp(who, session, target))
+            }
         }
+    }
+
+    fn start_rtmp(
+        &self,
+        who: &Principal,
+        session: &Arc<SessionHandle>,
+        target: RtmpTarget,
+    ) -> Arc<Output> {
+        let (output, state) = new_output(
+            who,
+            session,
+            OutputKind::Rtmp {
+                url: target.url.clone(),
+            },
+        );
+        let job = rtmp::RtmpJob {
+            id: output.id.clone(),
+            target,
+            session: session.clone(),
+            max_attempts: self.limits.reconnect_attempts,
+            stop: output.stop.clone(),
+            state,
+            bytes: output.bytes.clone(),
+        };
+        tokio::spawn(rtmp::run(job));
+        self.track(session, output.clone());
+        tracing::info!(output = %output.id, "RTMP output started");
+        output
     }
 
     fn start_whip(
@@ -143,19 +212,8 @@ impl OutputManager {
         session: &Arc<SessionHandle>,
         target: WhipTarget,
     ) -> Arc<Output> {
-        let (state, state_rx) = StateTx::new();
-        let output = Arc::new(Output {
-            id: ids::new_id(ids::OUTPUT),
-            session_id: session.record.id.clone(),
-            tenant_id: who.tenant_id.clone(),
-            kind: OutputKind::Whip {
-                url: target.url.to_string(),
-            },
-            started_at: now_ms(),
-            state: state_rx,
-            bytes: Default::default(),
-            stop: session.cancel_token.child_token(),
-        });
+        let url = target.url.to_string();
+        let (output, state) = new_output(who, session, OutputKind::Whip { url });
         let job = whip::WhipJob {
             id: output.id.clone(),
             target,

@@ -11,6 +11,8 @@ pub mod fragments;
 pub mod manager;
 pub mod recording;
 pub mod recordings;
+pub mod retry;
+pub mod rtmp;
 pub mod state;
 #[cfg(test)]
 mod test_media;

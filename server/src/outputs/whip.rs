@@ -6,6 +6,7 @@
 //! fails at once with that reason. The token is a secret: it appears in no
 //! log, error or state.
 
+use super::retry::{self, Fault};
 use super::state::{OutputState, StateTx};
 use crate::config::Secret;
 use crate::error::{ApiError, ApiResult};
@@ -24,9 +25,6 @@ use tokio_util::sync::CancellationToken;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest SDP answer accepted.
 const MAX_ANSWER: usize = 64 * 1024;
-/// First and longest wait between attempts.
-const BACKOFF_FIRST: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 pub type HttpClient = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
@@ -103,45 +101,12 @@ pub struct WhipJob {
     pub bytes: Sent,
 }
 
-/// Why an attempt failed.
-enum Fault {
-    /// Worth trying again (unreachable, a server error, a lost connection).
-    Retry(String),
-    /// Only the user can fix it (a refused token, a wrong URL).
-    Fatal(String),
-}
-
 /// Runs the output until it is stopped, its session ends, or it fails.
 pub async fn run(job: WhipJob) {
-    let mut attempt = 0u32;
-    loop {
-        let reason = match once(&job).await {
-            Ok(Ended::Cancelled | Ended::SessionEnded) => {
-                break job.state.set(OutputState::Stopped);
-            }
-            Ok(Ended::Disconnected) => {
-                // It was live: count again from the first attempt.
-                attempt = 0;
-                "the connection to the endpoint was lost".to_owned()
-            }
-            Err(Fault::Fatal(reason)) => break job.state.set(OutputState::Failed(reason)),
-            Err(Fault::Retry(reason)) => reason,
-        };
-        attempt += 1;
-        if attempt > job.max_attempts {
-            let why = format!("gave up after {} attempts: {reason}", job.max_attempts);
-            break job.state.set(OutputState::Failed(why));
-        }
-        tracing::warn!(output = %job.id, attempt, reason = %reason, "WHIP output reconnecting");
-        job.state.set(OutputState::Reconnecting { attempt, reason });
-        let wait = BACKOFF_FIRST
-            .saturating_mul(1 << (attempt - 1).min(8))
-            .min(BACKOFF_MAX);
-        tokio::select! {
-            _ = job.stop.cancelled() => break job.state.set(OutputState::Stopped),
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
+    retry::run(&job.id, &job.state, &job.stop, job.max_attempts, || {
+        once(&job)
+    })
+    .await;
     tracing::info!(output = %job.id, "WHIP output ended");
 }
 

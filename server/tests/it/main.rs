@@ -17,6 +17,7 @@ mod privacy;
 mod process;
 mod recordings;
 mod reflection_health_web;
+mod rtmp;
 mod sessions;
 mod shared_storage;
 mod speech;

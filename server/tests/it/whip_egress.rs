@@ -261,14 +261,18 @@ async fn metric(server: &TestServer, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} is not in /metrics"))
 }
 
-/// One session carried at once to ten WebRTC viewers, a WHIP endpoint and
-/// a recording for 60 s: no frame late, everyone gets every frame, and the
-/// video is encoded once (one encoder run per frame, however many outputs).
+/// One session carried at once to ten WebRTC viewers, a WHIP endpoint, an
+/// RTMP server (nginx-rtmp) and a recording for 60 s: no frame late,
+/// everyone gets every frame, and the video is encoded once (one encoder
+/// run per frame, however many outputs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_viewers_a_whip_push_and_a_recording_at_once() {
     use huashen_loadtest::viewer::{self, ViewerOptions};
     let Some(python) = python() else { return };
     let receiver = Receiver::start(&python, "t");
+    let Some(nginx) = crate::rtmp::Nginx::start() else {
+        return;
+    };
     let server = TestServer::start().await;
     let mut c = server.dev().await;
     let avatar = c.enroll("Busy host").await;
@@ -289,6 +293,10 @@ async fn ten_viewers_a_whip_push_and_a_recording_at_once() {
             bearer_token: "t".into(),
         }),
         v1::add_output_request::Kind::Recording(v1::RecordingOutput {}),
+        v1::add_output_request::Kind::Rtmp(v1::RtmpOutput {
+            url: nginx.url("live"),
+            stream_key: "busy".into(),
+        }),
     ] {
         c.outputs
             .add_output(v1::AddOutputRequest {

@@ -1,0 +1,370 @@
+//! RTMP push into a real RTMP server: Debian's nginx with
+//! `libnginx-mod-rtmp`, started here with a generated configuration; what
+//! it relays is read back and checked by ffprobe and ffmpeg.
+
+use crate::common::*;
+use huashen_protos::v1;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+pub(crate) struct Nginx {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Nginx {
+    /// nginx-rtmp on a free loopback port: application `live` takes any
+    /// stream, application `locked` refuses every publisher.
+    pub(crate) fn start() -> Option<Self> {
+        if !std::path::Path::new(MODULE).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nginx-rtmp is missing: scripts/setup.sh --test installs nginx and libnginx-mod-rtmp"
+            );
+            eprintln!("skipped: nginx-rtmp is not installed (scripts/setup.sh --test)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut n = Self {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        n.run();
+        Some(n)
+    }
+
+    fn run(&mut self) {
+        let d = self.dir.path().display();
+        let conf = format!(
+            "load_module {MODULE};\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
+               application live {{ live on; record off; }}\n\
+               application locked {{ live on; deny publish all; }}\n}} }}\n",
+            port = self.port
+        );
+        std::fs::write(self.dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(self.dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian package nginx)");
+        self.child = Some(child);
+        // Listening once the port answers.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nginx did not listen");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub(crate) fn url(&self, app: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/{app}", self.port)
+    }
+}
+
+fn rtmp(session_id: &str, url: &str, key: &str) -> v1::AddOutputRequest {
+    v1::AddOutputRequest {
+        session_id: session_id.into(),
+        kind: Some(v1::add_output_request::Kind::Rtmp(v1::RtmpOutput {
+            url: url.into(),
+            stream_key: key.into(),
+        })),
+    }
+}
+
+async fn state_of(c: &mut Client, session_id: &str, output_id: &str) -> (i32, String) {
+    let outputs = c
+        .outputs
+        .list_outputs(v1::ListOutputsRequest {
+            session_id: session_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outputs;
+    let o = outputs
+        .into_iter()
+        .find(|o| o.output_id == output_id)
+        .unwrap();
+    (o.state, o.reason)
+}
+
+/// Runs a tool on the live stream (blocking, off the runtime).
+async fn tool(program: &'static str, args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || Command::new(program).args(args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
+    let Some(mut nginx) = Nginx::start() else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("RTMP host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let key = "studio-7-stream-key";
+    let out = c
+        .outputs
+        .add_output(rtmp(&s.session_id, &nginx.url("live"), key))
+        .await
+        .unwrap()
+        .into_inner();
+    match &out.kind {
+        Some(v1::output::Kind::Rtmp(r)) => {
+            assert!(r.stream_key.is_empty(), "the key is never returned")
+        }
+        other => panic!("{other:?}"),
+    }
+    let live = eventually(Duration::from_secs(10), async || {
+        state_of(&mut c, &s.session_id, &out.output_id).await.0 == v1::OutputState::Live as i32
+    })
+    .await;
+    assert!(
+        live,
+        "{:?}",
+        state_of(&mut c, &s.session_id, &out.output_id).await
+    );
+    c.sessions
+        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
+            session_id: s.session_id.clone(),
+            text: "Welcome to the live room. Today we taste three green teas from the mountains, \
+                   one by one, and talk about where each of them grows."
+                .into(),
+            flush: true,
+        }]))
+        .await
+        .unwrap();
+
+    // What nginx relays: H.264 at 25 fps and AAC, keyframes at most 2 s
+    // apart, the AI label in the video, the speech in the sound.
+    let stream = format!("{}/{key}", nginx.url("live"));
+    let dir = tempfile::tempdir().unwrap();
+    let flv = dir.path().join("relayed.flv");
+    let got = tool(
+        "ffmpeg",
+        [
+            "-v",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-i",
+            &stream,
+            "-t",
+            "6",
+            "-c",
+            "copy",
+            "-y",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([flv.display().to_string()])
+        .collect(),
+    )
+    .await;
+    assert!(
+        got.status.success(),
+        "{}\nnginx: {}",
+        String::from_utf8_lossy(&got.stderr),
+        std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default()
+    );
+    let probe = tool(
+        "ffprobe",
+        [
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-show_streams",
+            "-show_frames",
+            "-select_streams",
+            "v",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([flv.display().to_string()])
+        .collect(),
+    )
+    .await;
+    let probe: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let video = &probe["streams"][0];
+    assert_eq!(video["codec_name"], "h264", "{probe}");
+    assert_eq!(video["r_frame_rate"], "25/1");
+    let keys: Vec<f64> = probe["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["key_frame"] == 1)
+        .filter_map(|f| f["pts_time"].as_str()?.parse().ok())
+        .collect();
+    assert!(keys.len() >= 2, "{keys:?}");
+    assert!(keys.windows(2).all(|k| k[1] - k[0] <= 2.05), "{keys:?}");
+    let audio = tool(
+        "ffprobe",
+        [
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-show_streams",
+            "-select_streams",
+            "a",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([flv.display().to_string()])
+        .collect(),
+    )
+    .await;
+    let audio: serde_json::Value = serde_json::from_slice(&audio.stdout).unwrap();
+    assert_eq!(audio["streams"][0]["codec_name"], "aac", "{audio}");
+    assert_eq!(audio["streams"][0]["profile"], "LC");
+    let volume = tool(
+        "ffmpeg",
+        ["-hide_banner", "-nostats", "-i"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([flv.display().to_string()])
+            .chain(
+                ["-vn", "-af", "volumedetect", "-f", "null", "-"]
+                    .iter()
+                    .map(|s| s.to_string()),
+            )
+            .collect(),
+    )
+    .await;
+    let log = String::from_utf8_lossy(&volume.stderr).into_owned();
+    let loudest: f64 = log
+        .lines()
+        .find_map(|l| l.split("max_volume: ").nth(1))
+        .and_then(|v| v.trim_end_matches(" dB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(loudest > -30.0, "the relayed sound is silent: {loudest} dB");
+    let bytes = std::fs::read(&flv).unwrap();
+    assert!(
+        bytes
+            .windows(16)
+            .any(|w| w == huashen_protos::sei::AI_LABEL_UUID),
+        "no SEI label in the relayed video"
+    );
+
+    // nginx goes away: the output reconnects; it is back when nginx is.
+    nginx.stop();
+    let reconnecting = eventually(Duration::from_secs(10), async || {
+        state_of(&mut c, &s.session_id, &out.output_id).await.0
+            == v1::OutputState::Reconnecting as i32
+    })
+    .await;
+    assert!(
+        reconnecting,
+        "{:?}",
+        state_of(&mut c, &s.session_id, &out.output_id).await
+    );
+    nginx.run();
+    let back = eventually(Duration::from_secs(20), async || {
+        state_of(&mut c, &s.session_id, &out.output_id).await.0 == v1::OutputState::Live as i32
+    })
+    .await;
+    assert!(
+        back,
+        "{:?}",
+        state_of(&mut c, &s.session_id, &out.output_id).await
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_keys_and_unreachable_servers_fail_with_a_reason() {
+    let Some(nginx) = Nginx::start() else { return };
+    let server = TestServer::start_with(|c| c.limits.output_reconnect_attempts = 1).await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+
+    let locked = c
+        .outputs
+        .add_output(rtmp(&s.session_id, &nginx.url("locked"), "some-key"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = (0, String::new());
+    let failed = eventually(Duration::from_secs(15), async || {
+        last = state_of(&mut c, &s.session_id, &locked.output_id).await;
+        last.0 == v1::OutputState::Failed as i32
+    })
+    .await;
+    assert!(failed, "{last:?}");
+    assert!(
+        last.1.contains("refused the stream key") || last.1.contains("right after accepting it"),
+        "{}",
+        last.1
+    );
+    assert!(!last.1.contains("some-key"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone = c
+        .outputs
+        .add_output(rtmp(
+            &s.session_id,
+            &format!("rtmp://127.0.0.1:{port}/live"),
+            "k",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = eventually(Duration::from_secs(15), async || {
+        last = state_of(&mut c, &s.session_id, &gone.output_id).await;
+        last.0 == v1::OutputState::Failed as i32
+    })
+    .await;
+    assert!(failed, "{last:?}");
+    assert!(
+        last.1.contains("gave up after 1 attempts") && last.1.contains("refused"),
+        "{}",
+        last.1
+    );
+
+    for (url, key) in [
+        ("http://x/app", "k"),
+        ("rtmp://x", "k"),
+        ("rtmp://x/app", ""),
+    ] {
+        let (code, msg) = code_of(c.outputs.add_output(rtmp(&s.session_id, url, key)).await);
+        assert_eq!(code, tonic::Code::InvalidArgument, "{url}: {msg}");
+    }
+    server.stop().await;
+}
