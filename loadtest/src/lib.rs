@@ -51,6 +51,10 @@ pub struct Options {
     /// Push every session to this WHIP endpoint (with `whip_token`).
     pub whip: Option<String>,
     pub whip_token: String,
+    /// Push every session to this RTMP server URL (with `rtmp_key` and the
+    /// session's number appended, so each has a stream of its own).
+    pub rtmp: Option<String>,
+    pub rtmp_key: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -331,7 +335,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let whep_addr = socket_addr(&opts.addr)?;
     let barrier = Arc::new(tokio::sync::Barrier::new(opts.sessions + 1));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..opts.sessions {
+    for n in 0..opts.sessions {
         let client = sessions.clone();
         let plan = SessionPlan {
             avatar_id: avatar_id.clone(),
@@ -351,6 +355,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 .whip
                 .clone()
                 .map(|url| (outputs.clone(), url, opts.whip_token.clone())),
+            rtmp: opts
+                .rtmp
+                .clone()
+                .map(|url| (outputs.clone(), url, format!("{}{n}", opts.rtmp_key))),
         };
         tasks.spawn(drive_session(client, plan));
     }
@@ -570,6 +578,8 @@ struct SessionPlan {
     record: Option<OutputServiceClient<Svc>>,
     /// Push the session to this WHIP endpoint (URL, token).
     whip: Option<(OutputServiceClient<Svc>, String, String)>,
+    /// Push the session to this RTMP server (URL, key).
+    rtmp: Option<(OutputServiceClient<Svc>, String, String)>,
 }
 
 #[derive(Default)]
@@ -885,6 +895,19 @@ async fn setup_session(
         if let Err(e) = outputs.add_output(push).await {
             out.errors
                 .push(format!("AddOutput (WHIP): {:?} {}", e.code(), e.message()));
+        }
+    }
+    if let Some((mut outputs, url, stream_key)) = plan.rtmp.clone() {
+        let push = v1::AddOutputRequest {
+            session_id: id.clone(),
+            kind: Some(v1::add_output_request::Kind::Rtmp(v1::RtmpOutput {
+                url,
+                stream_key,
+            })),
+        };
+        if let Err(e) = outputs.add_output(push).await {
+            out.errors
+                .push(format!("AddOutput (RTMP): {:?} {}", e.code(), e.message()));
         }
     }
     let t = Instant::now();

@@ -48,6 +48,12 @@ struct Args {
     /// Push every session to this WHIP endpoint (OutputService.AddOutput).
     #[arg(long)]
     whip: Option<String>,
+    /// Push every session to this RTMP server URL (`rtmp://host/app`).
+    #[arg(long)]
+    rtmp: Option<String>,
+    /// Stream key prefix for `--rtmp` (each session adds its number).
+    #[arg(long, env = "HUASHEN_LOADTEST_RTMP_KEY", default_value = "loadtest-")]
+    rtmp_key: String,
     /// Bearer token for `--whip`.
     #[arg(long, env = "HUASHEN_LOADTEST_WHIP_TOKEN", default_value = "")]
     whip_token: String,
@@ -86,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
         record: a.record,
         whip: a.whip,
         whip_token: a.whip_token,
+        rtmp: a.rtmp,
+        rtmp_key: a.rtmp_key,
     })
     .await?;
     print!("{}", report.table());

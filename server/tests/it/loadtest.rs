@@ -24,6 +24,8 @@ async fn short_run_against_a_real_server() {
         record: false,
         whip: None,
         whip_token: String::new(),
+        rtmp: None,
+        rtmp_key: String::new(),
     })
     .await
     .unwrap();
@@ -61,6 +63,8 @@ async fn short_speaking_run_hears_speech() {
         record: false,
         whip: None,
         whip_token: String::new(),
+        rtmp: None,
+        rtmp_key: String::new(),
     })
     .await
     .unwrap();
@@ -94,6 +98,8 @@ async fn streamed_text_is_spoken_to_the_end() {
         record: false,
         whip: None,
         whip_token: String::new(),
+        rtmp: None,
+        rtmp_key: String::new(),
     })
     .await
     .unwrap();
