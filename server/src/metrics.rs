@@ -47,6 +47,9 @@ pub struct Metrics {
     pub output_bytes: IntCounterVec,
     /// Encoded frames outputs skipped because they fell behind.
     pub output_dropped_frames: IntCounter,
+    /// Times outputs lost or could not reach their destination and tried
+    /// again, by kind.
+    pub output_reconnects: IntCounterVec,
     /// Commands waiting in session queues, refreshed at scrape time.
     pub session_queue_depth: IntGauge,
     /// CPU time of this process at 10 ms resolution (the standard
@@ -245,6 +248,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 Opts::new(
                     "huashen_output_bytes_total",
                     "Media bytes outputs sent or wrote, by kind",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
+        ),
+        output_reconnects: register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "huashen_output_reconnects_total",
+                    "Times outputs tried their destination again, by kind",
                 ),
                 &["kind"],
             )

@@ -20,7 +20,7 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
   function fromProto(o) {
     return { id: o.outputId, kind: o.kind.case, state: OutputState[o.state], reason: o.reason,
       bytes: Number(o.bytes), recordingId: o.recordingId,
-      url: o.kind.case === 'whip' ? o.kind.value.url : '' };
+      url: o.kind.case === 'whip' || o.kind.case === 'rtmp' ? o.kind.value.url : '' };
   }
 
   function upsert(o) {
@@ -80,6 +80,7 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
     button.setAttribute('aria-pressed', String(on));
     button.disabled = !sessionId;
     $('whip-add').disabled = !sessionId;
+    $('rtmp-add').disabled = !sessionId;
   }
 
   async function refreshOutputs() {
@@ -99,6 +100,21 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
     }
     render();
   }
+
+  // An RTMP destination: the key goes to the server only (never shown).
+  $('rtmp-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError('output-error', '');
+    const url = $('rtmp-url').value.trim();
+    const streamKey = $('rtmp-key').value;
+    try {
+      answered(await getApi().outputs.addOutput({ sessionId, kind: { case: 'rtmp', value: { url, streamKey } } }));
+      $('rtmp-key').value = '';
+    } catch (e) {
+      showError('output-error', describeError(e));
+    }
+    render();
+  });
 
   // A WHIP destination: the token goes to the server only (never shown).
   $('whip-form').addEventListener('submit', async (ev) => {

@@ -281,6 +281,17 @@ try {
   check(found.recordingPlayer.w === 640 && found.recordingPlayer.h === 360 && found.recordingPlayer.duration > 2, `recording player: ${JSON.stringify(found.recordingPlayer)}`);
   await page.screenshot({ path: join(artifacts, 'console-recording.png'), fullPage: true });
 
+  step('an RTMP server nobody answers: the panel shows it reconnecting, with the reason, never the key');
+  await page.fill('#rtmp-url', 'rtmp://127.0.0.1:9/live');
+  await page.fill('#rtmp-key', 'console-stream-key');
+  await page.click('#rtmp-add');
+  await until(page, 'the RTMP output reconnects', () => window.huashenConsole.outputs.some((o) => o.kind === 'rtmp' && o.state === 'RECONNECTING'), undefined, 15000);
+  found.rtmp = await page.evaluate(() => window.huashenConsole.outputs.find((o) => o.kind === 'rtmp'));
+  check(/refused/.test(found.rtmp.reason) && !JSON.stringify(found.rtmp).includes('console-stream-key'), `RTMP output: ${JSON.stringify(found.rtmp)}`);
+  check(await page.inputValue('#rtmp-key') === '', 'the key stays in the form');
+  await page.click('#output-list li:has-text("RTMP") button');
+  await until(page, 'the RTMP output stops', () => window.huashenConsole.outputs.some((o) => o.kind === 'rtmp' && o.state === 'STOPPED'), undefined, 10000);
+
   step('a WHIP destination nobody answers: the panel shows it reconnecting, with the reason');
   await page.fill('#whip-url', 'http://127.0.0.1:9/whip');
   await page.fill('#whip-token', 'console-secret');

@@ -26,6 +26,7 @@ pub enum Fault {
 /// again after a fault (at most `max_attempts` times in a row); sets the
 /// final state.
 pub async fn run<F, Fut>(
+    kind: &str,
     id: &str,
     state: &StateTx,
     stop: &CancellationToken,
@@ -60,6 +61,10 @@ pub async fn run<F, Fut>(
             return state.set(OutputState::Failed(why));
         }
         tracing::warn!(output = %id, attempt = tries, reason = %reason, "output reconnecting");
+        crate::metrics::METRICS
+            .output_reconnects
+            .with_label_values(&[kind])
+            .inc();
         state.set(OutputState::Reconnecting {
             attempt: tries,
             reason,

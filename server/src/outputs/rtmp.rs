@@ -108,9 +108,14 @@ pub struct RtmpJob {
 /// the session encodes AAC meanwhile.
 pub async fn run(job: RtmpJob) {
     job.session.media.want_aac(true);
-    retry::run(&job.id, &job.state, &job.stop, job.max_attempts, || {
-        once(&job)
-    })
+    retry::run(
+        "rtmp",
+        &job.id,
+        &job.state,
+        &job.stop,
+        job.max_attempts,
+        || once(&job),
+    )
     .await;
     job.session.media.want_aac(false);
     tracing::info!(output = %job.id, "RTMP output ended");

@@ -103,9 +103,14 @@ pub struct WhipJob {
 
 /// Runs the output until it is stopped, its session ends, or it fails.
 pub async fn run(job: WhipJob) {
-    retry::run(&job.id, &job.state, &job.stop, job.max_attempts, || {
-        once(&job)
-    })
+    retry::run(
+        "whip",
+        &job.id,
+        &job.state,
+        &job.stop,
+        job.max_attempts,
+        || once(&job),
+    )
     .await;
     tracing::info!(output = %job.id, "WHIP output ended");
 }

@@ -2,7 +2,8 @@
 //! export → delete flow, with every crate logging at debug level, must not
 //! log the subject's name, the consent text, spoken text, image bytes, or
 //! the client's IP address (the client connects from 127.0.0.2, the server
-//! listens on 127.0.0.1). Spoken text is not written to disk either.
+//! listens on 127.0.0.1), nor the secrets of outputs (an RTMP stream key, a
+//! WHIP token). Spoken text is not written to disk either.
 
 use crate::common::*;
 use base64::Engine;
@@ -82,6 +83,34 @@ async fn a_full_flow_logs_no_personal_data() {
     })
     .await;
     assert!(heard, "the viewer hears the speech");
+    // Outputs with secrets: an RTMP push with its stream key to nginx-rtmp,
+    // and a WHIP push with its token to a port nobody listens on.
+    let nginx = crate::rtmp::Nginx::start();
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut pushes = vec![v1::add_output_request::Kind::Whip(v1::WhipOutput {
+        url: format!("http://127.0.0.1:{free_port}/whip"),
+        bearer_token: "whip-token-Zq81".into(),
+    })];
+    if let Some(n) = &nginx {
+        pushes.push(v1::add_output_request::Kind::Rtmp(v1::RtmpOutput {
+            url: n.url("live"),
+            stream_key: "rtmp-key-Vx42".into(),
+        }));
+    }
+    for kind in pushes {
+        c.outputs
+            .add_output(v1::AddOutputRequest {
+                session_id: s.session_id.clone(),
+                kind: Some(kind),
+            })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     c.avatars
         .get_avatar(v1::GetAvatarRequest {
             avatar_id: avatar.avatar_id.clone(),
@@ -144,6 +173,8 @@ async fn a_full_flow_logs_no_personal_data() {
         ("image bytes (base64)", &b64[..32]),
         ("client IP", "127.0.0.2"),
         ("API key", &key[3..20]),
+        ("RTMP stream key", "rtmp-key-Vx42"),
+        ("WHIP token", "whip-token-Zq81"),
     ] {
         assert!(!text.contains(needle), "{what} found in the logs");
     }

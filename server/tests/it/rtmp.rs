@@ -278,7 +278,19 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
         "no SEI label in the relayed video"
     );
 
-    // nginx goes away: the output reconnects; it is back when nginx is.
+    // nginx goes away: the output reconnects, a WebRTC viewer keeps its
+    // 25 fps meanwhile, and the output is back when nginx is.
+    let viewer = huashen_loadtest::viewer::connect(
+        server.addr,
+        &s.session_id,
+        &s.viewer_token,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let frames0 = viewer.seen().video_ts.len();
+    let t0 = std::time::Instant::now();
     nginx.stop();
     let reconnecting = eventually(Duration::from_secs(10), async || {
         state_of(&mut c, &s.session_id, &out.output_id).await.0
@@ -299,6 +311,19 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
         back,
         "{:?}",
         state_of(&mut c, &s.session_id, &out.output_id).await
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    let frames = viewer.seen().video_ts.len() - frames0;
+    assert!(
+        frames as f64 >= 24.0 * secs,
+        "the viewer got {frames} frames in {secs:.1} s"
+    );
+    let metrics = http(server.addr, "GET", "/metrics", &[], b"").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("huashen_output_reconnects_total{kind=\"rtmp\"}")),
+        "no reconnect counted"
     );
     server.stop().await;
 }
