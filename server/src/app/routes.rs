@@ -71,9 +71,19 @@ fn apis(
         sessions: sessions.clone(),
         max_image_bytes: config.limits.max_image_bytes,
     };
+    let output_manager = OutputManager::new(
+        store.clone(),
+        OutputLimits {
+            max_per_session: config.limits.max_outputs_per_session,
+            keyframe_interval: config.limits.output_keyframe_interval,
+            reconnect_attempts: config.limits.output_reconnect_attempts,
+        },
+        rtc.clone(),
+    );
     let session_api = SessionApi {
         store: store.clone(),
         sessions: sessions.clone(),
+        outputs: output_manager.clone(),
         text: TextIngest {
             moderator: Arc::new(Moderator::new(&config.moderation)),
             store: store.clone(),
@@ -85,15 +95,7 @@ fn apis(
     let outputs = Arc::new(OutputApi {
         store: store.clone(),
         sessions: sessions.clone(),
-        outputs: OutputManager::new(
-            store.clone(),
-            OutputLimits {
-                max_per_session: config.limits.max_outputs_per_session,
-                keyframe_interval: config.limits.output_keyframe_interval,
-                reconnect_attempts: config.limits.output_reconnect_attempts,
-            },
-            rtc.clone(),
-        ),
+        outputs: output_manager.clone(),
     });
     Apis {
         avatar_api,

@@ -3,13 +3,12 @@
 //! work.
 
 use super::auth::authenticate;
-use super::sessions::output_state_to_proto;
 use super::validate;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::outputs::manager::{Output, OutputKind, OutputManager, OutputRequest};
 use crate::outputs::{recordings, rtmp, whip};
-use crate::session::SessionManager;
+use crate::session::{OutputState, SessionManager};
 use crate::store::{Recording, Store, now_ms};
 use futures::{Stream, StreamExt};
 use huashen_protos::v1;
@@ -75,6 +74,38 @@ fn recording_to_proto(r: &Recording) -> v1::Recording {
     }
 }
 
+/// An output's state, and the reason when it failed.
+pub fn output_state_to_proto(s: &OutputState) -> (v1::OutputState, String) {
+    match s {
+        OutputState::Starting => (v1::OutputState::Starting, String::new()),
+        OutputState::Live => (v1::OutputState::Live, String::new()),
+        OutputState::Reconnecting { attempt, reason } => (
+            v1::OutputState::Reconnecting,
+            format!("attempt {attempt}: {reason}"),
+        ),
+        OutputState::Stopped => (v1::OutputState::Stopped, String::new()),
+        OutputState::Failed(why) => (v1::OutputState::Failed, why.clone()),
+    }
+}
+
+/// What an AddOutput (or CreateSession's `outputs`) asks for, checked.
+pub fn output_request(kind: Option<v1::add_output_request::Kind>) -> ApiResult<OutputRequest> {
+    Ok(match kind {
+        Some(v1::add_output_request::Kind::Recording(_)) => OutputRequest::Recording,
+        Some(v1::add_output_request::Kind::Whip(w)) => {
+            OutputRequest::Whip(whip::target(&w.url, &w.bearer_token)?)
+        }
+        Some(v1::add_output_request::Kind::Rtmp(r)) => {
+            OutputRequest::Rtmp(rtmp::target(&r.url, &r.stream_key)?)
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "kind is required: recording, rtmp or whip",
+            ));
+        }
+    })
+}
+
 #[tonic::async_trait]
 impl OutputService for OutputApi {
     async fn add_output(
@@ -83,18 +114,7 @@ impl OutputService for OutputApi {
     ) -> Result<Response<v1::Output>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
         let req = request.into_inner();
-        let kind = match req.kind {
-            Some(v1::add_output_request::Kind::Recording(_)) => OutputRequest::Recording,
-            Some(v1::add_output_request::Kind::Whip(w)) => {
-                OutputRequest::Whip(whip::target(&w.url, &w.bearer_token)?)
-            }
-            Some(v1::add_output_request::Kind::Rtmp(r)) => {
-                OutputRequest::Rtmp(rtmp::target(&r.url, &r.stream_key)?)
-            }
-            None => {
-                return Err(ApiError::invalid("kind is required: recording, rtmp or whip").into());
-            }
-        };
+        let kind = output_request(req.kind)?;
         let session = self.sessions.find_live(&who, &req.session_id).await?;
         let output = self.outputs.add(&who, &session, kind).await?;
         Ok(Response::new(output_to_proto(&output)))

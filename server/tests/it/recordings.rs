@@ -456,3 +456,65 @@ async fn a_server_killed_mid_recording_leaves_a_playable_file() {
     again.kill().unwrap();
     let _ = again.wait();
 }
+
+/// Outputs can start with the session (CreateSession's `outputs`); a bad
+/// one refuses the whole call before any session exists.
+#[tokio::test]
+async fn create_session_starts_its_outputs() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c
+        .sessions
+        .create_session(v1::CreateSessionRequest {
+            avatar_id: avatar.avatar_id.clone(),
+            outputs: vec![recording_output("")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let outputs = c
+        .outputs
+        .list_outputs(v1::ListOutputsRequest {
+            session_id: s.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outputs;
+    assert_eq!(outputs.len(), 1);
+    assert!(!outputs[0].recording_id.is_empty());
+
+    let open = || async {
+        let mut sessions = server.dev().await.sessions;
+        sessions
+            .list_sessions(v1::ListSessionsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .sessions
+            .len()
+    };
+    let before = open().await;
+    let bad = v1::AddOutputRequest {
+        session_id: String::new(),
+        kind: Some(v1::add_output_request::Kind::Rtmp(v1::RtmpOutput {
+            url: "ftp://nope/app".into(),
+            stream_key: "k".into(),
+        })),
+    };
+    let (code, msg) = code_of(
+        c.sessions
+            .create_session(v1::CreateSessionRequest {
+                avatar_id: avatar.avatar_id.clone(),
+                outputs: vec![recording_output(""), bad],
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert!(msg.starts_with("outputs[1]: rtmp.url"), "{msg}");
+    assert_eq!(open().await, before, "no session was created");
+    server.stop().await;
+}

@@ -36,6 +36,7 @@ async fn create_get_list_close_and_watch() {
             }),
             idle_timeout_seconds: 0,
             labels: [("room".to_string(), "A".to_string())].into(),
+            outputs: vec![],
         })
         .await
         .unwrap()

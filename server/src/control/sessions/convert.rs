@@ -1,9 +1,8 @@
 //! Sessions and their events as the API shows them.
 
+use crate::control::outputs::output_state_to_proto;
 use crate::control::validate;
-use crate::session::{
-    CloseReason, Event, EventKind, OutputState, SessionHandle, SessionState, Snapshot,
-};
+use crate::session::{CloseReason, Event, EventKind, SessionHandle, SessionState, Snapshot};
 use crate::store::SessionRecord;
 use huashen_protos::v1;
 use tonic::Status;
@@ -180,19 +179,5 @@ fn speech_event_to_proto(kind: &EventKind) -> v1::session_event::Event {
             end_ms: *end_ms,
         }),
         _ => unreachable!("only speech events come here"),
-    }
-}
-
-/// An output's state, and the reason when it failed.
-pub fn output_state_to_proto(s: &OutputState) -> (v1::OutputState, String) {
-    match s {
-        OutputState::Starting => (v1::OutputState::Starting, String::new()),
-        OutputState::Live => (v1::OutputState::Live, String::new()),
-        OutputState::Reconnecting { attempt, reason } => (
-            v1::OutputState::Reconnecting,
-            format!("attempt {attempt}: {reason}"),
-        ),
-        OutputState::Stopped => (v1::OutputState::Stopped, String::new()),
-        OutputState::Failed(why) => (v1::OutputState::Failed, why.clone()),
     }
 }

@@ -15,12 +15,12 @@ use super::validate;
 use crate::error::ApiError;
 use crate::ids;
 use crate::ingest::text::TextIngest;
+use crate::outputs::manager::OutputManager;
 use crate::session::lookup::{Found, elsewhere};
 use crate::session::speak;
 use crate::session::voice;
 use crate::session::{CloseReason, Command, SessionManager, SessionState};
 use crate::store::Store;
-pub use convert::output_state_to_proto;
 use futures::{Stream, StreamExt};
 use huashen_protos::v1;
 use huashen_protos::v1::session_service_server::SessionService;
@@ -36,6 +36,8 @@ pub struct SessionApi {
     pub sessions: SessionManager,
     /// Text intake (clauses, moderation) for Speak.
     pub text: TextIngest,
+    /// Starts the outputs a CreateSession asks for.
+    pub outputs: OutputManager,
     pub default_idle_timeout: Duration,
     pub max_idle_timeout: Duration,
 }
@@ -52,7 +54,16 @@ impl SessionService for SessionApi {
         let req = request.into_inner();
         let avatar_id = ids::parse_id("avatar_id", ids::AVATAR, &req.avatar_id)?;
         let spec = requests::spec(&req, self.default_idle_timeout, self.max_idle_timeout)?;
+        let outputs = requests::outputs(req.outputs)?;
         let handle = self.sessions.create(&who, avatar_id, spec).await?;
+        for output in outputs {
+            if let Err(e) = self.outputs.add(&who, &handle, output).await {
+                // No half-started session: it closes again.
+                let reason = CloseReason::Error;
+                self.sessions.close(&who, &handle.record.id, reason).await;
+                return Err(e.into());
+            }
+        }
         Ok(Response::new(handle_to_proto(&handle)))
     }
 

@@ -211,3 +211,29 @@ pub(super) fn audio_data(m: v1::PushAudioRequest) -> ApiResult<Vec<u8>> {
     }
     Ok(data)
 }
+
+/// CreateSession's `outputs`, checked before anything starts.
+pub(super) fn outputs(
+    outputs: Vec<v1::AddOutputRequest>,
+) -> ApiResult<Vec<crate::outputs::manager::OutputRequest>> {
+    if outputs.len() > 32 {
+        return Err(ApiError::invalid(
+            "at most 32 outputs may start with a session",
+        ));
+    }
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            if !o.session_id.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "outputs[{i}].session_id must be empty: the session does not exist yet"
+                )));
+            }
+            crate::control::outputs::output_request(o.kind).map_err(|e| match e {
+                ApiError::InvalidArgument(m) => ApiError::invalid(format!("outputs[{i}]: {m}")),
+                e => e,
+            })
+        })
+        .collect()
+}
