@@ -197,7 +197,9 @@ async fn connect(t: &RtmpTarget) -> Result<(Box<dyn Stream>, ClientSession), Fau
     Ok((io, session))
 }
 
-fn tls_config() -> rustls::ClientConfig {
+/// TLS for outputs (RTMPS, HTTPS to WHIP endpoints): rustls on ring with
+/// the web's root certificates.
+pub(super) fn tls_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -34,16 +34,8 @@ pub type HttpClient = hyper_util::client::legacy::Client<
 /// An HTTP(S) client for WHIP endpoints: TLS by rustls with the web's root
 /// certificates.
 pub fn http_client() -> HttpClient {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(super::rtmp::tls_config())
         .https_or_http()
         .enable_http1()
         .build();
