@@ -5,6 +5,7 @@ pub mod animate;
 pub mod detect;
 pub mod graph;
 pub mod lipsync;
+pub mod logmel;
 pub mod mesh;
 pub mod render;
 pub mod rig;
