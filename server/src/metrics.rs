@@ -43,13 +43,15 @@ pub struct Metrics {
     pub viewer_lag_events: IntCounter,
     /// Outputs running now, by kind.
     pub outputs: IntGaugeVec,
-    /// Media bytes outputs sent or wrote, by kind.
+    /// Per output (`kind`, `output` id; each output's series go when its
+    /// session closes): media bytes sent or written,
     pub output_bytes: IntCounterVec,
-    /// Encoded frames outputs skipped because they fell behind.
-    pub output_dropped_frames: IntCounter,
-    /// Times outputs lost or could not reach their destination and tried
-    /// again, by kind.
+    /// frames skipped because the destination fell behind (WHIP: packets),
+    pub output_dropped_frames: IntCounterVec,
+    /// times the destination was lost or unreachable and tried again,
     pub output_reconnects: IntCounterVec,
+    /// and the bitrate of the last seconds, in bits per second.
+    pub output_bitrate: IntGaugeVec,
     /// Commands waiting in session queues, refreshed at scrape time.
     pub session_queue_depth: IntGauge,
     /// CPU time of this process at 10 ms resolution (the standard
@@ -247,9 +249,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             IntCounterVec::new(
                 Opts::new(
                     "huashen_output_bytes_total",
-                    "Media bytes outputs sent or wrote, by kind",
+                    "Media bytes an output sent or wrote",
                 ),
-                &["kind"],
+                &["kind", "output"],
             )
             .unwrap(),
         ),
@@ -258,17 +260,31 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             IntCounterVec::new(
                 Opts::new(
                     "huashen_output_reconnects_total",
-                    "Times outputs tried their destination again, by kind",
+                    "Times an output tried its destination again",
                 ),
-                &["kind"],
+                &["kind", "output"],
             )
             .unwrap(),
         ),
         output_dropped_frames: register(
             &r,
-            IntCounter::new(
-                "huashen_output_dropped_frames_total",
-                "Encoded frames outputs skipped because they fell behind",
+            IntCounterVec::new(
+                Opts::new(
+                    "huashen_output_dropped_frames_total",
+                    "Encoded frames (WHIP: RTP packets) an output skipped because it fell behind",
+                ),
+                &["kind", "output"],
+            )
+            .unwrap(),
+        ),
+        output_bitrate: register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "huashen_output_bitrate_bits",
+                    "What an output sent or wrote in the last seconds, in bits per second",
+                ),
+                &["kind", "output"],
             )
             .unwrap(),
         ),

@@ -19,6 +19,28 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// `url` with the value of every query parameter replaced by `***`: what
+/// studios paste there (tokens, signatures, keys) is often a secret, and
+/// is shown back no more than a stream key is.
+pub fn redact_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let (query, fragment) = query.split_once('#').unwrap_or((query, ""));
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) => format!("{k}=***"),
+            None => p.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{base}?{}", params.join("&"));
+    if !fragment.is_empty() {
+        out.push_str("#***");
+    }
+    out
+}
+
 /// Writes `bytes` to `path` readable by the owner only (mode 0600),
 /// atomically: a temporary file of its own, synced, then renamed.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -38,4 +60,22 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_query;
+
+    #[test]
+    fn query_values_are_hidden() {
+        assert_eq!(
+            redact_query("https://sfu.example/whip"),
+            "https://sfu.example/whip"
+        );
+        assert_eq!(
+            redact_query("https://sfu.example/whip?room=a&token=s3cret#x"),
+            "https://sfu.example/whip?room=***&token=***#***"
+        );
+        assert_eq!(redact_query("rtmp://h/live?auth"), "rtmp://h/live?auth");
+    }
 }

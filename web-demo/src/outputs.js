@@ -19,7 +19,8 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
 
   function fromProto(o) {
     return { id: o.outputId, kind: o.kind.case, state: OutputState[o.state], reason: o.reason,
-      bytes: Number(o.bytes), recordingId: o.recordingId,
+      bytes: Number(o.bytes), recordingId: o.recordingId, bitrate: Number(o.bitrateBps),
+      reconnects: Number(o.reconnects), dropped: Number(o.droppedFrames),
       url: o.kind.case === 'whip' || o.kind.case === 'rtmp' ? o.kind.value.url : '' };
   }
 
@@ -58,6 +59,12 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
       state.className = 'state';
       state.textContent = t('outputStates')[o.state] || o.state;
       li.append(name, state);
+      if (!ENDED.has(o.state) && o.bitrate !== undefined) {
+        const figures = document.createElement('small');
+        figures.className = 'figures';
+        figures.textContent = t('outputFigures', o.bitrate, o.reconnects, o.dropped);
+        li.append(figures);
+      }
       if (o.reason) {
         const why = document.createElement('small');
         why.className = 'reason';
@@ -89,6 +96,14 @@ export function createOutputs({ getApi, ui, t, $, showError }) {
     ui.outputs = list.outputs.map(fromProto);
     render();
   }
+
+  // Each running output's bitrate, reconnects and dropped frames, fresh
+  // every two seconds while one runs.
+  setInterval(() => {
+    if (sessionId && getApi() && ui.outputs.some((o) => !ENDED.has(o.state))) {
+      refreshOutputs().catch(() => {});
+    }
+  }, 2000);
 
   async function removeOutput(o) {
     showError('output-error', '');

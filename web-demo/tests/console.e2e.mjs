@@ -268,6 +268,10 @@ try {
   await page.click('#record-button');
   await until(page, 'the recording is live', () => (window.huashenConsole.outputs[0] || {}).state === 'LIVE', undefined, 10000);
   await page.waitForTimeout(3000);
+  // The panel shows what the recording writes, refreshed as it runs.
+  await until(page, 'the recording shows its bitrate', () => (window.huashenConsole.outputs[0] || {}).bitrate > 0, undefined, 6000);
+  found.outputFigures = await page.textContent('#output-list li .figures');
+  check(/Mbit\/s/.test(found.outputFigures), `output figures: ${found.outputFigures}`);
   await page.click('#record-button');
   await until(page, 'the recording is listed, ended', () => window.huashenConsole.recordings.some((r) => r.ended && r.seconds > 2), undefined, 10000);
   found.outputs = await page.evaluate(() => window.huashenConsole.outputs);

@@ -11,6 +11,7 @@ use crate::control::{downloads, http, whep, whip};
 use crate::ingest::moderation::Moderator;
 use crate::ingest::text::TextIngest;
 use crate::outputs::manager::{OutputLimits, OutputManager};
+use crate::outputs::retry::Backoff;
 use crate::session::SessionManager;
 use crate::store::Store;
 use huashen_protos::v1::audit_service_server::AuditServiceServer;
@@ -76,7 +77,11 @@ fn apis(
         OutputLimits {
             max_per_session: config.limits.max_outputs_per_session,
             keyframe_interval: config.limits.output_keyframe_interval,
-            reconnect_attempts: config.limits.output_reconnect_attempts,
+            backoff: Backoff {
+                attempts: config.limits.output_reconnect_attempts,
+                first: config.limits.output_reconnect_delay,
+                max: config.limits.output_reconnect_max_delay,
+            },
         },
         rtc.clone(),
     );

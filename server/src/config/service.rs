@@ -124,9 +124,15 @@ pub struct LimitsConfig {
     /// video has a keyframe at least this often.
     #[serde(with = "humantime_serde")]
     pub output_keyframe_interval: std::time::Duration,
-    /// Tries (with backoff, 0.5 s doubling to 30 s) after an output (WHIP)
-    /// loses or cannot reach its destination, before it fails.
+    /// Tries in a row after an output (RTMP, WHIP) loses or cannot reach
+    /// its destination, before it fails.
     pub output_reconnect_attempts: u32,
+    /// The wait before an output's first try again; each next one doubles,
+    /// up to `output_reconnect_max_delay`.
+    #[serde(with = "humantime_serde")]
+    pub output_reconnect_delay: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub output_reconnect_max_delay: std::time::Duration,
 }
 
 impl Default for LimitsConfig {
@@ -143,6 +149,8 @@ impl Default for LimitsConfig {
             max_outputs_per_session: 4,
             output_keyframe_interval: std::time::Duration::from_secs(2),
             output_reconnect_attempts: 10,
+            output_reconnect_delay: std::time::Duration::from_millis(500),
+            output_reconnect_max_delay: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -333,7 +341,7 @@ impl StorageConfig {
 
 impl LimitsConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 11] = [
             (
                 self.cpu_budget >= 0.0 && self.cpu_budget <= 4096.0,
                 "limits.cpu_budget must be 0 (auto) or a number of cores up to 4096",
@@ -357,6 +365,13 @@ impl LimitsConfig {
             (
                 self.output_reconnect_attempts <= 1000,
                 "limits.output_reconnect_attempts must be at most 1000",
+            ),
+            (
+                self.output_reconnect_delay >= std::time::Duration::from_millis(10)
+                    && self.output_reconnect_delay <= self.output_reconnect_max_delay
+                    && self.output_reconnect_max_delay <= std::time::Duration::from_secs(3600),
+                "limits.output_reconnect_delay must be 10ms..output_reconnect_max_delay, \
+                 and output_reconnect_max_delay at most 1h",
             ),
             (
                 self.output_keyframe_interval >= std::time::Duration::from_millis(200)

@@ -32,18 +32,18 @@ fn output_to_proto(o: &Output) -> v1::Output {
             v1::output::Kind::Recording(v1::RecordingOutput {}),
             recording_id.clone(),
         ),
-        // The key is never returned.
+        // The key is never returned, nor the URL's query values.
         OutputKind::Rtmp { url } => (
             v1::output::Kind::Rtmp(v1::RtmpOutput {
-                url: url.clone(),
+                url: crate::util::redact_query(url),
                 stream_key: String::new(),
             }),
             String::new(),
         ),
-        // The token is never returned.
+        // The token is never returned, nor the URL's query values.
         OutputKind::Whip { url } => (
             v1::output::Kind::Whip(v1::WhipOutput {
-                url: url.clone(),
+                url: crate::util::redact_query(url),
                 bearer_token: String::new(),
             }),
             String::new(),
@@ -57,7 +57,10 @@ fn output_to_proto(o: &Output) -> v1::Output {
         started_at: Some(validate::timestamp(o.started_at)),
         kind: Some(kind),
         recording_id,
-        bytes: o.bytes.load(Ordering::Relaxed),
+        bytes: o.counters.bytes.load(Ordering::Relaxed),
+        bitrate_bps: o.counters.bitrate.load(Ordering::Relaxed),
+        reconnects: o.counters.reconnects.load(Ordering::Relaxed),
+        dropped_frames: o.counters.dropped.load(Ordering::Relaxed),
     }
 }
 

@@ -1,18 +1,20 @@
 //! The outputs of this server's live sessions: starting them within the
 //! limits, listing and stopping them, and ending them with their session.
 
+use super::meter::Meter;
 use super::recording::{self, RecordingJob};
+use super::retry::Backoff;
 use super::rtmp::{self, RtmpTarget};
 use super::state::{OutputState, StateTx};
 use super::whip::{self, WhipTarget};
 use crate::error::{ApiError, ApiResult};
 use crate::ids;
 use crate::rtc::RtcSettings;
+use crate::rtc::forward::Sent;
 use crate::session::{Command, SessionHandle};
 use crate::store::{AuditEntry, Principal, Recording, Store, now_ms};
 use dashmap::DashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +63,8 @@ pub struct Output {
     pub kind: OutputKind,
     pub started_at: i64,
     pub state: watch::Receiver<OutputState>,
-    pub bytes: Arc<AtomicU64>,
+    /// What its task counted (bytes, dropped frames, reconnects, bitrate).
+    pub counters: Sent,
     stop: CancellationToken,
 }
 
@@ -86,7 +89,7 @@ fn new_output(
         kind,
         started_at: now_ms(),
         state: state_rx,
-        bytes: Default::default(),
+        counters: Default::default(),
         stop: session.cancel_token.child_token(),
     });
     (output, state)
@@ -97,8 +100,8 @@ fn new_output(
 pub struct OutputLimits {
     pub max_per_session: usize,
     pub keyframe_interval: Duration,
-    /// Tries after a lost connection before an output fails.
-    pub reconnect_attempts: u32,
+    /// How a lost or unreachable destination is tried again.
+    pub backoff: Backoff,
 }
 
 #[derive(Clone)]
@@ -195,10 +198,10 @@ impl OutputManager {
             id: output.id.clone(),
             target,
             session: session.clone(),
-            max_attempts: self.limits.reconnect_attempts,
+            backoff: self.limits.backoff,
             stop: output.stop.clone(),
             state,
-            bytes: output.bytes.clone(),
+            counters: output.counters.clone(),
         };
         tokio::spawn(rtmp::run(job));
         self.track(session, output.clone());
@@ -220,10 +223,10 @@ impl OutputManager {
             session: session.clone(),
             settings: self.rtc.clone(),
             http: self.http.clone(),
-            max_attempts: self.limits.reconnect_attempts,
+            backoff: self.limits.backoff,
             stop: output.stop.clone(),
             state,
-            bytes: output.bytes.clone(),
+            counters: output.counters.clone(),
         };
         tokio::spawn(whip::run(job));
         self.track(session, output.clone());
@@ -261,7 +264,7 @@ impl OutputManager {
             },
             started_at: recording.started_at,
             state: state_rx,
-            bytes: Default::default(),
+            counters: Default::default(),
             stop: session.cancel_token.child_token(),
         });
         let job = RecordingJob {
@@ -271,7 +274,7 @@ impl OutputManager {
             pre_skip: session.media.audio_pre_skip(),
             stop: output.stop.clone(),
             state,
-            bytes: output.bytes.clone(),
+            counters: output.counters.clone(),
         };
         let id = recording.id.clone();
         let started = tokio::task::spawn_blocking(move || recording::start(job))
@@ -309,9 +312,11 @@ impl OutputManager {
         let session = session.clone();
         let mut state = output.state.clone();
         tokio::spawn(async move {
+            let mut meter = Meter::new(kind, &output.id, output.counters.clone());
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             // Every state it takes, as an event of the session, until it
-            // ends.
-            loop {
+            // ends; its figures published meanwhile.
+            'states: loop {
                 let now = state.borrow_and_update().clone();
                 let ended = now.ended();
                 let _ = session
@@ -320,10 +325,20 @@ impl OutputManager {
                         state: now,
                     })
                     .await;
-                if ended || state.changed().await.is_err() {
+                if ended {
                     break;
                 }
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => meter.tick(),
+                        changed = state.changed() => match changed {
+                            Ok(()) => break,
+                            Err(_) => break 'states,
+                        },
+                    }
+                }
             }
+            meter.end();
             crate::metrics::METRICS
                 .outputs
                 .with_label_values(&[kind])
@@ -337,6 +352,7 @@ impl OutputManager {
             // Listed (in its final state) until the session closes.
             session.cancel_token.cancelled().await;
             live.remove(&output.id);
+            drop(meter);
         });
     }
 

@@ -5,10 +5,12 @@
 //! come ([`fragments`]), sealed into the file store), and WHIP egress into
 //! an SFU ([`whip`]). [`manager`] starts, lists and stops them.
 
+pub mod acks;
 pub mod flv;
 pub mod fmp4;
 pub mod fragments;
 pub mod manager;
+pub mod meter;
 pub mod recording;
 pub mod recordings;
 pub mod retry;

@@ -7,9 +7,10 @@
 use super::fragments::FragmentWriter;
 use super::state::{OutputState, StateTx};
 use crate::pipeline::{EncodedFrame, FrameKind, MediaPipeline};
+use crate::rtc::forward::Sent;
 use crate::store::{Recording, Store, now_ms};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
@@ -35,8 +36,8 @@ pub struct RecordingJob {
     pub pre_skip: u16,
     pub stop: CancellationToken,
     pub state: StateTx,
-    /// Bytes written, for `ListOutputs` and metrics.
-    pub bytes: Arc<AtomicU64>,
+    /// Bytes written and frames skipped, for `ListOutputs` and metrics.
+    pub counters: Sent,
 }
 
 /// Starts writing; the thread ends when `stop` fires, when the session's
@@ -102,6 +103,7 @@ fn run(
     let mut last_progress = Instant::now();
     let mut wait_keyframe = false;
     let mut failure = None;
+    let mut on_disk = Duration::ZERO;
     job.media.request_keyframe();
     // Ends when the forwarding task stops (stop, or the media ended).
     while let Ok(feed) = frames.recv() {
@@ -111,7 +113,7 @@ fn run(
                 // The disk fell behind: skip to the next keyframe rather
                 // than write pictures that reference lost ones.
                 tracing::warn!(missed, "recording fell behind; resuming at a keyframe");
-                crate::metrics::METRICS.output_dropped_frames.inc_by(missed);
+                job.counters.add_dropped(missed);
                 wait_keyframe = true;
                 job.media.request_keyframe();
                 continue;
@@ -130,18 +132,22 @@ fn run(
             failure = Some(e);
             break;
         }
+        on_disk = writer.duration();
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            progress(&job, &writer, None);
+            progress(&job, on_disk, None);
         }
     }
     if failure.is_none()
         && let Some(bytes) = writer.finish()
-        && let Err(e) = append(&job, &mut file, &bytes)
     {
-        failure = Some(e);
+        match append(&job, &mut file, &bytes) {
+            Ok(()) => on_disk = writer.duration(),
+            Err(e) => failure = Some(e),
+        }
     }
-    progress(&job, &writer, Some(now_ms()));
+    // What is in the file: a fragment that could not be written is not.
+    progress(&job, on_disk, Some(now_ms()));
     match failure {
         Some(e) => {
             tracing::error!(recording = %job.recording.id, error = %e, "recording failed");
@@ -160,19 +166,15 @@ fn append(
     bytes: &[u8],
 ) -> std::io::Result<()> {
     file.append(bytes)?;
-    job.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    crate::metrics::METRICS
-        .output_bytes
-        .with_label_values(&["recording"])
-        .inc_by(bytes.len() as u64);
+    job.counters.add_bytes(bytes.len() as u64);
     job.state.set(OutputState::Live);
     Ok(())
 }
 
 /// Tells the record how far the recording got (blocking).
-fn progress(job: &RecordingJob, writer: &FragmentWriter, ended_at: Option<i64>) {
-    let bytes = job.bytes.load(Ordering::Relaxed);
-    let ms = writer.duration().as_millis() as u64;
+fn progress(job: &RecordingJob, on_disk: Duration, ended_at: Option<i64>) {
+    let bytes = job.counters.bytes.load(Ordering::Relaxed);
+    let ms = on_disk.as_millis() as u64;
     if let Err(e) = job
         .store
         .blocking()

@@ -5,9 +5,10 @@
 //! on TCP, or TLS for `rtmps://`. Reconnects like the other outputs. The
 //! stream key is a secret: it is sent to the server and nowhere else.
 
+use super::acks::AckWatch;
 use super::flv;
 use super::fmp4;
-use super::retry::{self, Fault};
+use super::retry::{self, Backoff, Fault};
 use super::state::{OutputState, StateTx};
 use crate::config::Secret;
 use crate::error::{ApiError, ApiResult};
@@ -21,7 +22,6 @@ use rml_rtmp::sessions::{
 };
 use rml_rtmp::time::RtmpTimestamp;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -29,6 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 /// How long connecting (TCP, TLS, handshake, connect, publish) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the TLS handshake of `rtmps://` may take (a server that does
+/// not speak TLS often just waits).
+const TLS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the destination may take nothing (acknowledge no byte, or
+/// leave a write blocked) before it counts as stalled.
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where to push: the server's URL (`rtmp[s]://host[:port]/app`) and the
 /// stream key.
@@ -98,10 +104,10 @@ pub struct RtmpJob {
     pub id: String,
     pub target: RtmpTarget,
     pub session: Arc<SessionHandle>,
-    pub max_attempts: u32,
+    pub backoff: Backoff,
     pub stop: CancellationToken,
     pub state: StateTx,
-    pub bytes: Sent,
+    pub counters: Sent,
 }
 
 /// Runs the output until it is stopped, its session ends, or it fails;
@@ -109,11 +115,11 @@ pub struct RtmpJob {
 pub async fn run(job: RtmpJob) {
     job.session.media.want_aac(true);
     retry::run(
-        "rtmp",
         &job.id,
         &job.state,
         &job.stop,
-        job.max_attempts,
+        &job.counters,
+        job.backoff,
         || once(&job),
     )
     .await;
@@ -128,7 +134,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 async fn once(job: &RtmpJob) -> Result<Ended, Fault> {
     let frames = job.session.media.subscribe_frames();
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&job.target)).await;
-    let (mut io, mut session) = match connected {
+    let (mut io, mut session, acks) = match connected {
         Ok(r) => r?,
         Err(_) => {
             return Err(Fault::Retry(format!(
@@ -139,22 +145,30 @@ async fn once(job: &RtmpJob) -> Result<Ended, Fault> {
     };
     job.state.set(OutputState::Live);
     job.session.media.request_keyframe();
-    Ok(stream(job, &mut *io, &mut session, frames).await)
+    stream(job, &mut *io, &mut session, acks, frames).await
 }
 
 /// TCP (and TLS), the handshake, `connect` and `publish`.
-async fn connect(t: &RtmpTarget) -> Result<(Box<dyn Stream>, ClientSession), Fault> {
+async fn connect(t: &RtmpTarget) -> Result<(Box<dyn Stream>, ClientSession, AckWatch), Fault> {
     let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
         .await
         .map_err(|e| Fault::Retry(unreachable(&t.host, &e)))?;
     let _ = tcp.set_nodelay(true);
+    let acks = AckWatch::new(&tcp);
     let mut io: Box<dyn Stream> = if t.tls {
         let name = rustls::pki_types::ServerName::try_from(t.host.clone())
             .map_err(|_| Fault::Fatal(format!("{} is not a valid TLS server name", t.host)))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config()))
-            .connect(name, tcp)
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config()));
+        let tls = tokio::time::timeout(TLS_TIMEOUT, connector.connect(name, tcp))
             .await
-            .map_err(|e| Fault::Retry(format!("TLS with {} failed: {e}", t.host)))?;
+            .map_err(|_| {
+                Fault::Retry(format!(
+                    "TLS error: {} did not complete a TLS handshake within {TLS_TIMEOUT:?} \
+                     (is it an RTMPS server? rtmp:// if it is not)",
+                    t.host
+                ))
+            })?
+            .map_err(|e| tls_fault(&t.host, &e))?;
         Box::new(tls)
     } else {
         Box::new(tcp)
@@ -194,7 +208,7 @@ async fn connect(t: &RtmpTarget) -> Result<(Box<dyn Stream>, ClientSession), Fau
         Fault::Retry(_) => Fault::Fatal(format!("{} refused the stream key", t.host)),
         f => f,
     })?;
-    Ok((io, session))
+    Ok((io, session, acks))
 }
 
 /// TLS for outputs (RTMPS, HTTPS to WHIP endpoints): rustls on ring with
@@ -208,6 +222,18 @@ pub(super) fn tls_config() -> rustls::ClientConfig {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         })
         .with_no_client_auth()
+}
+
+/// Why TLS with `host` failed: a certificate that is not trusted only the
+/// user (or the destination's operator) can fix.
+pub(super) fn tls_fault(host: &str, e: &std::io::Error) -> Fault {
+    match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(why)) => Fault::Fatal(format!(
+            "TLS error: the certificate of {host} is not trusted ({why:?})"
+        )),
+        Some(why) => Fault::Retry(format!("TLS error with {host}: {why}")),
+        None => Fault::Retry(format!("TLS error with {host}: {e}")),
+    }
 }
 
 /// The RTMP handshake (client side); the bytes that followed it.
@@ -321,21 +347,31 @@ async fn stream(
     job: &RtmpJob,
     io: &mut dyn Stream,
     session: &mut ClientSession,
+    mut acks: AckWatch,
     mut frames: tokio::sync::broadcast::Receiver<Arc<EncodedFrame>>,
-) -> Ended {
+) -> Result<Ended, Fault> {
+    let host = &job.target.host;
     let mut phase = Phase::Waiting;
     let mut buf = vec![0u8; 8192];
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         let frame = tokio::select! {
-            _ = job.stop.cancelled() => return Ended::Cancelled,
+            _ = job.stop.cancelled() => return Ok(Ended::Cancelled),
+            _ = check.tick() => {
+                if acks.silent_for() >= STALL_TIMEOUT {
+                    return Err(stalled(host));
+                }
+                continue;
+            }
             n = io.read(&mut buf) => match n {
-                Ok(0) | Err(_) => return Ended::Disconnected,
+                Ok(0) => return Ok(Ended::Disconnected),
+                Err(e) => return Err(Fault::Lost(format!("{host}: {e}"))),
                 Ok(n) => {
                     // Acknowledgements, pings: answer what must be answered.
-                    let Ok(results) = session.handle_input(&buf[..n]) else { return Ended::Disconnected };
-                    if send(io, results).await.is_err() {
-                        return Ended::Disconnected;
-                    }
+                    let results = session.handle_input(&buf[..n]).map_err(|e| {
+                        Fault::Lost(format!("{host}: bad RTMP data: {e:?}"))
+                    })?;
+                    send_live(io, results, host).await?;
                     continue;
                 }
             },
@@ -344,31 +380,45 @@ async fn stream(
                 Err(RecvError::Lagged(n)) => {
                     // The destination is slower than real time: resume at
                     // the next keyframe.
-                    crate::metrics::METRICS.output_dropped_frames.inc_by(n);
+                    job.counters.add_dropped(n);
                     if let Phase::Live { t0 } = phase {
                         phase = Phase::Resuming { t0 };
                     }
                     job.session.media.request_keyframe();
                     continue;
                 }
-                Err(RecvError::Closed) => return Ended::SessionEnded,
+                Err(RecvError::Closed) => return Ok(Ended::SessionEnded),
             },
         };
-        let packets = match tags(session, &mut phase, &frame) {
-            Ok(p) => p,
-            Err(()) => return Ended::Disconnected,
-        };
-        match send(io, packets).await {
-            Ok(n) => {
-                job.bytes.fetch_add(n, Ordering::Relaxed);
-                crate::metrics::METRICS
-                    .output_bytes
-                    .with_label_values(&["rtmp"])
-                    .inc_by(n);
-            }
-            Err(_) => return Ended::Disconnected,
+        let packets = tags(session, &mut phase, &frame)
+            .map_err(|()| Fault::Lost("the stream could not be packed as RTMP".into()))?;
+        let n = send_live(io, packets, host).await?;
+        if n > 0 {
+            acks.sent();
         }
+        job.counters.add_bytes(n);
     }
+}
+
+/// [`send`] on a live stream: a destination that stops taking data for
+/// [`STALL_TIMEOUT`] has stalled.
+async fn send_live(
+    io: &mut dyn Stream,
+    packets: Vec<ClientSessionResult>,
+    host: &str,
+) -> Result<u64, Fault> {
+    match tokio::time::timeout(STALL_TIMEOUT, send(io, packets)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(Fault::Retry(why))) => Err(Fault::Lost(why)),
+        Ok(Err(fault)) => Err(fault),
+        Err(_) => Err(stalled(host)),
+    }
+}
+
+fn stalled(host: &str) -> Fault {
+    Fault::Lost(format!(
+        "{host} stopped taking the stream (nothing taken for {STALL_TIMEOUT:?})"
+    ))
 }
 
 /// The RTMP packets for one frame, as the stream's phase allows.

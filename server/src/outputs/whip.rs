@@ -6,7 +6,7 @@
 //! fails at once with that reason. The token is a secret: it appears in no
 //! log, error or state.
 
-use super::retry::{self, Fault};
+use super::retry::{self, Backoff, Fault};
 use super::state::{OutputState, StateTx};
 use crate::config::Secret;
 use crate::error::{ApiError, ApiResult};
@@ -87,20 +87,20 @@ pub struct WhipJob {
     pub session: Arc<SessionHandle>,
     pub settings: Arc<RtcSettings>,
     pub http: HttpClient,
-    pub max_attempts: u32,
+    pub backoff: Backoff,
     pub stop: CancellationToken,
     pub state: StateTx,
-    pub bytes: Sent,
+    pub counters: Sent,
 }
 
 /// Runs the output until it is stopped, its session ends, or it fails.
 pub async fn run(job: WhipJob) {
     retry::run(
-        "whip",
         &job.id,
         &job.state,
         &job.stop,
-        job.max_attempts,
+        &job.counters,
+        job.backoff,
         || once(&job),
     )
     .await;
@@ -128,7 +128,7 @@ async fn once(job: &WhipJob) -> Result<Ended, Fault> {
         }
     };
     job.state.set(OutputState::Live);
-    let ended = connected.run(&job.session, &job.stop, &job.bytes).await;
+    let ended = connected.run(&job.session, &job.stop, &job.counters).await;
     hang_up(job, resource.as_ref()).await;
     Ok(ended)
 }

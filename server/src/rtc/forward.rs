@@ -7,6 +7,7 @@ use super::keyframes;
 use super::peer::{Event, Track};
 use crate::pipeline::{KeyframeRequester, MediaKind, MediaPacket};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -24,8 +25,32 @@ pub enum Ended {
     SessionEnded,
 }
 
-/// Media bytes sent, counted as they go.
-pub type Sent = Arc<std::sync::atomic::AtomicU64>;
+/// What an output counts as it goes (read by the API and `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Media bytes sent or written.
+    pub bytes: AtomicU64,
+    /// What was skipped because the destination fell behind: frames (for a
+    /// WebRTC peer, RTP packets).
+    pub dropped: AtomicU64,
+    /// Times the destination was tried again.
+    pub reconnects: AtomicU64,
+    /// Bits per second over the last seconds (set by whoever meters it).
+    pub bitrate: AtomicU64,
+}
+
+impl Counters {
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// An output's counters, shared with what reads them.
+pub type Sent = Arc<Counters>;
 
 /// Forwards `packets` to the two tracks until one of [`Ended`] happens.
 pub(super) async fn forward(
@@ -74,12 +99,15 @@ pub(super) async fn forward(
                         break Ended::Disconnected;
                     }
                     if let Some(sent) = sent {
-                        sent.fetch_add(p.packet.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        sent.add_bytes(p.packet.payload.len() as u64);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::debug!(missed = n, "peer fell behind; resuming at a keyframe");
                     crate::metrics::METRICS.viewer_lag_events.inc();
+                    if let Some(sent) = sent {
+                        sent.add_dropped(n);
+                    }
                     wait_keyframe = true;
                     keyframes.request();
                 }

@@ -53,8 +53,18 @@ impl SealedWriter {
         let mut record = Vec::with_capacity(4 + sealed.len());
         record.extend_from_slice(&len.to_be_bytes());
         record.extend_from_slice(&sealed);
-        self.file.write_all(&record)?;
-        self.file.sync_data()?;
+        let end = self.file.stream_position()?;
+        let written = self
+            .file
+            .write_all(&record)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A full disk: give back what the torn record took (readers
+            // would stop before it anyway); later appends start there.
+            let _ = self.file.set_len(end);
+            let _ = self.file.seek(SeekFrom::Start(end));
+            return Err(e);
+        }
         self.index += 1;
         Ok(())
     }

@@ -475,3 +475,24 @@ pub async fn http(
         .await
         .unwrap()
 }
+
+/// An output of a session as ListOutputs shows it.
+pub async fn output_of(c: &mut Client, session_id: &str, output_id: &str) -> v1::Output {
+    c.outputs
+        .list_outputs(v1::ListOutputsRequest {
+            session_id: session_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outputs
+        .into_iter()
+        .find(|o| o.output_id == output_id)
+        .unwrap_or_else(|| panic!("no output {output_id}"))
+}
+
+/// An output's state and reason.
+pub async fn output_state(c: &mut Client, session_id: &str, output_id: &str) -> (i32, String) {
+    let o = output_of(c, session_id, output_id).await;
+    (o.state, o.reason)
+}

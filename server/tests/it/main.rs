@@ -13,6 +13,7 @@ mod loadtest;
 mod logs;
 mod media;
 mod metrics;
+mod output_faults;
 mod privacy;
 mod process;
 mod recordings;

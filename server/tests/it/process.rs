@@ -16,7 +16,8 @@ pub(crate) fn huashen(dir: &std::path::Path) -> Command {
         .env("HUASHEN_STORAGE__DATA_DIR", dir)
         .env("HUASHEN_SERVER__LISTEN", "127.0.0.1:0")
         .env("HUASHEN_LOG", "info")
-        .env("HUASHEN_FACE__MODELS_DIR", models_dir());
+        .env("HUASHEN_FACE__MODELS_DIR", models_dir())
+        .env("HUASHEN_SPEECH__MODELS_DIR", models_dir());
     c
 }
 
@@ -102,9 +103,18 @@ pub(crate) fn serve_with(
     dev_key: bool,
     envs: &[(&str, String)],
 ) -> (std::process::Child, String, Option<String>) {
-    let mut child = huashen(dir)
-        .envs(envs.iter().map(|(k, v)| (k, v)))
-        .arg("serve")
+    let mut cmd = huashen(dir);
+    cmd.envs(envs.iter().map(|(k, v)| (k, v))).arg("serve");
+    serve_command(cmd, dev_key)
+}
+
+/// Starts `cmd` (which runs `huashen serve`, perhaps through a wrapper) and
+/// reads its banner, as [`serve`] does.
+pub(crate) fn serve_command(
+    mut cmd: Command,
+    dev_key: bool,
+) -> (std::process::Child, String, Option<String>) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

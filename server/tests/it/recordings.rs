@@ -6,7 +6,7 @@ use crate::common::*;
 use huashen_protos::v1;
 use std::time::Duration;
 
-fn recording_output(session_id: &str) -> v1::AddOutputRequest {
+pub(crate) fn recording_output(session_id: &str) -> v1::AddOutputRequest {
     v1::AddOutputRequest {
         session_id: session_id.into(),
         kind: Some(v1::add_output_request::Kind::Recording(
@@ -15,7 +15,7 @@ fn recording_output(session_id: &str) -> v1::AddOutputRequest {
     }
 }
 
-async fn download(c: &mut Client, recording_id: &str) -> Vec<u8> {
+pub(crate) async fn download(c: &mut Client, recording_id: &str) -> Vec<u8> {
     let mut stream = c
         .recordings
         .download_recording(v1::DownloadRecordingRequest {
@@ -33,7 +33,7 @@ async fn download(c: &mut Client, recording_id: &str) -> Vec<u8> {
 }
 
 /// `ffprobe`'s streams and format of a file, as JSON.
-fn ffprobe(path: &std::path::Path) -> serde_json::Value {
+pub(crate) fn ffprobe(path: &std::path::Path) -> serde_json::Value {
     let out = std::process::Command::new("ffprobe")
         .args([
             "-v",
@@ -68,6 +68,78 @@ fn max_volume_db(path: &std::path::Path) -> f64 {
         .find_map(|l| l.split("max_volume: ").nth(1))
         .and_then(|v| v.trim_end_matches(" dB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no max_volume in ffmpeg's output: {log}"))
+}
+
+/// A recording keeps the session's time: between any two labelled frames
+/// the SEI labels' wall-clock times (stamped by the session as it encoded
+/// them) advance as the frames' timestamps do, within one frame; and its
+/// sound and picture start and end together, within one frame.
+fn session_time_and_sync(path: &std::path::Path, probe: &serde_json::Value) {
+    const FRAME: f64 = 0.04;
+    let stream = |kind: &str| {
+        probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["codec_type"] == kind)
+            .unwrap()
+            .clone()
+    };
+    let secs = |v: &serde_json::Value| v.as_str().unwrap().parse::<f64>().unwrap();
+    let (video, audio) = (stream("video"), stream("audio"));
+    let (v0, a0) = (secs(&video["start_time"]), secs(&audio["start_time"]));
+    let (v1, a1) = (v0 + secs(&video["duration"]), a0 + secs(&audio["duration"]));
+    assert!(
+        (v0 - a0).abs() <= FRAME,
+        "video starts at {v0} s, audio at {a0} s"
+    );
+    assert!(
+        (v1 - a1).abs() <= FRAME,
+        "video ends at {v1} s, audio at {a1} s"
+    );
+
+    // Which frames carry an unregistered-user-data SEI, as ffprobe sees
+    // them, and the times our labels say, in file order.
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json", "-select_streams", "v"])
+        .args([
+            "-show_entries",
+            "frame=pts_time:frame_side_data=side_data_type",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    let frames: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labelled: Vec<f64> = frames["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["side_data_list"].to_string().contains("Unregistered"))
+        .map(|f| secs(&f["pts_time"]))
+        .collect();
+    let bytes = std::fs::read(path).unwrap();
+    let uuid = huashen_protos::sei::AI_LABEL_UUID;
+    let stamped: Vec<f64> = (0..bytes.len() - 16)
+        .filter(|&i| bytes[i..i + 16] == uuid)
+        .map(|i| {
+            let json = &bytes[i + 16..];
+            let end = json.iter().position(|&b| b == b'}').unwrap() + 1;
+            let label: serde_json::Value = serde_json::from_slice(&json[..end]).unwrap();
+            label["time_ms"].as_f64().unwrap() / 1000.0
+        })
+        .collect();
+    assert_eq!(labelled.len(), stamped.len(), "{labelled:?} {stamped:?}");
+    assert!(labelled.len() >= 4, "{labelled:?}");
+    // Encoding jitter only ever delays a stamp: compare the earliest
+    // (least delayed) offsets of the first and the last labels.
+    let offsets: Vec<f64> = stamped.iter().zip(&labelled).map(|(w, p)| w - p).collect();
+    let k = (offsets.len() / 3).max(1);
+    let least = |o: &[f64]| o.iter().cloned().fold(f64::INFINITY, f64::min);
+    let drift = least(&offsets[offsets.len() - k..]) - least(&offsets[..k]);
+    assert!(
+        drift.abs() <= FRAME,
+        "the recording's time drifts {drift:.3} s from the session's: {offsets:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,6 +270,7 @@ async fn a_recorded_session_downloads_as_a_file_ffprobe_plays_and_follows_the_su
     );
     let loudest = max_volume_db(&path);
     assert!(loudest > -30.0, "the recording is silent: {loudest} dB");
+    session_time_and_sync(&path, &probe);
     // Nothing of it is readable at rest.
     let stored: Vec<_> = std::fs::read_dir(server.dir.path().join("blobs/recordings"))
         .unwrap()

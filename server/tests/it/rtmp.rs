@@ -11,7 +11,7 @@ const MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
 pub(crate) struct Nginx {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -90,7 +90,7 @@ impl Nginx {
     }
 }
 
-fn rtmp(session_id: &str, url: &str, key: &str) -> v1::AddOutputRequest {
+pub(crate) fn rtmp(session_id: &str, url: &str, key: &str) -> v1::AddOutputRequest {
     v1::AddOutputRequest {
         session_id: session_id.into(),
         kind: Some(v1::add_output_request::Kind::Rtmp(v1::RtmpOutput {
@@ -98,23 +98,6 @@ fn rtmp(session_id: &str, url: &str, key: &str) -> v1::AddOutputRequest {
             stream_key: key.into(),
         })),
     }
-}
-
-async fn state_of(c: &mut Client, session_id: &str, output_id: &str) -> (i32, String) {
-    let outputs = c
-        .outputs
-        .list_outputs(v1::ListOutputsRequest {
-            session_id: session_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .outputs;
-    let o = outputs
-        .into_iter()
-        .find(|o| o.output_id == output_id)
-        .unwrap();
-    (o.state, o.reason)
 }
 
 /// Runs a tool on the live stream (blocking, off the runtime).
@@ -147,13 +130,13 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
         other => panic!("{other:?}"),
     }
     let live = eventually(Duration::from_secs(10), async || {
-        state_of(&mut c, &s.session_id, &out.output_id).await.0 == v1::OutputState::Live as i32
+        output_state(&mut c, &s.session_id, &out.output_id).await.0 == v1::OutputState::Live as i32
     })
     .await;
     assert!(
         live,
         "{:?}",
-        state_of(&mut c, &s.session_id, &out.output_id).await
+        output_state(&mut c, &s.session_id, &out.output_id).await
     );
     c.sessions
         .speak(tokio_stream::iter(vec![v1::SpeakRequest {
@@ -293,24 +276,24 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
     let t0 = std::time::Instant::now();
     nginx.stop();
     let reconnecting = eventually(Duration::from_secs(10), async || {
-        state_of(&mut c, &s.session_id, &out.output_id).await.0
+        output_state(&mut c, &s.session_id, &out.output_id).await.0
             == v1::OutputState::Reconnecting as i32
     })
     .await;
     assert!(
         reconnecting,
         "{:?}",
-        state_of(&mut c, &s.session_id, &out.output_id).await
+        output_state(&mut c, &s.session_id, &out.output_id).await
     );
     nginx.run();
     let back = eventually(Duration::from_secs(20), async || {
-        state_of(&mut c, &s.session_id, &out.output_id).await.0 == v1::OutputState::Live as i32
+        output_state(&mut c, &s.session_id, &out.output_id).await.0 == v1::OutputState::Live as i32
     })
     .await;
     assert!(
         back,
         "{:?}",
-        state_of(&mut c, &s.session_id, &out.output_id).await
+        output_state(&mut c, &s.session_id, &out.output_id).await
     );
     let secs = t0.elapsed().as_secs_f64();
     let frames = viewer.seen().video_ts.len() - frames0;
@@ -322,7 +305,7 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("huashen_output_reconnects_total{kind=\"rtmp\"}")),
+            .any(|l| l.starts_with("huashen_output_reconnects_total{kind=\"rtmp\",output=")),
         "no reconnect counted"
     );
     server.stop().await;
@@ -344,7 +327,7 @@ async fn refused_keys_and_unreachable_servers_fail_with_a_reason() {
         .into_inner();
     let mut last = (0, String::new());
     let failed = eventually(Duration::from_secs(15), async || {
-        last = state_of(&mut c, &s.session_id, &locked.output_id).await;
+        last = output_state(&mut c, &s.session_id, &locked.output_id).await;
         last.0 == v1::OutputState::Failed as i32
     })
     .await;
@@ -372,7 +355,7 @@ async fn refused_keys_and_unreachable_servers_fail_with_a_reason() {
         .unwrap()
         .into_inner();
     let failed = eventually(Duration::from_secs(15), async || {
-        last = state_of(&mut c, &s.session_id, &gone.output_id).await;
+        last = output_state(&mut c, &s.session_id, &gone.output_id).await;
         last.0 == v1::OutputState::Failed as i32
     })
     .await;

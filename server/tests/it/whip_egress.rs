@@ -82,20 +82,6 @@ fn whip(session_id: &str, url: &str, token: &str) -> v1::AddOutputRequest {
     }
 }
 
-async fn output_state(c: &mut Client, session_id: &str, output_id: &str) -> (i32, String) {
-    let list = c
-        .outputs
-        .list_outputs(v1::ListOutputsRequest {
-            session_id: session_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .outputs;
-    let o = list.into_iter().find(|o| o.output_id == output_id).unwrap();
-    (o.state, o.reason)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_pushed_by_whip_is_decoded_by_another_webrtc_stack() {
     let Some(python) = python() else { return };
@@ -215,12 +201,20 @@ async fn refused_and_unreachable_endpoints_fail_with_a_reason() {
         .outputs
         .add_output(whip(
             &s.session_id,
-            &format!("http://127.0.0.1:{port}/whip"),
+            &format!("http://127.0.0.1:{port}/whip?room=a&token=in-the-url"),
             "",
         ))
         .await
         .unwrap()
         .into_inner();
+    // What was pasted into the URL's query is not shown back.
+    let Some(v1::output::Kind::Whip(shown)) = gone.kind.clone() else {
+        panic!("{gone:?}")
+    };
+    assert_eq!(
+        shown.url,
+        format!("http://127.0.0.1:{port}/whip?room=***&token=***")
+    );
     use v1::session_event::Event as E;
     let events = events_until(
         &mut watch,
