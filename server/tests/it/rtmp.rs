@@ -366,6 +366,21 @@ async fn refused_keys_and_unreachable_servers_fail_with_a_reason() {
         last.1
     );
 
+    // A name that resolves nowhere (RFC 6761's .invalid): DNS, named.
+    let unknown = c
+        .outputs
+        .add_output(rtmp(&s.session_id, "rtmp://no-such-host.invalid/live", "k"))
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = eventually(Duration::from_secs(30), async || {
+        last = output_state(&mut c, &s.session_id, &unknown.output_id).await;
+        last.0 == v1::OutputState::Failed as i32
+    })
+    .await;
+    assert!(failed, "{last:?}");
+    assert!(last.1.contains("does not resolve (DNS)"), "{}", last.1);
+
     for (url, key) in [
         ("http://x/app", "k"),
         ("rtmp://x", "k"),
