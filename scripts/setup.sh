@@ -25,6 +25,8 @@ if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=(python3-venv)
   # nginx with the RTMP module: the RTMP push test's server.
   APT_PACKAGES+=(nginx libnginx-mod-rtmp)
+  # coturn: the TURN server that checks the per-viewer TURN credentials.
+  APT_PACKAGES+=(coturn)
   # Node.js runs the web demo's build check and its browser tests
   # (Playwright). Serving needs no Node: the console bundle is committed.
   command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

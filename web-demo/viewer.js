@@ -1,16 +1,18 @@
 // Huashen viewer: plays one session by WHEP, reconnects after network loss,
-// shows connection state and live stats. URL: viewer.html?session=se_…&token=…
+// shows connection state and live stats. URL: viewer.html?session=se_…#token=…
+// (the token in the fragment: browsers never send it to a server, so it
+// stays out of access logs and Referer headers).
 import { whepConnect, whepHangUp, WhepError } from './whep.js';
 
 const STRINGS = {
   en: { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…',
     ended: 'This session has ended.', badToken: 'This viewer link is not valid (wrong token).',
-    missing: 'The link needs ?session=…&token=…', full: 'The session is full; retrying…',
+    missing: 'The link needs ?session=…#token=…', full: 'The session is full; retrying…',
     error: 'Cannot connect: ', unmute: 'Unmute', fps: 'fps', bitrate: 'bitrate',
     vjitter: 'video jitter', ajitter: 'audio jitter', frames: 'frames' },
   zh: { connecting: '连接中…', live: '直播中', reconnecting: '正在重连…',
     ended: '直播已结束。', badToken: '观看链接无效（令牌错误）。',
-    missing: '链接缺少 ?session=…&token=…', full: '观看人数已满，正在重试…',
+    missing: '链接缺少 ?session=…#token=…', full: '观看人数已满，正在重试…',
     error: '无法连接：', unmute: '打开声音', fps: '帧率', bitrate: '码率',
     vjitter: '视频抖动', ajitter: '音频抖动', frames: '帧数' },
 };
@@ -23,7 +25,9 @@ const $ = (id) => document.getElementById(id);
 const video = $('video');
 const params = new URLSearchParams(location.search);
 const session = params.get('session');
-const token = params.get('token');
+const token = new URLSearchParams(location.hash.slice(1)).get('token');
+// A new link in the same tab may differ only in its fragment: start over.
+window.addEventListener('hashchange', () => location.reload());
 
 // Exposed for tests and for anyone curious in the console.
 const state = window.huashenViewer = { state: 'new', stats: {}, error: null };

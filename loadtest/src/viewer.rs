@@ -268,6 +268,8 @@ pub struct Viewer {
     pub seen: Arc<Mutex<Seen>>,
     /// WHEP resource of this viewer.
     pub location: String,
+    /// The ICE servers the answer offered (its `Link` headers, RFC 9725).
+    pub ice_links: Vec<String>,
     addr: SocketAddr,
     token: String,
     watch: Option<[usize; 4]>,
@@ -388,6 +390,12 @@ pub async fn connect(
         ));
     }
     let location = resp.header("location").ok_or("no Location")?.to_owned();
+    let ice_links = resp
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("link"))
+        .map(|(_, v)| v.clone())
+        .collect();
     let answer = RTCSessionDescription::answer(resp.text()).map_err(|e| e.to_string())?;
     pc.set_remote_description(answer)
         .await
@@ -417,6 +425,7 @@ pub async fn connect(
         pc,
         seen,
         location,
+        ice_links,
         addr,
         token: token.to_owned(),
         watch,

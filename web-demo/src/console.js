@@ -327,7 +327,7 @@ function startLive(s) {
   $('session-id').textContent = s.sessionId;
   $('subtitles').textContent = '';
   $('events').replaceChildren();
-  const link = new URL(`/viewer.html?session=${encodeURIComponent(s.sessionId)}&token=${encodeURIComponent(s.viewerToken)}`, location.href);
+  const link = new URL(`/viewer.html?session=${encodeURIComponent(s.sessionId)}#token=${encodeURIComponent(s.viewerToken)}`, location.href);
   $('viewer-link').value = link.toString();
   $('open-link').href = link.toString();
   const [w, h] = [s.output?.width || 512, s.output?.height || 512];

@@ -65,6 +65,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             voice: config.voice.clone(),
             cpu_budget: config.limits.cpu_budget_cores(),
             session_cost: config.limits.session_cost,
+            keyframe_request_interval: config.limits.keyframe_request_interval,
+            avatar_check_grace: config.storage.avatar_check_grace,
         },
         engines,
     );

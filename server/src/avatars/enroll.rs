@@ -196,6 +196,13 @@ fn check(plan: &EnrollPlan, upload: &Upload) -> ApiResult<()> {
     Ok(())
 }
 
+/// Uploads decoded at once, at most: one per two cores (at least one, at
+/// most four), each within [`portrait::MAX_PIXELS`].
+static DECODES: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::sync::Semaphore::new((cores / 2).clamp(1, 4))
+});
+
 /// Decodes the image (within pixel limits), normalises the portrait that
 /// is kept, and finds the face in it, as sessions will see it.
 async fn analyse(
@@ -207,6 +214,12 @@ async fn analyse(
         tx: progress.tx.clone(),
         total: progress.total,
     };
+    // Decoding takes up to a few hundred MB: a few at a time, the others
+    // wait their turn.
+    let _turn = DECODES
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
     tokio::task::spawn_blocking(move || {
         let limit = |e: PortraitError| match e {
             e @ PortraitError::TooLarge { .. } => ApiError::ResourceExhausted(e.to_string()),

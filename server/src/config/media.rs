@@ -186,12 +186,32 @@ impl Default for WebrtcConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A STUN or TURN server. TURN takes either a fixed `username` and
+/// `credential`, or (better) the `shared_secret` of the TURN REST scheme
+/// that coturn implements (`use-auth-secret`, `static-auth-secret`): each
+/// viewer then gets credentials of its own that expire after
+/// `credential_ttl`.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IceServerConfig {
     pub urls: Vec<String>,
     pub username: String,
-    pub credential: String,
+    pub credential: super::Secret,
+    pub shared_secret: super::Secret,
+    #[serde(with = "humantime_serde")]
+    pub credential_ttl: Duration,
+}
+
+impl Default for IceServerConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec![],
+            username: String::new(),
+            credential: Default::default(),
+            shared_secret: Default::default(),
+            credential_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 impl ModelsConfig {
@@ -275,6 +295,14 @@ impl WebrtcConfig {
                     "webrtc.ice_servers: every server needs urls starting with stun:, turn: or turns:"
                         .into(),
                 );
+            }
+            if !s.shared_secret.0.is_empty() && !s.credential.0.is_empty() {
+                return Err(
+                    "webrtc.ice_servers: give a shared_secret or a credential, not both".into(),
+                );
+            }
+            if s.credential_ttl < Duration::from_secs(60) {
+                return Err("webrtc.ice_servers: credential_ttl must be at least 1m".into());
             }
         }
         Ok(())

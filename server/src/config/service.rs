@@ -60,6 +60,12 @@ pub struct StorageConfig {
     /// before it fails with UNAVAILABLE.
     #[serde(with = "humantime_serde")]
     pub database_timeout: Duration,
+    /// With records shared by several servers: how long the records may be
+    /// unreadable before this server closes its sessions, because it can no
+    /// longer see a deletion or consent withdrawal made on another server
+    /// (fail closed).
+    #[serde(with = "humantime_serde")]
+    pub avatar_check_grace: Duration,
     /// PEM file of extra certificate authorities for PostgreSQL over TLS
     /// (besides the public web roots), e.g. a cloud provider's CA.
     pub database_ca_file: Option<PathBuf>,
@@ -79,6 +85,7 @@ impl Default for StorageConfig {
             database_url: Secret(String::new()),
             database_pool: 8,
             database_timeout: Duration::from_secs(10),
+            avatar_check_grace: Duration::from_secs(30),
             database_ca_file: None,
             node_ttl: Duration::from_secs(30),
         }
@@ -86,7 +93,7 @@ impl Default for StorageConfig {
 }
 
 /// A secret value from the config; never printed.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -133,6 +140,12 @@ pub struct LimitsConfig {
     pub output_reconnect_delay: std::time::Duration,
     #[serde(with = "humantime_serde")]
     pub output_reconnect_max_delay: std::time::Duration,
+    /// A session makes at most one asked-for keyframe per this interval:
+    /// viewers asking more often (PLI/FIR, falling behind) are served by
+    /// the next one, never by a keyframe each (which would cost every
+    /// viewer's bandwidth).
+    #[serde(with = "humantime_serde")]
+    pub keyframe_request_interval: std::time::Duration,
 }
 
 impl Default for LimitsConfig {
@@ -151,6 +164,7 @@ impl Default for LimitsConfig {
             output_reconnect_attempts: 10,
             output_reconnect_delay: std::time::Duration::from_millis(500),
             output_reconnect_max_delay: std::time::Duration::from_secs(30),
+            keyframe_request_interval: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -341,7 +355,7 @@ impl StorageConfig {
 
 impl LimitsConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 11] = [
+        let checks: [(bool, &str); 12] = [
             (
                 self.cpu_budget >= 0.0 && self.cpu_budget <= 4096.0,
                 "limits.cpu_budget must be 0 (auto) or a number of cores up to 4096",
@@ -372,6 +386,10 @@ impl LimitsConfig {
                     && self.output_reconnect_max_delay <= std::time::Duration::from_secs(3600),
                 "limits.output_reconnect_delay must be 10ms..output_reconnect_max_delay, \
                  and output_reconnect_max_delay at most 1h",
+            ),
+            (
+                self.keyframe_request_interval <= std::time::Duration::from_secs(10),
+                "limits.keyframe_request_interval must be at most 10s",
             ),
             (
                 self.output_keyframe_interval >= std::time::Duration::from_millis(200)

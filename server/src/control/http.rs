@@ -49,6 +49,44 @@ const PAGES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// What pages may load and do: scripts, styles and calls of their own
+/// origin only (no inline code), pictures also from `data:`/`blob:` URLs
+/// (the console's previews), no plugins, no framing by other sites.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+/// The viewer page's: the same, but its WHEP offer may be redirected to the
+/// server (another origin) that runs the session.
+const VIEWER_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
+     connect-src 'self' https: http:; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The security headers every page carries (`viewer`: the viewer page's
+/// policy).
+pub fn security_headers(h: &mut HeaderMap, viewer: bool) {
+    let set = |h: &mut HeaderMap, name: &'static str, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    let policy = if viewer {
+        VIEWER_CONTENT_SECURITY_POLICY
+    } else {
+        CONTENT_SECURITY_POLICY
+    };
+    set(h, "content-security-policy", policy);
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "x-frame-options", "DENY");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    set(
+        h,
+        "permissions-policy",
+        "microphone=(self), camera=(), geolocation=(), payment=(), usb=()",
+    );
+}
+
 /// Adds the HTTP routes to the gRPC router. `dev_key` is the development
 /// tenant's key when the server bootstrapped it (see [`dev_key_page`]).
 pub fn routes(
@@ -90,10 +128,7 @@ pub fn routes(
                 let h = resp.headers_mut();
                 h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                h.insert(
-                    "x-content-type-options",
-                    HeaderValue::from_static("nosniff"),
-                );
+                security_headers(h, path == "/viewer.html");
                 resp
             }),
         );

@@ -8,17 +8,17 @@
 //! * `OPTIONS` and CORS headers let browsers on other origins play.
 //!
 //! Viewers authenticate with the session's viewer token, as
-//! `Authorization: Bearer <token>` or `?token=<token>`.
+//! `Authorization: Bearer <token>` (never in the URL, where access logs and
+//! `Referer` headers would keep it).
 
 use crate::rtc::{RtcError, RtcSettings};
 use crate::session::SessionManager;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -109,17 +109,16 @@ pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 fn unauthorized() -> Response {
     let mut r = error(
         StatusCode::UNAUTHORIZED,
-        "missing or wrong viewer token: send `Authorization: Bearer <viewer_token>` or ?token=<viewer_token>",
+        "missing or wrong viewer token: send `Authorization: Bearer <viewer_token>` \
+         (a token in the URL is not accepted)",
     );
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
 }
 
-pub(super) fn token<'a>(
-    headers: &'a HeaderMap,
-    query: &'a HashMap<String, String>,
-) -> Option<&'a str> {
+/// The bearer token of a request (`Authorization: Bearer …`).
+pub(super) fn token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -128,7 +127,6 @@ pub(super) fn token<'a>(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .or_else(|| query.get("token").map(String::as_str))
 }
 
 /// Finds the live session and checks the viewer token.
@@ -136,7 +134,6 @@ fn authorize(
     state: &WhepState,
     session_id: &str,
     headers: &HeaderMap,
-    query: &HashMap<String, String>,
 ) -> Result<Arc<crate::session::SessionHandle>, Box<Response>> {
     let session = state.sessions.live_by_id(session_id).ok_or_else(|| {
         Box::new(error(
@@ -144,7 +141,7 @@ fn authorize(
             format!("no live session {}", crate::ids::truncate(session_id, 40)),
         ))
     })?;
-    match token(headers, query) {
+    match token(headers) {
         Some(t) if session.viewer_token_matches(t) => Ok(session),
         _ => Err(Box::new(unauthorized())),
     }
@@ -153,17 +150,24 @@ fn authorize(
 async fn offer(
     State(state): State<WhepState>,
     Path(session_id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if state.sessions.live_by_id(&session_id).is_none()
-        && let Some(r) = redirect_elsewhere(&state.store, &session_id, &uri).await
-    {
-        return r;
+    if state.sessions.live_by_id(&session_id).is_none() {
+        // Another server's, perhaps: only a genuine viewer token for it
+        // learns that (and where).
+        let keys = state.store.files.keyring();
+        let genuine = token(&headers)
+            .is_some_and(|t| crate::session::viewer_token::genuine(keys, &session_id, t));
+        if !genuine {
+            return unauthorized();
+        }
+        if let Some(r) = redirect_elsewhere(&state.store, &session_id, &uri).await {
+            return r;
+        }
     }
-    let session = match authorize(&state, &session_id, &headers, &query) {
+    let session = match authorize(&state, &session_id, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -190,6 +194,7 @@ async fn offer(
             &state.settings,
             acc.answer_sdp,
             &format!("/whep/sessions/{session_id}/viewers/{}", acc.viewer_id),
+            &acc.viewer_id,
         ),
         Err(e) => rtc_error(e, "viewer"),
     }
@@ -229,7 +234,12 @@ pub(super) fn read_offer(headers: &HeaderMap, body: &[u8]) -> Result<String, Box
 
 /// `201 Created` with the SDP answer, the resource's `Location` and the
 /// configured ICE servers as `Link` headers.
-pub(super) fn created(settings: &RtcSettings, answer_sdp: String, location: &str) -> Response {
+pub(super) fn created(
+    settings: &RtcSettings,
+    answer_sdp: String,
+    location: &str,
+    peer: &str,
+) -> Response {
     let mut r = (StatusCode::CREATED, answer_sdp).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -239,7 +249,7 @@ pub(super) fn created(settings: &RtcSettings, answer_sdp: String, location: &str
     if let Ok(v) = HeaderValue::from_str(location) {
         h.insert(header::LOCATION, v);
     }
-    for link in settings.ice_server_links() {
+    for link in settings.ice_server_links(peer) {
         if let Ok(v) = HeaderValue::from_str(&link) {
             h.append(header::LINK, v);
         }
@@ -267,10 +277,9 @@ pub(super) fn rtc_error(e: RtcError, what: &str) -> Response {
 async fn hang_up(
     State(state): State<WhepState>,
     Path((session_id, viewer_id)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let session = match authorize(&state, &session_id, &headers, &query) {
+    let session = match authorize(&state, &session_id, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -23,7 +23,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use dashmap::DashMap;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +55,7 @@ async fn authorize(
     uri: &axum::http::Uri,
     headers: &HeaderMap,
 ) -> Result<Arc<crate::session::SessionHandle>, Box<Response>> {
-    let key = token(headers, &HashMap::new()).map(|k| format!("Bearer {k}"));
+    let key = token(headers).map(|k| format!("Bearer {k}"));
     let who = authenticate_header(&state.store, key.as_deref())
         .await
         .map_err(|e| {
@@ -126,6 +125,7 @@ async fn offer(
                 &state.settings,
                 p.answer_sdp,
                 &format!("/whip/sessions/{session_id}/publishers/{}", p.publisher_id),
+                &p.publisher_id,
             )
         }
         Err(e) => rtc_error(e, "publisher"),

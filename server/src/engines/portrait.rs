@@ -5,8 +5,9 @@
 use image::{DynamicImage, ImageReader, Limits, RgbImage, imageops::FilterType};
 use std::io::Cursor;
 
-/// Largest decoded portrait, in pixels (e.g. 8000 × 8000).
-pub const MAX_PIXELS: u64 = 64_000_000;
+/// Largest decoded portrait, in pixels (a 50-megapixel phone photo; its
+/// RGBA pixels take at most 200 MB while decoding).
+pub const MAX_PIXELS: u64 = 50_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortraitError {
@@ -14,11 +15,58 @@ pub enum PortraitError {
     Decode(String),
     #[error("the portrait is {width}×{height} pixels; at most {MAX_PIXELS} pixels are allowed")]
     TooLarge { width: u32, height: u32 },
+    #[error("the portrait is truncated or corrupt ({0}); send the whole file again")]
+    Truncated(String),
+}
+
+/// Whether a JPEG holds its whole picture: after the first scan starts
+/// (SOS), an end-of-image marker must follow. Decoders fill what is missing
+/// with grey; an upload cut short must be refused instead.
+fn jpeg_complete(bytes: &[u8]) -> Result<(), PortraitError> {
+    let cut = |why: &str| Err(PortraitError::Truncated(why.to_owned()));
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Ok(()); // not JPEG: its own decoder judges it
+    }
+    // Walk the marker segments up to the first scan.
+    let mut i = 2;
+    loop {
+        while i < bytes.len() && bytes[i] == 0xFF {
+            i += 1; // fill bytes
+        }
+        let Some(&marker) = bytes.get(i) else {
+            return cut("the file ends before the picture data");
+        };
+        i += 1;
+        if marker == 0xD9 {
+            return cut("the picture ends before any picture data");
+        }
+        if (0xD0..=0xD7).contains(&marker) || marker == 0x01 {
+            continue; // markers without a length
+        }
+        let Some(len) = bytes.get(i..i + 2) else {
+            return cut("a header segment is cut short");
+        };
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if len < 2 || i + len > bytes.len() {
+            return cut("a header segment is cut short");
+        }
+        i += len;
+        if marker == 0xDA {
+            break;
+        }
+    }
+    // Entropy-coded data, restart markers and later scans, then EOI.
+    if bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        Ok(())
+    } else {
+        cut("the JPEG has no end-of-image marker")
+    }
 }
 
 /// Decodes an image, refusing ones larger than [`MAX_PIXELS`] before
 /// allocating their pixels.
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage, PortraitError> {
+    jpeg_complete(bytes)?;
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| PortraitError::Decode(e.to_string()))?;
@@ -43,8 +91,13 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage, PortraitError> {
     // Phones store portraits sideways with an EXIF orientation tag.
     let orientation = image::ImageDecoder::orientation(&mut decoder)
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| PortraitError::Decode(e.to_string()))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
+        // The file ran out, or its data does not add up.
+        image::ImageError::Decoding(_) | image::ImageError::IoError(_) => {
+            PortraitError::Truncated(e.to_string())
+        }
+        e => PortraitError::Decode(e.to_string()),
+    })?;
     img.apply_orientation(orientation);
     Ok(img)
 }
@@ -152,6 +205,32 @@ mod tests {
         let big = DynamicImage::ImageRgb8(image::RgbImage::new(4000, 1000));
         let small = image::load_from_memory(&normalise(&big).unwrap()).unwrap();
         assert_eq!((small.width(), small.height()), (2048, 512));
+    }
+
+    /// An upload cut short (here at 40 %) is refused as truncated, whatever
+    /// its format; a whole one, even with bytes after its end, is taken.
+    #[test]
+    fn refuses_truncated_images() {
+        let png = astronaut();
+        let img = decode(&png).unwrap();
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        let jpeg = jpeg.into_inner();
+        for (name, whole) in [("png", &png), ("jpeg", &jpeg)] {
+            let cut = &whole[..whole.len() * 4 / 10];
+            let e = decode(cut).expect_err(name);
+            assert!(matches!(e, PortraitError::Truncated(_)), "{name}: {e:?}");
+            assert!(e.to_string().contains("truncated or corrupt"), "{e}");
+            assert!(decode(whole).is_ok(), "{name}");
+        }
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"trailing bytes some cameras add");
+        assert!(decode(&trailing).is_ok());
+        // Cut inside the headers, before any picture data.
+        assert!(matches!(
+            decode(&jpeg[..40]),
+            Err(PortraitError::Truncated(_))
+        ));
     }
 
     #[test]

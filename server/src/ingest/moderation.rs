@@ -2,7 +2,11 @@
 //! spoken. Built-in rules are blocklists by category (Chinese and English),
 //! extended or replaced from the config; matching is done on a normalised
 //! form, so full-width letters, case, and spaces, punctuation or zero-width
-//! characters inserted between characters do not evade it.
+//! characters inserted between characters do not evade it. In scripts that
+//! separate words (Latin, Greek, Cyrillic) a term must also begin and end
+//! at word boundaries: it matches a run of whole words that spell it
+//! ("k.i.l.l", "on-line casino"), never letters taken across words of
+//! innocent text ("this hit" does not contain "shit").
 
 use crate::config::ModerationConfig;
 use std::collections::BTreeMap;
@@ -69,8 +73,7 @@ pub enum Verdict {
 #[derive(Clone)]
 pub struct Moderator {
     enabled: bool,
-    /// (category, normalised term)
-    rules: Vec<(String, String)>,
+    rules: Vec<Rule>,
     webhook: Option<Webhook>,
 }
 
@@ -90,12 +93,55 @@ struct Webhook {
 /// Category given when the webhook cannot answer and the clause is refused.
 pub const WEBHOOK_UNAVAILABLE: &str = "moderation_unavailable";
 
+/// One blocked term.
+#[derive(Clone)]
+struct Rule {
+    category: String,
+    /// Normalised ([`normalise`]).
+    term: String,
+    /// Written in a script that separates words: matched on whole words.
+    spaced: bool,
+}
+
 /// Lowercased NFKC with everything but letters and digits removed.
 pub fn normalise(text: &str) -> String {
     text.nfkc()
         .flat_map(char::to_lowercase)
         .filter(|c| c.is_alphanumeric())
         .collect()
+}
+
+/// Lowercased NFKC words: the runs of letters and digits (anything else
+/// separates them).
+fn words(text: &str) -> Vec<String> {
+    let lowered: String = text.nfkc().flat_map(char::to_lowercase).collect();
+    lowered
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Latin, Greek, Cyrillic (and digits): scripts whose words are separated.
+fn spaced_script(term: &str) -> bool {
+    term.chars().all(|c| (c as u32) < 0x0530)
+}
+
+/// True when some run of consecutive whole `words` spells `term`.
+fn spelled_by_words(words: &[String], term: &str) -> bool {
+    (0..words.len()).any(|i| {
+        let mut spelled = String::new();
+        for w in &words[i..] {
+            spelled.push_str(w);
+            if !term.starts_with(spelled.as_str()) {
+                return false;
+            }
+            if spelled.len() == term.len() {
+                return true;
+            }
+        }
+        false
+    })
 }
 
 impl Moderator {
@@ -122,7 +168,11 @@ impl Moderator {
                     .into_iter()
                     .map(|t| normalise(&t))
                     .filter(|t| !t.is_empty())
-                    .map(move |t| (cat.clone(), t))
+                    .map(move |term| Rule {
+                        category: cat.clone(),
+                        spaced: spaced_script(&term),
+                        term,
+                    })
             })
             .collect();
         let webhook = config
@@ -169,11 +219,18 @@ impl Moderator {
         if !self.enabled {
             return Verdict::Allow;
         }
-        let n = normalise(text);
-        for (category, term) in &self.rules {
-            if n.contains(term.as_str()) {
+        let compact = normalise(text);
+        let words = words(text);
+        for rule in &self.rules {
+            let found = if rule.spaced {
+                spelled_by_words(&words, &rule.term)
+            } else {
+                // Scripts without spaces between words (Chinese).
+                compact.contains(rule.term.as_str())
+            };
+            if found {
                 return Verdict::Block {
-                    category: category.clone(),
+                    category: rule.category.clone(),
                 };
             }
         }
@@ -302,6 +359,38 @@ mod tests {
             Verdict::Allow
         );
         assert_eq!(block("洗手液买一送一"), Verdict::Allow);
+    }
+
+    /// Terms in Latin script match whole words only: innocent text whose
+    /// words, run together, happen to contain a term passes; the term
+    /// spelled out across separators is still caught.
+    #[test]
+    fn latin_terms_respect_word_boundaries() {
+        let mut cfg = ModerationConfig::default();
+        cfg.blocklist
+            .insert("rude".into(), vec!["shit".into(), "ass".into()]);
+        let m = Moderator::new(&cfg);
+        let rude = Verdict::Block {
+            category: "rude".into(),
+        };
+        for innocent in [
+            "this hit single is great",
+            "a class assignment",
+            "the assassin's creed",
+            "Try our ONLINE shop; the casino is closed",
+        ] {
+            assert_eq!(m.check(innocent), Verdict::Allow, "{innocent}");
+        }
+        for evasive in [
+            "s.h.i.t",
+            "S H I T",
+            "sh-it",
+            "what a sh\u{200b}it",
+            "ＳＨＩＴ",
+            "you ass",
+        ] {
+            assert_eq!(m.check(evasive), rude, "{evasive}");
+        }
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct MediaPipeline {
     /// Longest run of video frames without a keyframe while an output asks
     /// for one (0: the encoder's own interval).
     keyframe_interval: Arc<AtomicU64>,
+    /// Frames that must pass after a keyframe before an asked-for one.
+    keyframe_gap: Arc<AtomicU64>,
     /// Outputs that want the sound as AAC too.
     aac_users: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -191,6 +193,7 @@ impl MediaPipeline {
         let (frames_tx, _) = broadcast::channel(FRAMES_CAPACITY);
         let keyframe = Arc::new(AtomicBool::new(true));
         let keyframe_interval = Arc::new(AtomicU64::new(0));
+        let keyframe_gap = Arc::new(AtomicU64::new(u64::from(config.fps / 2)));
         let aac_users = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MediaStats::default());
@@ -210,7 +213,9 @@ impl MediaPipeline {
             encoded: frames_tx.clone(),
             keyframe: keyframe.clone(),
             keyframe_interval: keyframe_interval.clone(),
-            since_keyframe: 0,
+            keyframe_gap: keyframe_gap.clone(),
+            // As if long ago: the first frame may be a keyframe on request.
+            since_keyframe: u64::MAX / 2,
             aac_users: aac_users.clone(),
             aac: None,
             stop: stop.clone(),
@@ -229,6 +234,7 @@ impl MediaPipeline {
             frames: frames_tx,
             keyframe,
             keyframe_interval,
+            keyframe_gap,
             aac_users,
             stop,
             stats,
@@ -256,6 +262,13 @@ impl MediaPipeline {
     /// session.
     pub fn subscribe_frames(&self) -> broadcast::Receiver<Arc<EncodedFrame>> {
         self.frames.subscribe()
+    }
+
+    /// Asked-for keyframes come at most once per `interval` (requests
+    /// meanwhile are served by the next one).
+    pub fn set_keyframe_request_interval(&self, interval: Duration) {
+        let frames = (interval.as_secs_f64() * f64::from(self.config.fps)).round() as u64;
+        self.keyframe_gap.store(frames, Ordering::Relaxed);
     }
 
     /// Keyframes at least every `interval` of video (outputs that need
@@ -332,6 +345,8 @@ struct Worker {
     encoded: broadcast::Sender<Arc<EncodedFrame>>,
     keyframe: Arc<AtomicBool>,
     keyframe_interval: Arc<AtomicU64>,
+    /// Frames that must pass after a keyframe before an asked-for one.
+    keyframe_gap: Arc<AtomicU64>,
     /// Video frames since the last keyframe.
     since_keyframe: u64,
     /// Outputs that want AAC, and the encoder (with the session sample it
@@ -514,7 +529,12 @@ impl Worker {
     fn send_video(&mut self, n: u64) -> Result<(), EncodeError> {
         let interval = self.keyframe_interval.load(Ordering::Relaxed);
         let due = interval > 0 && self.since_keyframe + 1 >= interval;
-        let force = self.keyframe.swap(false, Ordering::Relaxed) || due;
+        // An asked-for keyframe waits until the gap since the last one has
+        // passed: any number of requests meanwhile make one keyframe.
+        let gap = self.keyframe_gap.load(Ordering::Relaxed);
+        let may = self.since_keyframe + 1 >= gap;
+        let asked = may && self.keyframe.swap(false, Ordering::Relaxed);
+        let force = asked || due;
         let t = Instant::now();
         let picture = self.frames.frame(n, self.clock.frame_due_sample(n));
         let rendered = t.elapsed();

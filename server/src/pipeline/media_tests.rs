@@ -2,8 +2,9 @@
 
 use super::*;
 
-#[tokio::test]
-async fn real_time_packets_in_lockstep() {
+/// A 256×256 still-picture session's media (and where its playback events
+/// go).
+fn still_pipeline() -> (MediaPipeline, mpsc::Receiver<PlaybackEvent>) {
     use crate::engines::portrait;
     let img = portrait::decode(
         &std::fs::read(concat!(
@@ -21,7 +22,7 @@ async fn real_time_packets_in_lockstep() {
         video_bitrate_kbps: 500,
         audio_bitrate_kbps: 32,
     };
-    let (events, _rx) = mpsc::channel(16);
+    let (events, rx) = mpsc::channel(16);
     let audio_in = AudioInput {
         playback: Arc::new(Playback::new(48000)),
         voice: Arc::new(VoiceInput::new(48000, 2880, BargeIn::Interrupt)),
@@ -36,6 +37,13 @@ async fn real_time_packets_in_lockstep() {
         "test",
     )
     .unwrap();
+    (p, rx)
+}
+
+#[tokio::test]
+async fn real_time_packets_in_lockstep() {
+    let (p, _events) = still_pipeline();
+    p.set_keyframe_request_interval(Duration::ZERO);
     let mut rx = p.subscribe();
     // The first frames may have gone out before the subscription: a new
     // viewer asks for a keyframe, and gets one.
@@ -63,4 +71,29 @@ async fn real_time_packets_in_lockstep() {
     assert!(video_ts.windows(2).all(|w| w[1] - w[0] == 3600));
     assert!(keyframe_starts >= 1, "no keyframe reached the subscriber");
     assert!(p.stats.keyframes.load(Ordering::Relaxed) >= 1);
+}
+
+/// A peer asking for a keyframe at every frame (PLI flood) gets one per
+/// `keyframe_request_interval`, not one per request.
+#[tokio::test]
+async fn keyframe_requests_are_throttled() {
+    let (p, _events) = still_pipeline();
+    p.set_keyframe_request_interval(Duration::from_millis(500));
+    let t = Instant::now();
+    let mut requests = 0;
+    while t.elapsed() < Duration::from_secs(2) {
+        p.request_keyframe();
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keyframes = p.stats.keyframes.load(Ordering::Relaxed);
+    // 2 s at one per 0.5 s, plus the first frame's.
+    assert!(
+        requests > 100 && keyframes <= 6,
+        "{keyframes} keyframes for {requests} requests"
+    );
+    assert!(
+        keyframes >= 3,
+        "requests were not served at all: {keyframes}"
+    );
 }

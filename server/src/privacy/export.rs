@@ -1,10 +1,10 @@
 //! The subject-data archive: a tar of the avatars' records, portraits (and
-//! originals when kept), session records and audit entries, streamed in
+//! originals when kept), face records, session records and audit entries, streamed in
 //! chunks as it is written.
 
 use super::scope;
 use crate::error::{ApiError, ApiResult};
-use crate::store::files::{FileStore, PORTRAIT_FILE};
+use crate::store::files::{FACE_FILE, FileStore, PORTRAIT_FILE};
 use crate::store::{AuditEntry, Avatar, Principal, Recording, SessionRecord, Store, now_ms};
 use serde_json::json;
 use std::collections::HashSet;
@@ -98,6 +98,7 @@ fn write_archive(export: &Export, files: &FileStore, out: &mut impl Write) -> st
         "scope": export.scope,
         "avatars": export.avatars.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
         "contents": ["avatars/<id>/avatar.json", "avatars/<id>/portrait.png",
+                     "avatars/<id>/face.json (the face record: landmarks found at enrollment)",
                      "avatars/<id>/original.* (when kept)", "sessions.json",
                      "audit.json", "recordings.json", "recordings/<id>.mp4"],
     });
@@ -105,7 +106,9 @@ fn write_archive(export: &Export, files: &FileStore, out: &mut impl Write) -> st
     for a in &export.avatars {
         let dir = format!("avatars/{}", a.id);
         add_json(&mut tar, &format!("{dir}/avatar.json"), &avatar_json(a))?;
-        let mut names = vec![PORTRAIT_FILE.to_owned()];
+        // The face record is biometric data about the subject: it is theirs
+        // to see as much as the portrait.
+        let mut names = vec![PORTRAIT_FILE.to_owned(), FACE_FILE.to_owned()];
         if a.original_kept {
             names.push(format!("original.{}", a.image_format.as_str()));
         }

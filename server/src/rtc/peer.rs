@@ -244,13 +244,12 @@ pub(super) async fn build_peer(
     keyframe_requests: bool,
 ) -> Result<(Arc<dyn PeerConnection>, mpsc::Receiver<Event>), RtcError> {
     let ice_servers = settings
-        .config
-        .ice_servers
-        .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone(),
-            credential: s.credential.clone(),
+        .own_ice_servers()
+        .into_iter()
+        .map(|(urls, username, credential)| RTCIceServer {
+            urls,
+            username,
+            credential,
         })
         .collect();
     let rtc_config = RTCConfigurationBuilder::new()

@@ -64,6 +64,7 @@ impl SessionManager {
             &session_id,
         )
         .await?;
+        media.set_keyframe_request_interval(self.inner.config.keyframe_request_interval);
         let record = SessionRecord {
             id: session_id,
             tenant_id: who.tenant_id.clone(),
@@ -177,7 +178,7 @@ impl SessionManager {
         let handle = Arc::new(SessionHandle {
             record: record.clone(),
             media: media.clone(),
-            viewer_token: crate::util::generate_token(),
+            viewer_token: super::viewer_token::issue(self.inner.store.files.keyring(), &record.id),
             cancel_token: cancel.clone(),
             viewers: DashMap::new(),
             finished: CancellationToken::new(),

@@ -28,6 +28,12 @@ pub struct ManagerConfig {
     /// session not measured yet.
     pub cpu_budget: f64,
     pub session_cost: f64,
+    /// Keyframes asked for (viewers' PLI/FIR, lagging peers, outputs) are
+    /// made at most once per this interval (`limits.keyframe_request_interval`).
+    pub keyframe_request_interval: std::time::Duration,
+    /// Shared records unreadable this long close the sessions
+    /// (`storage.avatar_check_grace`).
+    pub avatar_check_grace: std::time::Duration,
 }
 
 pub(super) struct Inner {

@@ -14,6 +14,7 @@ pub mod manager;
 pub mod speak;
 mod tasks;
 pub mod types;
+pub mod viewer_token;
 pub mod voice;
 
 pub use handle::SessionHandle;

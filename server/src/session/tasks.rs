@@ -44,7 +44,8 @@ impl SessionManager {
     /// With records shared by several servers: once a second, closes the
     /// live sessions whose avatar another server deleted (a deletion or a
     /// consent withdrawal there closes the sessions here too), until
-    /// `stop`. Nothing to do with one server: its own deletions close its
+    /// `stop`. Records unreadable for `avatar_check_grace` close every
+    /// session (fail closed). Nothing to do with one server: its own deletions close its
     /// sessions directly.
     pub fn spawn_avatar_watch(&self, stop: CancellationToken) {
         if !self.inner.store.liveness().shared {
@@ -54,6 +55,7 @@ impl SessionManager {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_read = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -65,6 +67,7 @@ impl SessionManager {
                     .map(|h| h.record.avatar_id.clone())
                     .collect();
                 if avatars.is_empty() {
+                    last_read = std::time::Instant::now();
                     continue;
                 }
                 avatars.sort();
@@ -75,9 +78,22 @@ impl SessionManager {
                     .run(move |b| b.existing_avatar_ids(&asked))
                     .await
                 {
-                    Ok(p) => p,
+                    Ok(p) => {
+                        last_read = std::time::Instant::now();
+                        p
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot check for avatars deleted elsewhere");
+                        // Fail closed: a deletion or a consent withdrawal
+                        // elsewhere could go unseen.
+                        if last_read.elapsed() >= inner.config.avatar_check_grace {
+                            tracing::error!(
+                                "the shared records are unreadable; closing this server's sessions"
+                            );
+                            for h in inner.sessions.iter() {
+                                h.request_close(CloseReason::RecordsUnavailable);
+                            }
+                        }
                         continue;
                     }
                 };

@@ -53,6 +53,7 @@ pub enum CloseReason {
     AvatarDeleted = 3,
     ServerShutdown = 4,
     Error = 5,
+    RecordsUnavailable = 6,
 }
 
 impl CloseReason {
@@ -63,6 +64,7 @@ impl CloseReason {
             3 => Self::AvatarDeleted,
             4 => Self::ServerShutdown,
             5 => Self::Error,
+            6 => Self::RecordsUnavailable,
             _ => return None,
         })
     }
@@ -73,6 +75,7 @@ impl CloseReason {
             Self::AvatarDeleted => "avatar_deleted",
             Self::ServerShutdown => "server_shutdown",
             Self::Error => "error",
+            Self::RecordsUnavailable => "records_unavailable",
         }
     }
 }

@@ -174,7 +174,7 @@ async fn chromium_plays_a_session_by_whep() {
     let browser = start_browser().await;
     browser
         .goto(&format!(
-            "http://{}/viewer.html?session={}&token={}",
+            "http://{}/viewer.html?session={}#token={}",
             server.addr, s.session_id, s.viewer_token
         ))
         .await;
@@ -226,7 +226,7 @@ async fn chromium_plays_a_session_by_whep() {
     // A wrong token gets a clear message, not a spinner.
     browser
         .goto(&format!(
-            "http://{}/viewer.html?session={}&token=wrong",
+            "http://{}/viewer.html?session={}#token=wrong",
             server.addr, s.session_id
         ))
         .await;
@@ -259,7 +259,7 @@ async fn chromium_plays_a_session_another_server_runs() {
     let browser = start_browser().await;
     browser
         .goto(&format!(
-            "http://{}/viewer.html?session={}&token={}",
+            "http://{}/viewer.html?session={}#token={}",
             a.addr, s.session_id, s.viewer_token
         ))
         .await;

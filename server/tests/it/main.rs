@@ -9,6 +9,7 @@ mod avatars;
 mod bad_input;
 mod browser;
 mod console;
+mod hardening;
 mod loadtest;
 mod logs;
 mod media;

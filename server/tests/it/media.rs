@@ -275,7 +275,20 @@ async fn bad_whep_requests_and_a_killed_viewer_disturb_nobody() {
         b"v=0\r\n",
     )
     .await;
-    assert_eq!(r.status, 404, "{}", r.text());
+    // Another session's token tells nothing about this one.
+    assert_eq!(r.status, 401, "{}", r.text());
+    // A token in the URL (access logs, Referer) is not taken.
+    let in_url = format!("{path}?token={}", s.viewer_token);
+    let r = http(
+        a,
+        "POST",
+        &in_url,
+        &[("Content-Type", "application/sdp")],
+        b"v=0\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("not accepted"), "{}", r.text());
     let r = http(
         a,
         "POST",

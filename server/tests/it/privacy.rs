@@ -435,6 +435,14 @@ async fn subjects_can_export_everything_about_them() {
     assert_eq!(meta["avatar_id"], subject.avatar_id.as_str());
     let img = image::load_from_memory(&files[&format!("{dir}/portrait.png")]).unwrap();
     assert_eq!((img.width(), img.height()), (512, 512));
+    // The face record (biometric geometry) is the subject's too.
+    let face: serde_json::Value = serde_json::from_slice(&files[&format!("{dir}/face.json")])
+        .expect("face.json in the export");
+    assert_eq!(
+        face["landmarks"].as_array().map(Vec::len),
+        Some(468),
+        "{face}"
+    );
     let sessions: serde_json::Value = serde_json::from_slice(&files["sessions.json"]).unwrap();
     assert_eq!(sessions[0]["session_id"], s.session_id.as_str());
     let audit = String::from_utf8(files["audit.json"].clone()).unwrap();

@@ -132,14 +132,30 @@ async fn two_servers_share_avatars_and_sessions() {
     );
 
     // A viewer's or publisher's offer sent to A is redirected to B, path
-    // and query kept (B checks the token); another tenant's key learns
-    // nothing (404, as for an unknown session).
-    let whep = format!("/whep/sessions/{}?token=t0k", on_b.session_id);
+    // and query kept, once A has checked the viewer token (a token B
+    // issued, sealed by the keys both share); without it, or with another,
+    // A says nothing of the session or of B (401, no Location). Another
+    // tenant's key learns nothing either (404, as for an unknown session).
+    let whep = format!("/whep/sessions/{}?quality=high", on_b.session_id);
+    for auth in [None, Some("Bearer t0k".to_owned())] {
+        let mut headers = vec![("content-type", "application/sdp")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let r = http(a.addr, "POST", &whep, &headers, b"v=0").await;
+        assert_eq!(r.status, 401, "{auth:?}: {}", r.text());
+        assert_eq!(r.header("location"), None);
+        assert!(!r.text().contains(&b_url), "{}", r.text());
+    }
+    let viewer = format!("Bearer {}", on_b.viewer_token);
     let r = http(
         a.addr,
         "POST",
         &whep,
-        &[("content-type", "application/sdp")],
+        &[
+            ("content-type", "application/sdp"),
+            ("authorization", viewer.as_str()),
+        ],
         b"v=0",
     )
     .await;
@@ -353,5 +369,52 @@ async fn a_database_outage_is_unavailable_and_passes() {
     admin(format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name)).unwrap();
     let back = eventually(Duration::from_secs(10), async || list(&mut c).await.is_ok()).await;
     assert!(back, "the server never got its database back");
+    server.stop().await;
+}
+
+/// Fail closed: while the shared records cannot be read, this server
+/// cannot see a deletion or consent withdrawal made on another one; after
+/// `storage.avatar_check_grace` it closes its sessions, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_records_close_the_sessions_after_the_grace() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| {
+        share(c, &db, dir.path());
+        c.storage.database_timeout = Duration::from_secs(1);
+        c.storage.avatar_check_grace = Duration::from_secs(3);
+    })
+    .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut watch = c.watch(&s.session_id).await;
+    let name = db.name.clone();
+    admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).unwrap();
+    admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    use v1::session_event::Event as E;
+    let events = events_until(&mut watch, Duration::from_secs(20), |e| {
+        matches!(e, E::Closed(_))
+    })
+    .await;
+    let closed = events.iter().find_map(|e| match e {
+        E::Closed(c) => Some(*c),
+        _ => None,
+    });
+    admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).unwrap();
+    let closed = closed.expect("the session was not closed");
+    assert_eq!(
+        closed.reason,
+        v1::CloseReason::RecordsUnavailable as i32,
+        "{closed:?}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "closed before the grace"
+    );
     server.stop().await;
 }

@@ -1,0 +1,208 @@
+//! Hardening found by review (docs/SECURITY.md lists each finding with its
+//! test): what pages allow a browser to do, and uploads cut short.
+
+use crate::common::*;
+use huashen_protos::v1;
+
+/// Every page carries a Content-Security-Policy without inline code and
+/// the standard security headers.
+#[tokio::test]
+async fn pages_carry_a_content_security_policy_and_security_headers() {
+    let server = TestServer::start().await;
+    for page in [
+        "/",
+        "/viewer.html",
+        "/console.js",
+        "/whep.js",
+        "/viewer.css",
+    ] {
+        let r = http(server.addr, "GET", page, &[], b"").await;
+        assert_eq!(r.status, 200, "{page}");
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        for want in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(want), "{page}: {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{page}: {csp}");
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("cross-origin-opener-policy", "same-origin"),
+        ] {
+            assert_eq!(r.header(name), Some(value), "{page}: {name}");
+        }
+        let permissions = r.header("permissions-policy").unwrap_or_default();
+        assert!(permissions.contains("camera=()"), "{page}: {permissions}");
+    }
+    server.stop().await;
+}
+
+/// A photo cut short in transit (here a JPEG at 40 %) is refused with a
+/// message that says so, not enrolled with a grey band where the rest was.
+#[tokio::test]
+async fn a_truncated_photo_is_refused_saying_so() {
+    let server = TestServer::start().await;
+    let mut c = server.dev().await;
+    let img = image::load_from_memory(&portrait()).unwrap();
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    for (format, whole) in [
+        (v1::ImageFormat::Jpeg, jpeg),
+        (v1::ImageFormat::Png, portrait()),
+    ] {
+        let cut = whole[..whole.len() * 4 / 10].to_vec();
+        let mut start = enroll_start("Cut short", cut.len() as u64);
+        start.image_format = format as i32;
+        let (code, msg) = code_of(c.enroll_raw(start, vec![cut]).await);
+        assert_eq!(code, tonic::Code::InvalidArgument, "{format:?}: {msg}");
+        assert!(msg.contains("truncated or corrupt"), "{format:?}: {msg}");
+    }
+    let listed = c
+        .avatars
+        .list_avatars(v1::ListAvatarsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .avatars;
+    assert!(listed.is_empty(), "{listed:?}");
+    server.stop().await;
+}
+
+/// coturn's `turnserver` on a free loopback port, checking TURN REST
+/// credentials made with `secret`.
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Coturn {
+    fn start(secret: &str) -> Option<Self> {
+        if std::process::Command::new("turnserver")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "coturn is missing: scripts/setup.sh --test installs it"
+            );
+            eprintln!("skipped: coturn is not installed (scripts/setup.sh --test)");
+            return None;
+        }
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("turnserver")
+            .args(["-p", &port.to_string(), "--listening-ip=127.0.0.1"])
+            .args(["--relay-ip=127.0.0.1", "--use-auth-secret"])
+            .arg(format!("--static-auth-secret={secret}"))
+            .args(["--realm=huashen.test", "--no-tls", "--no-dtls", "--no-cli"])
+            .args([
+                "--allow-loopback-peers",
+                "--log-file=stdout",
+                "--simple-log",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("turnserver");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Some(Self { child, port })
+    }
+
+    /// Whether coturn grants an allocation (and relays) with these
+    /// credentials, as its own client `turnutils_uclient` finds.
+    fn allocates(&self, username: &str, credential: &str) -> bool {
+        std::process::Command::new("timeout")
+            .args(["10", "turnutils_uclient", "-p", &self.port.to_string()])
+            .args(["-u", username, "-w", credential, "-n", "1", "-m", "1", "-y"])
+            .arg("127.0.0.1")
+            .output()
+            .expect("turnutils_uclient")
+            .status
+            .success()
+    }
+}
+
+/// The `username` and `credential` of a WHEP `Link` header.
+fn link_credentials(link: &str) -> (String, String) {
+    let field = |name: &str| {
+        link.split(';')
+            .find_map(|p| p.trim().strip_prefix(&format!("{name}=\"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no {name} in {link}"))
+            .to_owned()
+    };
+    (field("username"), field("credential"))
+}
+
+/// TURN with a shared secret: each viewer gets credentials of its own that
+/// expire (the TURN REST scheme), and coturn configured with the same
+/// secret grants them an allocation; a forged one is refused. The secret
+/// itself never leaves the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_accepts_the_turn_credentials_each_viewer_gets() {
+    let secret = "turn-shared-secret-5c1e";
+    let Some(coturn) = Coturn::start(secret) else {
+        return;
+    };
+    let url = format!("turn:127.0.0.1:{}", coturn.port);
+    let server = TestServer::start_with(|c| {
+        c.webrtc.ice_servers = vec![huashen::config::IceServerConfig {
+            urls: vec![url.clone()],
+            shared_secret: huashen::config::Secret(secret.into()),
+            credential_ttl: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Host").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let mut seen = vec![];
+    for _ in 0..2 {
+        let viewer = huashen_loadtest::viewer::connect(
+            server.addr,
+            &s.session_id,
+            &s.viewer_token,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let link = viewer.ice_links.first().cloned().expect("a Link header");
+        assert!(link.starts_with(&format!("<{url}>")), "{link}");
+        assert!(!link.contains(secret), "{link}");
+        seen.push(link_credentials(&link));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (username, credential) in &seen {
+        let (expiry, peer) = username.split_once(':').unwrap();
+        let expiry: i64 = expiry.parse().unwrap();
+        assert!((expiry - now - 3600).abs() < 60, "{username}");
+        assert!(peer.starts_with("vw_"), "{username}");
+        assert!(coturn.allocates(username, credential), "{username}");
+    }
+    assert_ne!(seen[0], seen[1], "each viewer has credentials of its own");
+    let (username, _) = &seen[0];
+    assert!(!coturn.allocates(username, "Zm9yZ2VkLWNyZWRlbnRpYWw="));
+    server.stop().await;
+}
