@@ -19,6 +19,20 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// TLS for what the server connects to (RTMPS, HTTPS to WHIP endpoints
+/// and the moderation webhook): rustls on ring with the web's root
+/// certificates.
+pub fn tls_client_config() -> rustls::ClientConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth()
+}
+
 /// `url` with the value of every query parameter replaced by `***`: what
 /// studios paste there (tokens, signatures, keys) is often a secret, and
 /// is shown back no more than a stream key is.

@@ -92,21 +92,19 @@ $('signin-form').addEventListener('submit', (ev) => {
   signIn($('key').value.trim());
 });
 
-// On the server's own machine the development key is filled in (the server
-// only hands it to loopback clients that address it by a loopback name).
+// The link `huashen serve` prints to its terminal carries the development
+// key in its fragment (`/#key=…`, never sent to any server): it is filled in,
+// and taken out of the address bar and the history.
 async function prefillKey() {
-  const saved = sessionStorage.getItem('huashen.key');
-  if (saved) {
-    $('key').value = saved;
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get('key');
+  if (fromLink) {
+    history.replaceState(null, '', location.pathname + location.search);
+    $('key').value = fromLink;
+    say('key-hint', () => t('keyPrefilled'));
     return;
   }
-  try {
-    const r = await fetch('/console/dev-key', { cache: 'no-store' });
-    if (r.ok) {
-      $('key').value = (await r.text()).trim();
-      say('key-hint', () => t('keyPrefilled'));
-    }
-  } catch { /* not available: type it */ }
+  const saved = sessionStorage.getItem('huashen.key');
+  if (saved) $('key').value = saved;
 }
 
 // ---- avatars ----------------------------------------------------------------

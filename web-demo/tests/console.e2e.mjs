@@ -125,9 +125,14 @@ try {
   page.on('dialog', (d) => d.accept());
 
   step('open the console');
-  await page.goto(`${base}/`);
+  // The link `huashen serve` prints carries the dev key in its fragment.
+  await page.goto(`${base}/#key=${encodeURIComponent(devKey)}`);
   await page.waitForSelector('#signin-form');
   await until(page, 'the dev key is pre-filled', (k) => document.getElementById('key').value === k, devKey, 10000);
+  check(!page.url().includes(devKey), `the key stays in the address bar: ${page.url()}`);
+  // No page hands the key out (a reverse proxy on this machine would pass it on).
+  found.devKeyRoute = await page.evaluate(async () => (await fetch('/console/dev-key')).status);
+  check(found.devKeyRoute === 404, `/console/dev-key answered ${found.devKeyRoute}`);
 
   step('a wrong key is refused with the server\'s message');
   await page.fill('#key', 'hs_not_a_key');

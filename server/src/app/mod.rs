@@ -70,7 +70,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         engines,
     );
-    let (router, health) = routes::router(&config, &store, &sessions, dev_key.clone()).await?;
+    let (router, health) = routes::router(&config, &store, &sessions).await?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -115,17 +115,34 @@ async fn start_engines(config: &Config) -> anyhow::Result<Engines> {
         .context("cannot start the engines")
 }
 
+/// What `serve` prints at start. The dev key only to a terminal (a person
+/// at this machine), in the console's link (its fragment, which browsers
+/// never send); a supervisor's or container's log gets where the key file
+/// is instead.
+fn banner(running: &Running, data_dir: &std::path::Path) -> String {
+    use std::io::IsTerminal;
+    let addr = running.addr;
+    let mut banner = format!("huashen listening on http://{addr}\n");
+    match &running.dev_key {
+        Some(key) if std::io::stdout().is_terminal() => banner.push_str(&format!(
+            "studio console: http://{addr}/#key={key}\n\
+             dev API key (tenant `dev`): {key}\n  \
+             try: grpcurl -plaintext -H 'authorization: Bearer {key}' {addr} list\n"
+        )),
+        Some(_) => banner.push_str(&format!(
+            "studio console: http://{addr}/\ndev API key (tenant `dev`) in {}\n",
+            data_dir.join(crate::store::tenants::DEV_KEY_FILE).display()
+        )),
+        None => banner.push_str(&format!("studio console: http://{addr}/\n")),
+    }
+    banner
+}
+
 /// Runs until `signal` resolves, then shuts down gracefully.
 pub async fn serve_until(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config_data_dir = config.storage.data_dir.clone();
     let running = start(config).await?;
-    let mut banner = format!("huashen listening on http://{}\n", running.addr);
-    if let Some(key) = &running.dev_key {
-        banner.push_str(&format!(
-            "dev API key (tenant `dev`): {key}\n  try: grpcurl -plaintext -H 'authorization: Bearer {key}' {} list\n",
-            running.addr
-        ));
-    }
-    banner.push_str(&format!("studio console: http://{}/\n", running.addr));
+    let banner = banner(&running, &config_data_dir);
     {
         use std::io::Write;
         // A closed stdout (a supervisor that stopped reading) must not stop

@@ -31,7 +31,6 @@ pub(super) async fn router(
     config: &Config,
     store: &Store,
     sessions: &SessionManager,
-    dev_key: Option<String>,
 ) -> anyhow::Result<(axum::Router, HealthReporter)> {
     // One port allocator for viewers, publishers and WHIP egress.
     let rtc_settings = crate::rtc::RtcSettings::new(config.webrtc.clone());
@@ -47,7 +46,7 @@ pub(super) async fn router(
         settings: rtc_settings,
         publishers: Default::default(),
     });
-    let router = http::routes(grpc, sessions.clone(), dev_key)
+    let router = http::routes(grpc, sessions.clone())
         .merge(whep)
         .merge(whip)
         .merge(downloads::routes(store.clone()));

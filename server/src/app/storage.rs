@@ -50,7 +50,17 @@ pub(super) async fn open(config: &Config) -> anyhow::Result<(Store, Option<Strin
     if report != Default::default() {
         tracing::warn!(?report, "recovered from an unclean stop");
     }
-    let dev_key = if config.auth.bootstrap_dev_tenant {
+    // A dev tenant only for a server that only this machine can reach: one
+    // listening beyond it (a container on 0.0.0.0) gets tenants made with
+    // `huashen tenant create`.
+    let loopback = config.server.listen.ip().is_loopback();
+    if config.auth.bootstrap_dev_tenant && !loopback {
+        tracing::info!(
+            listen = %config.server.listen,
+            "no dev tenant: the server listens beyond this machine; create tenants with `huashen tenant create NAME`"
+        );
+    }
+    let dev_key = if config.auth.bootstrap_dev_tenant && loopback {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             crate::store::tenants::bootstrap_dev_tenant(store.blocking(), &data_dir)

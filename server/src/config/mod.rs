@@ -211,6 +211,40 @@ mod tests {
         assert!(e.to_string().contains("invalid"), "{e}");
     }
 
+    /// The moderation webhook receives the text to be spoken: HTTPS (plain
+    /// HTTP only on loopback) and a signing secret.
+    #[test]
+    fn the_moderation_webhook_must_be_https_and_signed() {
+        let hook = |url: &str, secret: &str| {
+            Config::load(
+                None,
+                env(&[
+                    ("HUASHEN_MODERATION__WEBHOOK_URL", url),
+                    ("HUASHEN_MODERATION__WEBHOOK_SECRET", secret),
+                ]),
+            )
+        };
+        let secret = "0123456789abcdef";
+        for bad in ["http://moderation.example/check", "ftp://x/y", "nope"] {
+            let e = hook(bad, secret).unwrap_err().to_string();
+            assert!(e.contains("https://"), "{bad}: {e}");
+        }
+        for good in [
+            "https://moderation.example/check",
+            "http://127.0.0.1:9000/check",
+            "http://localhost/check",
+            "http://[::1]:9/check",
+        ] {
+            assert!(hook(good, secret).is_ok(), "{good}");
+        }
+        let e = hook("https://moderation.example/check", "short")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhook_secret"), "{e}");
+        let c = hook("https://moderation.example/check", secret).unwrap();
+        assert!(!format!("{c:?}").contains(secret));
+    }
+
     #[test]
     fn storage_and_advertise_settings_are_checked() {
         for bad in [

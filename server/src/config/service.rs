@@ -257,11 +257,16 @@ pub struct ModerationConfig {
     pub builtin: bool,
     /// More blocked terms by category, e.g. `brand = ["竞品店铺"]`.
     pub blocklist: std::collections::BTreeMap<String, Vec<String>>,
-    /// Optional moderation service (`http://…`), asked about every clause
-    /// that passes the blocklists: POST JSON `{"text", "language",
-    /// "session_id"}`, answering `{"allow": bool, "category": "…"}`. Note
-    /// that it receives the text to be spoken.
+    /// Optional moderation service, asked about every clause that passes
+    /// the blocklists: POST JSON `{"text", "language", "session_id"}`,
+    /// answering `{"allow": bool, "category": "…"}`. It receives the text
+    /// to be spoken, so it must be `https://` (plain `http://` only to a
+    /// loopback address, e.g. a sidecar), and every request is signed.
     pub webhook_url: String,
+    /// Key of the requests' signature: `X-Huashen-Signature: sha256=<hex
+    /// HMAC-SHA256 of "<X-Huashen-Timestamp>.<body>">`. Required with a
+    /// webhook.
+    pub webhook_secret: Secret,
     /// How long to wait for the webhook.
     #[serde(with = "humantime_serde")]
     pub webhook_timeout: Duration,
@@ -276,6 +281,7 @@ impl Default for ModerationConfig {
             builtin: true,
             blocklist: Default::default(),
             webhook_url: String::new(),
+            webhook_secret: Secret::default(),
             webhook_timeout: Duration::from_millis(800),
             webhook_fail_open: false,
         }
@@ -446,13 +452,35 @@ impl RetentionConfig {
 impl ModerationConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
         if !self.webhook_url.is_empty() {
+            let loopback = |host: &str| {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host.eq_ignore_ascii_case("localhost")
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            };
             let ok = self
                 .webhook_url
                 .parse::<http::Uri>()
-                .map(|u| u.scheme_str() == Some("http") && u.host().is_some())
+                .map(|u| match (u.scheme_str(), u.host()) {
+                    (Some("https"), Some(_)) => true,
+                    (Some("http"), Some(h)) => loopback(h),
+                    _ => false,
+                })
                 .unwrap_or(false);
             if !ok {
-                return Err("moderation.webhook_url must be an http:// URL".into());
+                return Err(
+                    "moderation.webhook_url must be an https:// URL (http:// only to a loopback \
+                     address): it receives the text to be spoken"
+                        .into(),
+                );
+            }
+            if self.webhook_secret.0.len() < 16 {
+                return Err(
+                    "moderation.webhook_secret (at least 16 characters) is required with a \
+                     webhook: every request is signed with it"
+                        .into(),
+                );
             }
         }
         for (cat, terms) in &self.blocklist {

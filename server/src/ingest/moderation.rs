@@ -78,16 +78,38 @@ pub struct Moderator {
 }
 
 type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     http_body_util::Full<bytes::Bytes>,
 >;
 
 #[derive(Clone)]
 struct Webhook {
     url: http::Uri,
+    /// Signs every request (`X-Huashen-Signature`).
+    secret: crate::config::Secret,
     timeout: std::time::Duration,
     fail_open: bool,
     client: HttpClient,
+}
+
+/// The signature of a webhook request sent at Unix time `timestamp`:
+/// `sha256=` and the hex HMAC-SHA256, keyed by the webhook secret, of
+/// `<timestamp>.<body>`. The service recomputes it (and refuses old
+/// timestamps) to know the request is Huashen's and unaltered.
+pub fn webhook_signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
 }
 
 /// Category given when the webhook cannot answer and the clause is refused.
@@ -180,14 +202,22 @@ impl Moderator {
             .parse::<http::Uri>()
             .ok()
             .filter(|_| !config.webhook_url.is_empty())
-            .map(|url| Webhook {
-                url,
-                timeout: config.webhook_timeout,
-                fail_open: config.webhook_fail_open,
-                client: hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build_http(),
+            .map(|url| {
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(crate::util::tls_client_config())
+                    .https_or_http()
+                    .enable_http1()
+                    .build();
+                Webhook {
+                    url,
+                    secret: config.webhook_secret.clone(),
+                    timeout: config.webhook_timeout,
+                    fail_open: config.webhook_fail_open,
+                    client: hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build(https),
+                }
             });
         Self {
             enabled: config.enabled,
@@ -242,12 +272,15 @@ impl Webhook {
     async fn ask(&self, text: &str, language: &str, session_id: &str) -> Result<Verdict, String> {
         use http_body_util::BodyExt;
         let body =
-            serde_json::json!({"text": text, "language": language, "session_id": session_id});
+            serde_json::json!({"text": text, "language": language, "session_id": session_id})
+                .to_string();
+        let timestamp = crate::store::now_ms() / 1000;
+        let signature = webhook_signature(self.secret.0.as_bytes(), timestamp, body.as_bytes());
         let req = http::Request::post(self.url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.to_string(),
-            )))
+            .header("x-huashen-timestamp", timestamp.to_string())
+            .header("x-huashen-signature", signature)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();

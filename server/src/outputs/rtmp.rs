@@ -158,7 +158,8 @@ async fn connect(t: &RtmpTarget) -> Result<(Box<dyn Stream>, ClientSession, AckW
     let mut io: Box<dyn Stream> = if t.tls {
         let name = rustls::pki_types::ServerName::try_from(t.host.clone())
             .map_err(|_| Fault::Fatal(format!("{} is not a valid TLS server name", t.host)))?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config()));
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(crate::util::tls_client_config()));
         let tls = tokio::time::timeout(TLS_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| {
@@ -209,19 +210,6 @@ async fn connect(t: &RtmpTarget) -> Result<(Box<dyn Stream>, ClientSession, AckW
         f => f,
     })?;
     Ok((io, session, acks))
-}
-
-/// TLS for outputs (RTMPS, HTTPS to WHIP endpoints): rustls on ring with
-/// the web's root certificates.
-pub(super) fn tls_config() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth()
 }
 
 /// Why TLS with `host` failed: a certificate that is not trusted only the

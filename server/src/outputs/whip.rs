@@ -35,7 +35,7 @@ pub type HttpClient = hyper_util::client::legacy::Client<
 /// certificates.
 pub fn http_client() -> HttpClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(super::rtmp::tls_config())
+        .with_tls_config(crate::util::tls_client_config())
         .https_or_http()
         .enable_http1()
         .build();

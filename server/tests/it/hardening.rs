@@ -40,6 +40,19 @@ async fn pages_carry_a_content_security_policy_and_security_headers() {
         let permissions = r.header("permissions-policy").unwrap_or_default();
         assert!(permissions.contains("camera=()"), "{page}: {permissions}");
     }
+    // No route hands a key out, even to a loopback client naming the server
+    // by a loopback name (what a reverse proxy on this machine looks like).
+    let host = format!("127.0.0.1:{}", server.addr.port());
+    let r = http(
+        server.addr,
+        "GET",
+        "/console/dev-key",
+        &[("Host", &host)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(!r.text().contains(&server.dev_key));
     server.stop().await;
 }
 

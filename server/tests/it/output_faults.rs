@@ -231,9 +231,9 @@ async fn a_stalled_or_reset_rtmp_destination_reconnects_and_nothing_else_notices
 }
 
 /// OpenSSL's `s_server` with a self-signed certificate on a free port.
-struct UntrustedTls {
+pub(crate) struct UntrustedTls {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -245,7 +245,7 @@ impl Drop for UntrustedTls {
 }
 
 impl UntrustedTls {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         let made = std::process::Command::new("openssl")

@@ -674,12 +674,33 @@ async fn the_moderation_webhook_is_asked_and_fails_closed() {
     // never answers in time.
     let asked: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = asked.clone();
+    const SECRET: &str = "webhook-secret-0123456789";
     let app = axum::Router::new()
         .route(
             "/moderate",
-            post(move |Json(v): Json<serde_json::Value>| {
+            post(move |headers: axum::http::HeaderMap, body: String| {
                 let seen = seen.clone();
                 async move {
+                    // Signed: HMAC-SHA256 of "<timestamp>.<body>", recent.
+                    use hmac::Mac;
+                    let header = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
+                    let timestamp = header("x-huashen-timestamp");
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs() as i64;
+                    assert!((timestamp.parse::<i64>().unwrap() - now).abs() < 60);
+                    let mut mac =
+                        hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+                    mac.update(format!("{timestamp}.{body}").as_bytes());
+                    let want: String = mac
+                        .finalize()
+                        .into_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    assert_eq!(header("x-huashen-signature"), format!("sha256={want}"));
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                     let text = v["text"].as_str().unwrap_or("").to_owned();
                     assert!(v["session_id"].as_str().unwrap().starts_with("se_"));
                     let allow = !text.contains("webhook-says-no");
@@ -708,9 +729,11 @@ async fn the_moderation_webhook_is_asked_and_fails_closed() {
         }];
         async move { sc.speak(tokio_stream::iter(msgs)).await }
     };
-    let server =
-        TestServer::start_with(|c| c.moderation.webhook_url = format!("http://{hook}/moderate"))
-            .await;
+    let server = TestServer::start_with(|c| {
+        c.moderation.webhook_url = format!("http://{hook}/moderate");
+        c.moderation.webhook_secret = huashen::config::Secret(SECRET.into());
+    })
+    .await;
     let mut c = server.dev().await;
     let avatar = c.enroll("Webhooked").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
@@ -755,6 +778,7 @@ async fn the_moderation_webhook_is_asked_and_fails_closed() {
     // A webhook that does not answer in time: clauses are refused.
     let server = TestServer::start_with(|c| {
         c.moderation.webhook_url = format!("http://{hook}/slow");
+        c.moderation.webhook_secret = huashen::config::Secret(SECRET.into());
         c.moderation.webhook_timeout = std::time::Duration::from_millis(200);
     })
     .await;
@@ -778,5 +802,23 @@ async fn the_moderation_webhook_is_asked_and_fails_closed() {
             .iter()
             .any(|e| e.outcome == "moderation_unavailable")
     );
+    server.stop().await;
+
+    // A webhook over HTTPS whose certificate nobody vouches for (OpenSSL's
+    // s_server, self-signed): the text is not sent, clauses are refused.
+    let tls = crate::output_faults::UntrustedTls::start();
+    let server = TestServer::start_with(|c| {
+        c.moderation.webhook_url = format!("https://localhost:{}/moderate", tls.port);
+        c.moderation.webhook_secret = huashen::config::Secret(SECRET.into());
+    })
+    .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("Untrusted").await;
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    let r = speak(&c, &s.session_id, "Hello.")
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.accepted_chars, 0, "spoken past an untrusted webhook");
     server.stop().await;
 }

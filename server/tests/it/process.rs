@@ -126,9 +126,15 @@ pub(crate) fn serve_command(
         .expect("the banner starts with the address")
         .to_owned();
     let key = if dev_key {
+        // Not a terminal: the banner says where the key is, not the key.
+        let _console = lines.next().expect("the console line").unwrap();
         let line = lines.next().expect("a dev key line").unwrap();
-        line.strip_prefix("dev API key (tenant `dev`): ")
-            .map(str::to_owned)
+        let path = line
+            .strip_prefix("dev API key (tenant `dev`) in ")
+            .unwrap_or_else(|| panic!("no dev key file in the banner: {line}"));
+        let key = std::fs::read_to_string(path).unwrap().trim().to_owned();
+        assert!(!line.contains(&key), "the key is in the log: {line}");
+        Some(key)
     } else {
         None
     };
@@ -235,6 +241,42 @@ async fn tenant_cli_and_sigterm_drains_sessions() {
         .status()
         .unwrap();
     assert!(wait(child).await.success());
+}
+
+/// The dev key goes to a person at this machine's terminal (in the
+/// console's link), never to a log, and never exists on a server that
+/// listens beyond this machine (a container on 0.0.0.0).
+#[test]
+fn the_dev_key_reaches_a_terminal_only_and_only_on_loopback() {
+    // Under `script` (util-linux) stdout is a terminal.
+    let dir = tempfile::tempdir().unwrap();
+    let server = huashen(dir.path());
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--signal=INT", "8", "script", "-qefc"])
+        .arg(format!("{} serve", BIN))
+        .arg("/dev/null");
+    for (k, v) in server.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let out = cmd.output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let key = std::fs::read_to_string(dir.path().join("dev-api-key")).unwrap();
+    let key = key.trim();
+    assert!(
+        shown.contains(&format!("/#key={key}")),
+        "no console link with the key on the terminal: {shown}"
+    );
+
+    // Beyond loopback: no dev tenant, no key anywhere.
+    let dir = tempfile::tempdir().unwrap();
+    let mut open = huashen(dir.path());
+    open.env("HUASHEN_SERVER__LISTEN", "0.0.0.0:0").arg("serve");
+    let (mut child, _, _) = serve_command(open, false);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!dir.path().join("dev-api-key").exists());
 }
 
 #[tokio::test]
