@@ -29,6 +29,11 @@ enum Command {
         /// `models.device`.
         #[arg(long)]
         device: Option<String>,
+        /// Refuse to start with settings unfit for production: the
+        /// encryption key beside the data (generated into the data
+        /// directory, or a key file inside it), or the dev tenant on.
+        #[arg(long)]
+        production: bool,
     },
     /// Load and check the configuration, print it, and exit.
     ValidateConfig,
@@ -68,7 +73,16 @@ fn main() -> anyhow::Result<()> {
     init_tracing();
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     match cli.command {
-        Command::Serve { device } => {
+        Command::Serve { device, production } => {
+            if production {
+                let problems = config.production_problems();
+                if !problems.is_empty() {
+                    anyhow::bail!(
+                        "--production: not starting:\n  - {}",
+                        problems.join("\n  - ")
+                    );
+                }
+            }
             if let Some(device) = device {
                 huashen_inference::device::parse(&device)
                     .map_err(|e| anyhow::anyhow!("--device: {e}"))?;

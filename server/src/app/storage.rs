@@ -15,7 +15,11 @@ pub(super) async fn open(config: &Config) -> anyhow::Result<(Store, Option<Strin
     let keys = crate::store::crypto::Keyring::from_config(&config.storage)
         .context("storage encryption")?;
     let shared = !config.storage.database_url.0.trim().is_empty();
-    if config.storage.encryption_keys.is_empty() {
+    if config
+        .storage
+        .configured_keys()
+        .is_ok_and(|keys| keys.is_empty())
+    {
         tracing::warn!(
             "no storage.encryption_keys configured: encrypting at rest with a generated key kept in the data directory"
         );

@@ -63,6 +63,21 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Why these settings are unfit for production (`serve --production`
+    /// refuses to start with any): the encryption key beside the data, the
+    /// dev tenant on.
+    pub fn production_problems(&self) -> Vec<String> {
+        let mut problems = self.storage.production_problems();
+        if self.auth.bootstrap_dev_tenant {
+            problems.push(
+                "auth.bootstrap_dev_tenant is on: set it to false and create tenants with \
+                 `huashen tenant create NAME`"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
+
     /// Loads `path` (if given) and applies environment overrides from `env`.
     pub fn load(
         path: Option<&Path>,

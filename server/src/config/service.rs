@@ -44,6 +44,10 @@ pub struct StorageConfig {
     /// machine, but set keys here (or by environment) in production so the
     /// key does not live beside the data.
     pub encryption_keys: std::collections::BTreeMap<String, Secret>,
+    /// A file with more keys, one `<id>=<base64>` per line (`#` comments):
+    /// a secret mounted from outside the data directory (e.g.
+    /// `/run/secrets/huashen-keys`), so the key never lives beside the data.
+    pub encryption_key_file: Option<PathBuf>,
     /// Id of the key new objects are sealed with; old objects open with the
     /// key that sealed them (rotation: add a key, make it active, keep the
     /// old one).
@@ -81,6 +85,7 @@ impl Default for StorageConfig {
         Self {
             data_dir: PathBuf::from(".huashen"),
             encryption_keys: Default::default(),
+            encryption_key_file: None,
             active_key: String::new(),
             database_url: Secret(String::new()),
             database_pool: 8,
@@ -327,6 +332,68 @@ pub fn decode_key(id: &str, b64: &str) -> Result<Vec<u8>, String> {
 }
 
 impl StorageConfig {
+    /// The configured encryption keys (id → base64): `encryption_keys` and
+    /// those of `encryption_key_file`. Empty: the generated local key.
+    pub fn configured_keys(&self) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let mut keys: std::collections::BTreeMap<String, String> = self
+            .encryption_keys
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        if let Some(path) = &self.encryption_key_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "storage.encryption_key_file {}: cannot read it: {e}",
+                    path.display()
+                )
+            })?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((id, key)) = line.split_once('=') else {
+                    // The line may be a key: never echo it.
+                    return Err(format!(
+                        "storage.encryption_key_file {} line {}: expected <id>=<base64 key>",
+                        path.display(),
+                        n + 1
+                    ));
+                };
+                keys.insert(id.trim().to_owned(), key.trim().to_owned());
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Why this storage is not fit for production: the encryption key
+    /// would live beside the data it protects.
+    pub fn production_problems(&self) -> Vec<String> {
+        let mut problems = vec![];
+        match self.configured_keys() {
+            Ok(keys) if keys.is_empty() => problems.push(
+                "no encryption key is configured: one would be generated into the data \
+                 directory (keys/local.key), beside the data it protects; set \
+                 storage.encryption_key_file (outside storage.data_dir) or \
+                 HUASHEN_STORAGE__ENCRYPTION_KEYS__<ID>, and storage.active_key"
+                    .to_owned(),
+            ),
+            Ok(_) => {}
+            Err(e) => problems.push(e),
+        }
+        if let Some(file) = &self.encryption_key_file {
+            let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or(p.to_path_buf());
+            if abs(file).starts_with(abs(&self.data_dir)) {
+                problems.push(format!(
+                    "storage.encryption_key_file {} is inside storage.data_dir: keep the key \
+                     apart from the data it protects",
+                    file.display()
+                ));
+            }
+        }
+        problems
+    }
+
     pub(super) fn validate(&self) -> Result<(), String> {
         let url = self.database_url.0.trim();
         if !url.is_empty() {
@@ -342,12 +409,17 @@ impl StorageConfig {
         if self.node_ttl < Duration::from_secs(1) {
             return Err("storage.node_ttl must be at least 1s".into());
         }
-        if !self.encryption_keys.is_empty() {
-            if !self.encryption_keys.contains_key(&self.active_key) {
-                return Err("storage.active_key must name one of storage.encryption_keys".into());
+        let keys = self.configured_keys()?;
+        if !keys.is_empty() {
+            if !keys.contains_key(&self.active_key) {
+                return Err(
+                    "storage.active_key must name one of storage.encryption_keys or of \
+                     storage.encryption_key_file"
+                        .into(),
+                );
             }
-            for (id, key) in &self.encryption_keys {
-                decode_key(id, &key.0).map_err(|why| {
+            for (id, key) in &keys {
+                decode_key(id, key).map_err(|why| {
                     format!("storage encryption: invalid encryption key {id:?}: {why}")
                 })?;
             }

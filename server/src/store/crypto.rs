@@ -65,14 +65,12 @@ impl Keyring {
     /// The keys of `storage`: the configured ones, or the generated local
     /// key when none are configured.
     pub fn from_config(storage: &crate::config::StorageConfig) -> Result<Self, CryptoError> {
-        if storage.encryption_keys.is_empty() {
+        let keys = storage
+            .configured_keys()
+            .map_err(|e| CryptoError::Io(std::io::Error::other(e)))?;
+        if keys.is_empty() {
             return Self::local(&storage.data_dir);
         }
-        let keys = storage
-            .encryption_keys
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect();
         Self::new(&keys, &storage.active_key)
     }
 

@@ -303,3 +303,52 @@ async fn fresh_data_dir_prints_a_working_dev_key() {
         .unwrap();
     assert!(wait(child).await.success());
 }
+
+/// `serve --production` refuses to start with the encryption key beside
+/// the data (generated into the data directory, or a key file inside it)
+/// or with the dev tenant on, saying what to change; with the key in a file
+/// outside the data directory it starts, and no key is written beside the
+/// data.
+#[test]
+fn production_refuses_a_key_beside_the_data() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let refused = huashen(dir.path())
+        .args(["serve", "--production"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("beside the data") && err.contains("bootstrap_dev_tenant"),
+        "{err}"
+    );
+
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let inside = dir.path().join("keys.txt");
+    std::fs::write(&inside, format!("# the data key\nk1={key}\n")).unwrap();
+    let refused = huashen(dir.path())
+        .env("HUASHEN_STORAGE__ENCRYPTION_KEY_FILE", &inside)
+        .env("HUASHEN_STORAGE__ACTIVE_KEY", "k1")
+        .env("HUASHEN_AUTH__BOOTSTRAP_DEV_TENANT", "false")
+        .args(["serve", "--production"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(err.contains("inside storage.data_dir"), "{err}");
+    assert!(!err.contains(&key), "the key is in the message: {err}");
+
+    let secrets = tempfile::tempdir().unwrap();
+    let outside = secrets.path().join("huashen-keys");
+    std::fs::write(&outside, format!("k1={key}\n")).unwrap();
+    let mut cmd = huashen(dir.path());
+    cmd.env("HUASHEN_STORAGE__ENCRYPTION_KEY_FILE", &outside)
+        .env("HUASHEN_STORAGE__ACTIVE_KEY", "k1")
+        .env("HUASHEN_AUTH__BOOTSTRAP_DEV_TENANT", "false")
+        .args(["serve", "--production"]);
+    let (mut child, _, _) = serve_command(cmd, false);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!dir.path().join("keys/local.key").exists());
+}
