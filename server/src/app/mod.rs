@@ -6,6 +6,7 @@
 mod routes;
 mod serve;
 mod storage;
+pub mod tls;
 
 use crate::config::Config;
 use crate::engines::Engines;
@@ -22,6 +23,8 @@ pub use routes::MAX_MESSAGE_BYTES;
 /// A server that has bound its port and is serving.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Whether the listener speaks TLS (`https://`).
+    pub tls: bool,
     /// The server's storage (for tools and tests that inspect it).
     pub store: Store,
     /// The development key, when the dev tenant is bootstrapped.
@@ -75,23 +78,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "huashen listening (gRPC, gRPC-Web, HTTP)");
     let stop = CancellationToken::new();
     // Cancelled once every session is closed: the liveness task then
     // records this server's clean stop.
     let drained = CancellationToken::new();
-    let task = serve::spawn_server(
-        listener,
+    let serving = serve::Serving {
         router,
         health,
-        sessions.clone(),
-        config.server.shutdown_grace,
-        stop.clone(),
-        drained.clone(),
-    );
+        sessions: sessions.clone(),
+        grace: config.server.shutdown_grace,
+        stop: stop.clone(),
+        drained: drained.clone(),
+    };
+    let (task, tls) = match (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let tls = tls::Tls::load(cert, key)?;
+            tls.spawn_reloader(stop.clone());
+            let listener = tls::listen(listener, tls, stop.clone());
+            (serve::spawn_server(listener, serving), true)
+        }
+        _ => (serve::spawn_server(listener, serving), false),
+    };
+    tracing::info!(%addr, tls, "huashen listening (gRPC, gRPC-Web, HTTP)");
     serve::spawn_background(&config, &store, &sessions, &stop, &drained);
     Ok(Running {
         addr,
+        tls,
         store,
         dev_key,
         sessions,
@@ -121,19 +133,22 @@ async fn start_engines(config: &Config) -> anyhow::Result<Engines> {
 /// is instead.
 fn banner(running: &Running, data_dir: &std::path::Path) -> String {
     use std::io::IsTerminal;
-    let addr = running.addr;
-    let mut banner = format!("huashen listening on http://{addr}\n");
+    let scheme = if running.tls { "https" } else { "http" };
+    let addr = format!("{scheme}://{}", running.addr);
+    let mut banner = format!("huashen listening on {addr}\n");
     match &running.dev_key {
         Some(key) if std::io::stdout().is_terminal() => banner.push_str(&format!(
-            "studio console: http://{addr}/#key={key}\n\
+            "studio console: {addr}/#key={key}\n\
              dev API key (tenant `dev`): {key}\n  \
-             try: grpcurl -plaintext -H 'authorization: Bearer {key}' {addr} list\n"
+             try: grpcurl {}-H 'authorization: Bearer {key}' {} list\n",
+            if running.tls { "" } else { "-plaintext " },
+            running.addr
         )),
         Some(_) => banner.push_str(&format!(
-            "studio console: http://{addr}/\ndev API key (tenant `dev`) in {}\n",
+            "studio console: {addr}/\ndev API key (tenant `dev`) in {}\n",
             data_dir.join(crate::store::tenants::DEV_KEY_FILE).display()
         )),
-        None => banner.push_str(&format!("studio console: http://{addr}/\n")),
+        None => banner.push_str(&format!("studio console: {addr}/\n")),
     }
     banner
 }

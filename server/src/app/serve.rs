@@ -11,30 +11,43 @@ use huashen_protos::v1::avatar_service_server::AvatarServiceServer;
 use huashen_protos::v1::session_service_server::SessionServiceServer;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::server::HealthReporter;
 
-/// Serves `router` on `listener` until `stop` is cancelled, then shuts down
-/// gracefully: health says not serving, sessions drain (within `grace`),
-/// open requests finish (within `grace`). `drained` is cancelled once every
-/// session is closed.
-pub(super) fn spawn_server(
-    listener: TcpListener,
-    router: axum::Router,
-    health: HealthReporter,
-    sessions: SessionManager,
-    grace: Duration,
-    stop: CancellationToken,
-    drained: CancellationToken,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+/// What serving needs besides the listener.
+pub(super) struct Serving {
+    pub router: axum::Router,
+    pub health: HealthReporter,
+    pub sessions: SessionManager,
+    /// How long sessions may drain, and open requests finish.
+    pub grace: Duration,
+    pub stop: CancellationToken,
+    /// Cancelled once every session is closed.
+    pub drained: CancellationToken,
+}
+
+/// Serves the router on `listener` (TCP, or TLS over it) until `stop` is
+/// cancelled, then shuts down gracefully: health says not serving,
+/// sessions drain (within `grace`), open requests finish (within `grace`).
+pub(super) fn spawn_server<L>(
+    listener: L,
+    serving: Serving,
+) -> tokio::task::JoinHandle<anyhow::Result<()>>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let Serving {
+        router,
+        health,
+        sessions,
+        grace,
+        stop,
+        drained,
+    } = serving;
     let http_stop = CancellationToken::new();
     tokio::spawn(async move {
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+        let server = axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
         stop.cancelled().await;
         tracing::info!("shutting down: refusing new sessions, draining open ones");

@@ -21,6 +21,12 @@ pub struct ServerConfig {
     /// other servers redirect WHEP/WHIP offers for this server's sessions
     /// here and name it in their errors. Empty: they name the node only.
     pub advertise_url: String,
+    /// TLS on the listener (gRPC over HTTP/2 and HTTP/1.1, ALPN): the
+    /// certificate chain and its private key, PEM. Both or neither. The
+    /// files are read again on SIGHUP and when they change (certificate
+    /// renewal), without a restart; a bad new pair keeps the old one.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +35,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
             shutdown_grace: Duration::from_secs(10),
             advertise_url: String::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -295,6 +303,12 @@ impl Default for ModerationConfig {
 
 impl ServerConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(
+                "server.tls_cert_file and server.tls_key_file go together: give both or neither"
+                    .into(),
+            );
+        }
         let adv = self.advertise_url.trim();
         if adv.is_empty() {
             return Ok(());

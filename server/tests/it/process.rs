@@ -352,3 +352,130 @@ fn production_refuses_a_key_beside_the_data() {
     let _ = child.wait();
     assert!(!dir.path().join("keys/local.key").exists());
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 (OpenSSL):
+/// (certificate, key) PEM files in `dir`.
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext"])
+        .arg("subjectAltName=DNS:localhost,IP:127.0.0.1")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    (cert, key)
+}
+
+/// `curl` (its own TLS and HTTP/2) against the server trusting `ca`:
+/// (succeeded, what it printed).
+fn curl(port: u16, ca: &std::path::Path, args: &[&str], path: &str) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .args(args)
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// TLS on the listener: curl reaches the pages over HTTP/2 and HTTP/1.1
+/// and gRPC over HTTP/2 (the health service answers SERVING), nothing is
+/// served in plain text, and a renewed certificate is taken on SIGHUP
+/// without a restart.
+#[test]
+fn tls_on_the_listener_serves_grpc_and_reloads_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path(), "first");
+    let mut cmd = huashen(dir.path());
+    cmd.env("HUASHEN_SERVER__TLS_CERT_FILE", &cert)
+        .env("HUASHEN_SERVER__TLS_KEY_FILE", &key)
+        .arg("serve");
+    let (mut child, addr, _) = serve_command(cmd, false);
+    assert!(addr.starts_with("https://127.0.0.1:"), "{addr}");
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+
+    let (ok, out) = curl(
+        port,
+        &cert,
+        &["--http2", "-w", " %{http_version}"],
+        "/healthz",
+    );
+    assert!(
+        ok && out.starts_with("ok") && out.trim_end().ends_with(" 2"),
+        "{out}"
+    );
+    let (ok, out) = curl(
+        port,
+        &cert,
+        &["--http1.1", "-w", " %{http_version}"],
+        "/healthz",
+    );
+    assert!(ok && out.trim_end().ends_with(" 1.1"), "{out}");
+    // grpc.health.v1.Health/Check with an empty request, over HTTP/2.
+    let frame = certs.path().join("frame");
+    std::fs::write(&frame, [0u8; 5]).unwrap();
+    let data = format!("@{}", frame.display());
+    let grpc = [
+        "--http2",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "--data-binary",
+        &data,
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+    ];
+    let (ok, out) = curl(port, &cert, &grpc, "/grpc.health.v1.Health/Check");
+    assert!(ok && out.contains("grpc-status: 0"), "{out}");
+    let plain = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/healthz"))
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "served in plain text");
+
+    // Renewal: a new pair in the same files, then SIGHUP.
+    let old = certs.path().join("first-old.crt");
+    std::fs::copy(&cert, &old).unwrap();
+    let (new_cert, new_key) = self_signed(certs.path(), "second");
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut renewed = false;
+    for _ in 0..50 {
+        if curl(port, &new_cert, &[], "/healthz").0 {
+            renewed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(renewed, "the renewed certificate was not taken");
+    assert!(
+        !curl(port, &old, &[], "/healthz").0,
+        "still the old certificate"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server restarted");
+    let _ = child.kill();
+    let _ = child.wait();
+}
