@@ -39,6 +39,13 @@ pub enum ApiError {
     /// retry (`unavailable`).
     #[error("{detail}")]
     Storage { unavailable: bool, detail: String },
+    /// Too many calls of this kind from this caller: RESOURCE_EXHAUSTED,
+    /// with the seconds to wait in the `retry-after` metadata.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A status from the transport (a broken or oversize client stream),
     /// passed through unchanged.
     #[error("{0}")]
@@ -73,6 +80,17 @@ impl From<ApiError> for Status {
                 }
                 status
             }
+            ApiError::RateLimited {
+                message,
+                retry_after,
+            } => {
+                let mut status = Status::resource_exhausted(message);
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(v) = secs.to_string().parse() {
+                    status.metadata_mut().insert(RETRY_AFTER, v);
+                }
+                status
+            }
             ApiError::Transport(s) => s,
             ApiError::Storage {
                 unavailable: true,
@@ -96,3 +114,6 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// Status metadata: the base URL of the server running the session, for a
 /// client that asked another server sharing the records.
 pub const SESSION_SERVER: &str = "huashen-session-server";
+
+/// Status metadata of a rate-limited call: whole seconds to wait.
+pub const RETRY_AFTER: &str = "retry-after";

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub output_reconnects: IntCounterVec,
     /// and the bitrate of the last seconds, in bits per second.
     pub output_bitrate: IntGaugeVec,
+    /// Calls refused by the rate limits, by kind of call.
+    pub rate_limited: IntCounterVec,
     /// Commands waiting in session queues, refreshed at scrape time.
     pub session_queue_depth: IntGauge,
     /// CPU time of this process at 10 ms resolution (the standard
@@ -285,6 +287,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                     "What an output sent or wrote in the last seconds, in bits per second",
                 ),
                 &["kind", "output"],
+            )
+            .unwrap(),
+        ),
+        rate_limited: register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "huashen_rate_limited_total",
+                    "Calls refused by the rate limits (RESOURCE_EXHAUSTED / 429), by kind",
+                ),
+                &["call"],
             )
             .unwrap(),
         ),

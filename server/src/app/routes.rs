@@ -6,6 +6,7 @@ use crate::control::audit::AuditApi;
 use crate::control::avatars::AvatarApi;
 use crate::control::outputs::OutputApi;
 use crate::control::privacy::PrivacyApi;
+use crate::control::ratelimit::RateLimits;
 use crate::control::sessions::SessionApi;
 use crate::control::{downloads, http, whep, whip};
 use crate::ingest::moderation::Moderator;
@@ -34,17 +35,20 @@ pub(super) async fn router(
 ) -> anyhow::Result<(axum::Router, HealthReporter)> {
     // One port allocator for viewers, publishers and WHIP egress.
     let rtc_settings = crate::rtc::RtcSettings::new(config.webrtc.clone());
-    let (grpc, health) = grpc(config, store, sessions, &rtc_settings).await?;
+    let limits = RateLimits::new(&config.rate_limits);
+    let (grpc, health) = grpc(config, store, sessions, &rtc_settings, &limits).await?;
     let whep = whep::routes(whep::WhepState {
         sessions: sessions.clone(),
         store: store.clone(),
         settings: rtc_settings.clone(),
+        limits: limits.clone(),
     });
     let whip = whip::routes(whip::WhipState {
         sessions: sessions.clone(),
         store: store.clone(),
         settings: rtc_settings,
         publishers: Default::default(),
+        limits,
     });
     let router = http::routes(grpc, sessions.clone())
         .merge(whep)
@@ -65,11 +69,13 @@ fn apis(
     store: &Store,
     sessions: &SessionManager,
     rtc: &Arc<crate::rtc::RtcSettings>,
+    limits: &Arc<RateLimits>,
 ) -> Apis {
     let avatar_api = AvatarApi {
         store: store.clone(),
         sessions: sessions.clone(),
         max_image_bytes: config.limits.max_image_bytes,
+        limits: limits.clone(),
     };
     let output_manager = OutputManager::new(
         store.clone(),
@@ -95,6 +101,7 @@ fn apis(
         },
         default_idle_timeout: config.sessions.idle_timeout,
         max_idle_timeout: config.sessions.max_idle_timeout,
+        limits: limits.clone(),
     };
     let outputs = Arc::new(OutputApi {
         store: store.clone(),
@@ -114,12 +121,13 @@ async fn grpc(
     store: &Store,
     sessions: &SessionManager,
     rtc: &Arc<crate::rtc::RtcSettings>,
+    limits: &Arc<RateLimits>,
 ) -> anyhow::Result<(axum::Router, HealthReporter)> {
     let Apis {
         avatar_api,
         session_api,
         outputs,
-    } = apis(config, store, sessions, rtc);
+    } = apis(config, store, sessions, rtc, limits);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AvatarServiceServer<AvatarApi>>().await;
     health

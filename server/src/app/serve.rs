@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::control::avatars::AvatarApi;
+use crate::control::ratelimit::PeerAddr;
 use crate::control::sessions::SessionApi;
 use crate::session::{CloseReason, SessionManager};
 use crate::store::Store;
@@ -35,6 +36,7 @@ pub(super) fn spawn_server<L>(
 ) -> tokio::task::JoinHandle<anyhow::Result<()>>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
+    PeerAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     let Serving {
         router,
@@ -46,8 +48,11 @@ where
     } = serving;
     let http_stop = CancellationToken::new();
     tokio::spawn(async move {
-        let server = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<PeerAddr>(),
+        )
+        .with_graceful_shutdown(http_stop.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
         stop.cancelled().await;
         tracing::info!("shutting down: refusing new sessions, draining open ones");
@@ -90,4 +95,22 @@ pub(super) fn spawn_background(
         config.retention.clone(),
         stop.clone(),
     ));
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, super::tls::TlsListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, super::tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
 }

@@ -105,6 +105,44 @@ impl Default for StorageConfig {
     }
 }
 
+/// Rate limits of the expensive calls, per API key and per client address
+/// (each counted on its own), per minute.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateConfig {
+    /// EnrollAvatar calls.
+    pub enrollments_per_minute: u32,
+    /// CreateSession calls.
+    pub sessions_per_minute: u32,
+    /// WHEP (viewers) and WHIP (publishers) offers. Viewers behind one NAT
+    /// share an address: leave room for an audience.
+    pub offers_per_minute: u32,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self {
+            enrollments_per_minute: 30,
+            sessions_per_minute: 60,
+            offers_per_minute: 1200,
+        }
+    }
+}
+
+impl RateConfig {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let all = [
+            self.enrollments_per_minute,
+            self.sessions_per_minute,
+            self.offers_per_minute,
+        ];
+        if all.iter().any(|n| *n == 0 || *n > 1_000_000) {
+            return Err("rate_limits: every budget must be 1..1000000 per minute".into());
+        }
+        Ok(())
+    }
+}
+
 /// A secret value from the config; never printed.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]

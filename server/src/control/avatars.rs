@@ -22,6 +22,7 @@ pub struct AvatarApi {
     pub store: Store,
     pub sessions: SessionManager,
     pub max_image_bytes: u64,
+    pub limits: std::sync::Arc<super::ratelimit::RateLimits>,
 }
 
 fn format_from_proto(v: i32) -> ApiResult<ImageFormat> {
@@ -177,6 +178,9 @@ impl AvatarService for AvatarApi {
         request: Request<Streaming<v1::EnrollAvatarRequest>>,
     ) -> Result<Response<EnrollStream>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
+        let peer = super::ratelimit::peer_of(&request);
+        self.limits
+            .check(super::ratelimit::Costly::Enroll, Some(&who.key_id), peer)?;
         let mut inbound = request.into_inner();
         let first = inbound.message().await.map_err(|status| {
             // A first message over the decoder's limit is a whole image sent

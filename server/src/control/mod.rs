@@ -9,6 +9,7 @@ pub mod downloads;
 pub mod http;
 pub mod outputs;
 pub mod privacy;
+pub mod ratelimit;
 pub mod sessions;
 pub mod validate;
 pub mod whep;

@@ -31,6 +31,7 @@ pub struct WhepState {
     /// Where sessions of other servers sharing the records run.
     pub store: crate::store::Store,
     pub settings: Arc<RtcSettings>,
+    pub limits: Arc<super::ratelimit::RateLimits>,
 }
 
 pub fn routes(state: WhepState) -> Router {
@@ -97,6 +98,33 @@ pub(super) async fn redirect_elsewhere(
     Some(r)
 }
 
+/// An offer within the client address's budget, or 429 with
+/// `Retry-After`.
+pub(super) fn offer_allowed(
+    limits: &super::ratelimit::RateLimits,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<super::ratelimit::PeerAddr>>>,
+) -> Result<(), Box<Response>> {
+    let ip = peer.map(|p| p.0.0.0.ip());
+    match limits.check(super::ratelimit::Costly::Offer, None, ip) {
+        Ok(()) => Ok(()),
+        Err(crate::error::ApiError::RateLimited {
+            message,
+            retry_after,
+        }) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, message);
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Err(Box::new(r))
+        }
+        Err(e) => Err(Box::new(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        ))),
+    }
+}
+
 pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut r = (status, format!("{}\n", msg.into())).into_response();
     r.headers_mut().insert(
@@ -150,10 +178,14 @@ fn authorize(
 async fn offer(
     State(state): State<WhepState>,
     Path(session_id): Path<String>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<super::ratelimit::PeerAddr>>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = offer_allowed(&state.limits, peer) {
+        return *r;
+    }
     if state.sessions.live_by_id(&session_id).is_none() {
         // Another server's, perhaps: only a genuine viewer token for it
         // learns that (and where).

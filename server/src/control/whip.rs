@@ -35,6 +35,7 @@ pub struct WhipState {
     pub settings: Arc<RtcSettings>,
     /// Live publishers: id → (session id, stop).
     pub publishers: Arc<DashMap<String, (String, CancellationToken)>>,
+    pub limits: Arc<super::ratelimit::RateLimits>,
 }
 
 pub fn routes(state: WhipState) -> Router {
@@ -87,10 +88,14 @@ async fn authorize(
 async fn offer(
     State(state): State<WhipState>,
     Path(session_id): Path<String>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<super::ratelimit::PeerAddr>>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = super::whep::offer_allowed(&state.limits, peer) {
+        return *r;
+    }
     let session = match authorize(&state, &session_id, &uri, &headers).await {
         Ok(s) => s,
         Err(r) => return *r,

@@ -219,3 +219,90 @@ async fn coturn_accepts_the_turn_credentials_each_viewer_gets() {
     assert!(!coturn.allocates(username, "Zm9yZ2VkLWNyZWRlbnRpYWw="));
     server.stop().await;
 }
+
+/// Expensive calls have budgets per API key and per client address:
+/// beyond them RESOURCE_EXHAUSTED with `retry-after` (gRPC) or 429 with
+/// `Retry-After` (WHEP); cheap calls go on.
+#[tokio::test]
+async fn expensive_calls_are_rate_limited_per_key_and_address() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limits.enrollments_per_minute = 2;
+        c.rate_limits.sessions_per_minute = 2;
+        c.rate_limits.offers_per_minute = 3;
+    })
+    .await;
+    let mut c = server.dev().await;
+    let avatar = c.enroll("One").await;
+    c.enroll("Two").await;
+    let img = portrait();
+    let refused = c
+        .enroll_raw(enroll_start("Three", img.len() as u64), vec![img.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("too many enrollments"),
+        "{refused:?}"
+    );
+    let wait: u64 = refused
+        .metadata()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("retry-after");
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Another tenant's key from the same address: the address is spent.
+    let mut other = server.client(&server.new_tenant("other-studio")).await;
+    let (code, _) = code_of(
+        other
+            .enroll_raw(enroll_start("Four", img.len() as u64), vec![img])
+            .await,
+    );
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    // Cheap calls are not counted.
+    for _ in 0..5 {
+        c.avatars
+            .list_avatars(v1::ListAvatarsRequest::default())
+            .await
+            .unwrap();
+    }
+
+    let s = c.create_session(&avatar.avatar_id).await.unwrap();
+    c.create_session(&avatar.avatar_id).await.unwrap();
+    let (code, msg) = code_of(c.create_session(&avatar.avatar_id).await);
+    assert_eq!(code, tonic::Code::ResourceExhausted, "{msg}");
+    assert!(msg.contains("too many new sessions"), "{msg}");
+
+    let auth = format!("Bearer {}", s.viewer_token);
+    let offer = async || {
+        http(
+            server.addr,
+            "POST",
+            &s.whep_path,
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Authorization", &auth),
+            ],
+            b"v=0\r\n",
+        )
+        .await
+    };
+    for _ in 0..3 {
+        assert_ne!(offer().await.status, 429);
+    }
+    let r = offer().await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        r.header("retry-after")
+            .is_some_and(|v| v.parse::<u64>().is_ok())
+    );
+    let metrics = http(server.addr, "GET", "/metrics", &[], b"").await.text();
+    assert!(
+        metrics.contains("huashen_rate_limited_total{call=\"WebRTC offers\"} 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+}

@@ -40,6 +40,7 @@ pub struct SessionApi {
     pub outputs: OutputManager,
     pub default_idle_timeout: Duration,
     pub max_idle_timeout: Duration,
+    pub limits: std::sync::Arc<super::ratelimit::RateLimits>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::SessionEvent, Status>> + Send>>;
@@ -51,6 +52,12 @@ impl SessionService for SessionApi {
         request: Request<v1::CreateSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
         let who = authenticate(&self.store, request.metadata()).await?;
+        let peer = super::ratelimit::peer_of(&request);
+        self.limits.check(
+            super::ratelimit::Costly::CreateSession,
+            Some(&who.key_id),
+            peer,
+        )?;
         let req = request.into_inner();
         let avatar_id = ids::parse_id("avatar_id", ids::AVATAR, &req.avatar_id)?;
         let spec = requests::spec(&req, self.default_idle_timeout, self.max_idle_timeout)?;
