@@ -3,6 +3,7 @@
 //! `storage.rs`, the endpoints in `routes.rs`, serving and the tasks beside
 //! it in `serve.rs`.
 
+mod connections;
 mod routes;
 mod serve;
 mod storage;

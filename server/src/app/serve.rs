@@ -3,7 +3,6 @@
 
 use crate::config::Config;
 use crate::control::avatars::AvatarApi;
-use crate::control::ratelimit::PeerAddr;
 use crate::control::sessions::SessionApi;
 use crate::session::{CloseReason, SessionManager};
 use crate::store::Store;
@@ -36,7 +35,6 @@ pub(super) fn spawn_server<L>(
 ) -> tokio::task::JoinHandle<anyhow::Result<()>>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
-    PeerAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     let Serving {
         router,
@@ -48,12 +46,11 @@ where
     } = serving;
     let http_stop = CancellationToken::new();
     tokio::spawn(async move {
-        let server = axum::serve(
+        let server = tokio::spawn(super::connections::serve(
             listener,
-            router.into_make_service_with_connect_info::<PeerAddr>(),
-        )
-        .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
+            router,
+            http_stop.clone(),
+        ));
         stop.cancelled().await;
         tracing::info!("shutting down: refusing new sessions, draining open ones");
         health
@@ -66,7 +63,7 @@ where
         drained.cancel();
         http_stop.cancel();
         match tokio::time::timeout(grace, server).await {
-            Ok(r) => r.context("HTTP server task")?.context("HTTP server")?,
+            Ok(r) => r.context("HTTP server task")?,
             Err(_) => tracing::warn!("open requests did not finish within the grace period"),
         }
         tracing::info!("shutdown complete");
@@ -95,22 +92,4 @@ pub(super) fn spawn_background(
         config.retention.clone(),
         stop.clone(),
     ));
-}
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, super::tls::TlsListener>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, super::tls::TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
 }

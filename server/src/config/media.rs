@@ -196,8 +196,8 @@ impl Default for WebrtcConfig {
 pub struct IceServerConfig {
     pub urls: Vec<String>,
     pub username: String,
-    pub credential: super::Secret,
-    pub shared_secret: super::Secret,
+    pub credential: super::service::Secret,
+    pub shared_secret: super::service::Secret,
     #[serde(with = "humantime_serde")]
     pub credential_ttl: Duration,
 }

@@ -11,9 +11,11 @@
 //! values; the subsystems that use them read them.
 
 mod media;
+mod policy;
 mod service;
 
 pub use media::*;
+pub use policy::*;
 pub use service::*;
 
 use serde::Deserialize;

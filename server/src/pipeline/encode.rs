@@ -180,7 +180,7 @@ impl AacEncoder {
 
     /// Takes 48 kHz mono samples; appends each finished frame with the
     /// position (in samples of what was fed, from 0) where it starts to
-    /// play.
+    /// play; positions only grow.
     pub fn encode(
         &mut self,
         mut pcm: &[i16],
@@ -192,9 +192,14 @@ impl AacEncoder {
                 .encode(pcm, &mut self.out)
                 .map_err(|e| EncodeError::Audio(format!("AAC: {e:?}")))?;
             if info.output_size > 0 {
-                let at = (self.frames * AAC_FRAME).saturating_sub(self.delay);
-                frames.push((at, self.out[..info.output_size].to_vec()));
+                // The encoder's first frames start before what was fed
+                // (its delay, priming): they are left out, so that no two
+                // frames share a time.
+                let start = self.frames * AAC_FRAME;
                 self.frames += 1;
+                if let Some(at) = start.checked_sub(self.delay) {
+                    frames.push((at, self.out[..info.output_size].to_vec()));
+                }
             }
             if info.input_consumed == 0 && info.output_size == 0 {
                 break;
@@ -210,6 +215,30 @@ mod tests {
     use super::*;
     use crate::engines::portrait;
     use crate::pipeline::frame::I420;
+
+    /// AAC frames come one per 1024 samples, their times only growing
+    /// (the encoder's priming frames, which start before what was fed, are
+    /// left out), whatever the size of what is fed at once.
+    #[test]
+    fn aac_frames_have_growing_times() {
+        let mut aac = AacEncoder::new(64).unwrap();
+        let mut frames = vec![];
+        // 2 s of a tone, in uneven pieces (a late media thread catches up).
+        let pcm: Vec<i16> = (0..96_000)
+            .map(|i| ((i as f32 * 0.05).sin() * 8000.0) as i16)
+            .collect();
+        for piece in pcm.chunks(3000) {
+            aac.encode(piece, &mut frames).unwrap();
+        }
+        assert!(frames.len() > 80, "{}", frames.len());
+        let times: Vec<u64> = frames.iter().map(|f| f.0).collect();
+        assert!(
+            times.windows(2).all(|w| w[1] == w[0] + AAC_FRAME),
+            "{:?}",
+            &times[..times.len().min(6)]
+        );
+        assert!(times[0] < AAC_FRAME, "{}", times[0]);
+    }
 
     #[test]
     fn h264_round_trip_matches_the_portrait() {

@@ -496,3 +496,17 @@ pub async fn output_state(c: &mut Client, session_id: &str, output_id: &str) -> 
     let o = output_of(c, session_id, output_id).await;
     (o.state, o.reason)
 }
+
+/// Whether a tool a test needs is `present`. Missing, it fails the test
+/// under CI (`scripts/setup.sh --test` installs it) and elsewhere skips it,
+/// saying so.
+pub fn require(present: bool, what: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing: scripts/setup.sh --test installs it"
+        );
+        eprintln!("skipped: {what} is not installed (scripts/setup.sh --test)");
+    }
+    present
+}

@@ -230,6 +230,21 @@ async fn a_stalled_or_reset_rtmp_destination_reconnects_and_nothing_else_notices
     server.stop().await;
 }
 
+/// Pushes the session to the RTMP(S) server `url` until the output fails;
+/// its last state (the key never in it).
+async fn push_until_failed(c: &mut Client, sid: &str, url: &str, within: Duration) -> v1::Output {
+    let key = "a-stream-key-5f2";
+    let out = c
+        .outputs
+        .add_output(crate::rtmp::rtmp(sid, url, key))
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = wait_state(c, sid, &out.output_id, v1::OutputState::Failed, within).await;
+    assert!(!format!("{failed:?}").contains(key), "{failed:?}");
+    failed
+}
+
 /// OpenSSL's `s_server` with a self-signed certificate on a free port.
 pub(crate) struct UntrustedTls {
     child: std::process::Child,
@@ -307,20 +322,7 @@ async fn rtmps_that_cannot_be_secured_fails_with_a_tls_error() {
     let sid = s.session_id.clone();
 
     let url = format!("rtmps://localhost:{}/live", tls.port);
-    let untrusted = c
-        .outputs
-        .add_output(crate::rtmp::rtmp(&sid, &url, "tls-key-1"))
-        .await
-        .unwrap()
-        .into_inner();
-    let failed = wait_state(
-        &mut c,
-        &sid,
-        &untrusted.output_id,
-        v1::OutputState::Failed,
-        Duration::from_secs(15),
-    )
-    .await;
+    let failed = push_until_failed(&mut c, &sid, &url, Duration::from_secs(15)).await;
     assert!(
         failed.reason.starts_with("TLS error") && failed.reason.contains("not trusted"),
         "{failed:?}"
@@ -328,20 +330,7 @@ async fn rtmps_that_cannot_be_secured_fails_with_a_tls_error() {
     assert_eq!(failed.reconnects, 0, "a certificate is not tried again");
 
     let url = format!("rtmps://127.0.0.1:{}/live", nginx.port);
-    let plain = c
-        .outputs
-        .add_output(crate::rtmp::rtmp(&sid, &url, "tls-key-2"))
-        .await
-        .unwrap()
-        .into_inner();
-    let failed = wait_state(
-        &mut c,
-        &sid,
-        &plain.output_id,
-        v1::OutputState::Failed,
-        Duration::from_secs(30),
-    )
-    .await;
+    let failed = push_until_failed(&mut c, &sid, &url, Duration::from_secs(30)).await;
     assert!(
         failed
             .reason
