@@ -108,6 +108,23 @@ async fn wait_state(
     last
 }
 
+/// Puts the proxy in `mode` until the output is reconnecting, then lets the
+/// stream through until it is live again; the reconnecting state (with its
+/// reason).
+async fn fault_then_back(
+    c: &mut Client,
+    proxy: &FaultyProxy,
+    (sid, id): (&str, &str),
+    mode: u8,
+) -> v1::Output {
+    proxy.set(mode);
+    let within = Duration::from_secs(60);
+    let faulted = wait_state(c, sid, id, v1::OutputState::Reconnecting, within).await;
+    proxy.set(PASS);
+    wait_state(c, sid, id, v1::OutputState::Live, Duration::from_secs(20)).await;
+    faulted
+}
+
 /// A destination that stops taking the stream, then one that resets the
 /// connection: the RTMP output says so, reconnects and is live again, while
 /// a WebRTC viewer keeps its 25 fps and the session's recording loses no
@@ -155,51 +172,17 @@ async fn a_stalled_or_reset_rtmp_destination_reconnects_and_nothing_else_notices
     let frames0 = viewer.seen().video_ts.len();
     let t0 = Instant::now();
 
-    proxy.set(STALL);
-    let stalled = wait_state(
-        &mut c,
-        &sid,
-        &id,
-        v1::OutputState::Reconnecting,
-        Duration::from_secs(60),
-    )
-    .await;
+    let stalled = fault_then_back(&mut c, &proxy, (&sid, &id), STALL).await;
     assert!(
         stalled.reason.contains("stopped taking the stream"),
         "{stalled:?}"
     );
-    proxy.set(PASS);
-    wait_state(
-        &mut c,
-        &sid,
-        &id,
-        v1::OutputState::Live,
-        Duration::from_secs(20),
-    )
-    .await;
-
-    proxy.set(RESET);
-    let reset = wait_state(
-        &mut c,
-        &sid,
-        &id,
-        v1::OutputState::Reconnecting,
-        Duration::from_secs(20),
-    )
-    .await;
+    let reset = fault_then_back(&mut c, &proxy, (&sid, &id), RESET).await;
     assert!(
         reset.reason.contains("reset") || reset.reason.contains("closed"),
         "{reset:?}"
     );
-    proxy.set(PASS);
-    let back = wait_state(
-        &mut c,
-        &sid,
-        &id,
-        v1::OutputState::Live,
-        Duration::from_secs(20),
-    )
-    .await;
+    let back = output_of(&mut c, &sid, &id).await;
     assert!(back.reconnects >= 2, "{back:?}");
     assert!(!format!("{stalled:?}{reset:?}").contains("stall-key-1"));
 
