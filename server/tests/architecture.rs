@@ -92,7 +92,8 @@ fn no_module_imports_a_module_that_imports_it_back() {
     for (krate, dir) in crates() {
         let graph = module_graph(&dir.join("src"));
         assert!(
-            graph.len() > 1 || krate == "huashen-protos" || krate == "huashen-train",
+            graph.len() > 1
+                || ["huashen-protos", "huashen-train", "huashen-fuzz"].contains(&krate.as_str()),
             "{krate}: no modules read"
         );
         let cycles = cycles(&graph);
