@@ -54,6 +54,9 @@ pub struct Metrics {
     pub output_bitrate: IntGaugeVec,
     /// Calls refused by the rate limits, by kind of call.
     pub rate_limited: IntCounterVec,
+    /// Uploads being decoded (`running`) and waiting for their turn
+    /// (`waiting`).
+    pub enroll_decodes: IntGaugeVec,
     /// Commands waiting in session queues, refreshed at scrape time.
     pub session_queue_depth: IntGauge,
     /// CPU time of this process at 10 ms resolution (the standard
@@ -290,6 +293,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             )
             .unwrap(),
         ),
+        enroll_decodes: register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "huashen_enroll_decodes",
+                    "Uploads being decoded (state=running) or waiting for their turn (state=waiting)",
+                ),
+                &["state"],
+            )
+            .unwrap(),
+        ),
         rate_limited: register(
             &r,
             IntCounterVec::new(
@@ -367,12 +381,17 @@ impl CpuCounter {
 }
 
 /// Increments a gauge now and decrements it when dropped.
-pub struct Gauged(&'static IntGauge);
+pub struct Gauged(IntGauge);
 
 impl Gauged {
-    pub fn new(g: &'static IntGauge) -> Self {
+    pub fn new(g: &IntGauge) -> Self {
         g.inc();
-        Self(g)
+        Self(g.clone())
+    }
+
+    /// The same, for the series `label` of `v`.
+    pub fn new_in(v: &IntGaugeVec, label: &str) -> Self {
+        Self::new(&v.with_label_values(&[label]))
     }
 }
 

@@ -216,10 +216,14 @@ async fn analyse(
     };
     // Decoding takes up to a few hundred MB: a few at a time, the others
     // wait their turn.
+    let decodes = &crate::metrics::METRICS.enroll_decodes;
+    let waiting = crate::metrics::Gauged::new_in(decodes, "waiting");
     let _turn = DECODES
         .acquire()
         .await
         .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+    drop(waiting);
+    let _running = crate::metrics::Gauged::new_in(decodes, "running");
     tokio::task::spawn_blocking(move || {
         let limit = |e: PortraitError| match e {
             e @ PortraitError::TooLarge { .. } => ApiError::ResourceExhausted(e.to_string()),

@@ -350,3 +350,57 @@ async fn slow_and_oversize_request_heads_are_cut_off() {
     );
     server.stop().await;
 }
+
+/// Uploads are decoded a few at a time (one per two cores, at least one):
+/// three large photos sent at once never have more decoding together, and
+/// the others wait their turn (`huashen_enroll_decodes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_decoded_a_few_at_a_time() {
+    let server = TestServer::start().await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = (cores / 2).clamp(1, 4) as i64;
+    // A 12-megapixel photo of noise: slow to decode, no face in it.
+    let noise = image::RgbImage::from_fn(4000, 3000, |x, y| {
+        let v = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503)) as u8;
+        image::Rgb([v, v.rotate_left(3), v.rotate_left(5)])
+    });
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(noise)
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    let jpeg = jpeg.into_inner();
+    let uploads = slots as usize + 2;
+    let mut tasks = vec![];
+    for i in 0..uploads {
+        let mut c = server.dev().await;
+        let photo = jpeg.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut start = enroll_start(&format!("Big {i}"), photo.len() as u64);
+            start.image_format = v1::ImageFormat::Jpeg as i32;
+            let chunks = photo.chunks(64 * 1024).map(|c| c.to_vec()).collect();
+            let _ = c.enroll_raw(start, chunks).await;
+        }));
+    }
+    let gauge = |metrics: &str, state: &str| -> i64 {
+        let series = format!("huashen_enroll_decodes{{state=\"{state}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let (mut most_running, mut most_waiting) = (0, 0);
+    while !tasks.iter().all(|t| t.is_finished()) {
+        let metrics = http(server.addr, "GET", "/metrics", &[], b"").await.text();
+        most_running = most_running.max(gauge(&metrics, "running"));
+        most_waiting = most_waiting.max(gauge(&metrics, "waiting"));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        (1..=slots).contains(&most_running),
+        "{most_running} decoding at once, {slots} allowed"
+    );
+    assert!(most_waiting >= 1, "no upload waited its turn");
+    let metrics = http(server.addr, "GET", "/metrics", &[], b"").await.text();
+    assert_eq!(gauge(&metrics, "running") + gauge(&metrics, "waiting"), 0);
+    server.stop().await;
+}
