@@ -14,6 +14,7 @@ mod loadtest;
 mod logs;
 mod media;
 mod metrics;
+mod moderation;
 mod output_faults;
 mod privacy;
 mod process;
