@@ -326,15 +326,27 @@ impl StorageConfig {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let Some((id, key)) = line.split_once('=') else {
-                    // The line may be a key: never echo it.
+                // A line may be a bare key (base64 ends in `=`): nothing of a
+                // line is echoed until its id is known to be an id.
+                let id_like = |id: &str| {
+                    (1..=32).contains(&id.len())
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                };
+                let Some((id, key)) = line
+                    .split_once('=')
+                    .map(|(id, key)| (id.trim(), key.trim()))
+                    .filter(|(id, _)| id_like(id))
+                else {
                     return Err(format!(
-                        "storage.encryption_key_file {} line {}: expected <id>=<base64 key>",
+                        "storage.encryption_key_file {} line {}: expected <id>=<base64 key>, \
+                         the id 1..32 letters, digits, '-' or '_'",
                         path.display(),
                         n + 1
                     ));
                 };
-                keys.insert(id.trim().to_owned(), key.trim().to_owned());
+                keys.insert(id.to_owned(), key.to_owned());
             }
         }
         Ok(keys)

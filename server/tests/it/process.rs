@@ -338,6 +338,19 @@ fn production_refuses_a_key_beside_the_data() {
     assert!(!refused.status.success(), "{err}");
     assert!(err.contains("inside storage.data_dir"), "{err}");
     assert!(!err.contains(&key), "the key is in the message: {err}");
+    // A bare key, without its id (base64 ends in '='), is not echoed either.
+    std::fs::write(&inside, format!("{key}\n")).unwrap();
+    let refused = huashen(dir.path())
+        .env("HUASHEN_STORAGE__ENCRYPTION_KEY_FILE", &inside)
+        .arg("validate-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("line 1"), "{err}");
+    assert!(
+        !err.contains(key.trim_end_matches('=')),
+        "the key is in the message: {err}"
+    );
 
     let secrets = tempfile::tempdir().unwrap();
     let outside = secrets.path().join("huashen-keys");
