@@ -13,6 +13,7 @@ use super::frame::I420;
 use super::label::VisibleLabel;
 use super::lips;
 use super::playback::{Playback, PlaybackEvent};
+use super::stats::MediaStats;
 use super::voice::{VoiceChange, VoiceInput};
 use crate::config::BargeIn;
 use crate::engines::lipsync::LipSyncEngine;
@@ -123,22 +124,6 @@ pub struct MediaConfig {
     pub audio_bitrate_kbps: u32,
 }
 
-/// Counters a session reports.
-#[derive(Debug, Default)]
-pub struct MediaStats {
-    pub audio_frames: AtomicU64,
-    pub video_frames: AtomicU64,
-    pub keyframes: AtomicU64,
-    /// Video frames dropped because the thread fell behind real time.
-    pub late_frames: AtomicU64,
-    /// Total time spent encoding video, microseconds.
-    pub video_encode_us: AtomicU64,
-    /// Session-clock sample of the audio frame encoded last.
-    pub clock_sample: AtomicU64,
-    /// CPU time the media thread has used (admission by capacity).
-    pub cpu: crate::metrics::CpuCounter,
-}
-
 /// Where a session's audio comes from and where playback progress goes.
 pub struct AudioInput {
     pub playback: Arc<Playback>,
@@ -157,7 +142,7 @@ pub struct MediaPipeline {
     /// Longest run of video frames without a keyframe while an output asks
     /// for one (0: the encoder's own interval).
     keyframe_interval: Arc<AtomicU64>,
-    /// Frames that must pass after a keyframe before an asked-for one.
+    /// Frames that must pass after an asked-for keyframe before the next.
     keyframe_gap: Arc<AtomicU64>,
     /// Outputs that want the sound as AAC too.
     aac_users: Arc<std::sync::atomic::AtomicUsize>,
@@ -214,8 +199,8 @@ impl MediaPipeline {
             keyframe: keyframe.clone(),
             keyframe_interval: keyframe_interval.clone(),
             keyframe_gap: keyframe_gap.clone(),
-            // As if long ago: the first frame may be a keyframe on request.
-            since_keyframe: u64::MAX / 2,
+            since_asked: u64::MAX / 2,
+            since_keyframe: 0,
             aac_users: aac_users.clone(),
             aac: None,
             stop: stop.clone(),
@@ -264,8 +249,7 @@ impl MediaPipeline {
         self.frames.subscribe()
     }
 
-    /// Asked-for keyframes come at most once per `interval` (requests
-    /// meanwhile are served by the next one).
+    /// Asked-for keyframes come at most once per `interval`.
     pub fn set_keyframe_request_interval(&self, interval: Duration) {
         let frames = (interval.as_secs_f64() * f64::from(self.config.fps)).round() as u64;
         self.keyframe_gap.store(frames, Ordering::Relaxed);
@@ -345,8 +329,10 @@ struct Worker {
     encoded: broadcast::Sender<Arc<EncodedFrame>>,
     keyframe: Arc<AtomicBool>,
     keyframe_interval: Arc<AtomicU64>,
-    /// Frames that must pass after a keyframe before an asked-for one.
+    /// Frames that must pass after an asked-for keyframe before the next.
     keyframe_gap: Arc<AtomicU64>,
+    /// Video frames since the last asked-for keyframe.
+    since_asked: u64,
     /// Video frames since the last keyframe.
     since_keyframe: u64,
     /// Outputs that want AAC, and the encoder (with the session sample it
@@ -529,11 +515,14 @@ impl Worker {
     fn send_video(&mut self, n: u64) -> Result<(), EncodeError> {
         let interval = self.keyframe_interval.load(Ordering::Relaxed);
         let due = interval > 0 && self.since_keyframe + 1 >= interval;
-        // An asked-for keyframe waits until the gap since the last one has
-        // passed: any number of requests meanwhile make one keyframe.
+        // Requests within the gap after an asked-for keyframe wait for the
+        // next one (due keyframes do not count: a first viewer is served).
         let gap = self.keyframe_gap.load(Ordering::Relaxed);
-        let may = self.since_keyframe + 1 >= gap;
-        let asked = may && self.keyframe.swap(false, Ordering::Relaxed);
+        self.since_asked = self.since_asked.saturating_add(1);
+        let asked = self.since_asked >= gap && self.keyframe.swap(false, Ordering::Relaxed);
+        if asked {
+            self.since_asked = 0;
+        }
         let force = asked || due;
         let t = Instant::now();
         let picture = self.frames.frame(n, self.clock.frame_due_sample(n));

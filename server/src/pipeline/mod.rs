@@ -18,6 +18,8 @@ pub mod label;
 pub mod lips;
 pub mod media;
 pub mod playback;
+pub mod stats;
 pub mod voice;
 
 pub use media::*;
+pub use stats::MediaStats;
