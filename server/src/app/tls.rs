@@ -103,16 +103,20 @@ impl Tls {
                         None => std::future::pending().await,
                     }
                 };
-                tokio::select! {
+                let reload = tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = hangup => tls.reload(),
+                    _ = hangup => true,
                     _ = poll.tick() => {
                         let now = modified([&tls.cert, &tls.key]);
-                        if now.is_some() && now != seen {
-                            seen = now;
-                            tls.reload();
-                        }
+                        let changed = now.is_some() && now != seen;
+                        seen = now;
+                        changed
                     }
+                };
+                if reload {
+                    // Reading and parsing files: off the runtime.
+                    let tls = tls.clone();
+                    let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
                 }
             }
         });
