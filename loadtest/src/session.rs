@@ -320,42 +320,31 @@ pub(crate) async fn setup_session(
     };
     out.create = Some(t.elapsed());
     let id = session.session_id;
-    if let Some(mut outputs) = plan.record.clone() {
-        let recording = v1::AddOutputRequest {
-            session_id: id.clone(),
-            kind: Some(v1::add_output_request::Kind::Recording(
-                v1::RecordingOutput {},
-            )),
-        };
-        if let Err(e) = outputs.add_output(recording).await {
-            out.errors
-                .push(format!("AddOutput: {:?} {}", e.code(), e.message()));
-        }
+    use v1::add_output_request::Kind;
+    let mut wanted = vec![];
+    if let Some(outputs) = &plan.record {
+        let kind = Kind::Recording(v1::RecordingOutput {});
+        wanted.push((outputs.clone(), kind, "recording"));
     }
-    if let Some((mut outputs, url, bearer_token)) = plan.whip.clone() {
-        let push = v1::AddOutputRequest {
-            session_id: id.clone(),
-            kind: Some(v1::add_output_request::Kind::Whip(v1::WhipOutput {
-                url,
-                bearer_token,
-            })),
-        };
-        if let Err(e) = outputs.add_output(push).await {
-            out.errors
-                .push(format!("AddOutput (WHIP): {:?} {}", e.code(), e.message()));
-        }
+    if let Some((outputs, url, bearer_token)) = plan.whip.clone() {
+        let kind = Kind::Whip(v1::WhipOutput { url, bearer_token });
+        wanted.push((outputs, kind, "WHIP"));
     }
-    if let Some((mut outputs, url, stream_key)) = plan.rtmp.clone() {
-        let push = v1::AddOutputRequest {
+    if let Some((outputs, url, stream_key)) = plan.rtmp.clone() {
+        let kind = Kind::Rtmp(v1::RtmpOutput { url, stream_key });
+        wanted.push((outputs, kind, "RTMP"));
+    }
+    for (mut outputs, kind, what) in wanted {
+        let request = v1::AddOutputRequest {
             session_id: id.clone(),
-            kind: Some(v1::add_output_request::Kind::Rtmp(v1::RtmpOutput {
-                url,
-                stream_key,
-            })),
+            kind: Some(kind),
         };
-        if let Err(e) = outputs.add_output(push).await {
-            out.errors
-                .push(format!("AddOutput (RTMP): {:?} {}", e.code(), e.message()));
+        if let Err(e) = outputs.add_output(request).await {
+            out.errors.push(format!(
+                "AddOutput ({what}): {:?} {}",
+                e.code(),
+                e.message()
+            ));
         }
     }
     let t = Instant::now();

@@ -304,6 +304,19 @@ impl Client {
         Ok(out)
     }
 
+    /// Speaks `text` (one flushed message) in the session.
+    pub async fn say(&mut self, session_id: &str, text: &str) -> v1::SpeakResponse {
+        self.sessions
+            .speak(tokio_stream::iter(vec![v1::SpeakRequest {
+                session_id: session_id.into(),
+                text: text.into(),
+                flush: true,
+            }]))
+            .await
+            .expect("speaks")
+            .into_inner()
+    }
+
     /// Enrolls the test portrait and returns the avatar.
     pub async fn enroll(&mut self, name: &str) -> v1::Avatar {
         let img = portrait();

@@ -365,14 +365,11 @@ async fn a_full_disk_fails_the_recording_and_keeps_what_was_written() {
         .await
         .unwrap()
         .into_inner();
-    c.sessions
-        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
-            session_id: sid.clone(),
-            text: "This recording will not fit on the disk it is written to.".into(),
-            flush: true,
-        }]))
-        .await
-        .unwrap();
+    c.say(
+        &sid,
+        "This recording will not fit on the disk it is written to.",
+    )
+    .await;
     let failed = wait_state(
         &mut c,
         &sid,
@@ -398,14 +395,7 @@ async fn a_full_disk_fails_the_recording_and_keeps_what_was_written() {
         v1::SessionState::Closed as i32,
         "{session:?}"
     );
-    c.sessions
-        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
-            session_id: sid.clone(),
-            text: "Still on air.".into(),
-            flush: true,
-        }]))
-        .await
-        .unwrap();
+    c.say(&sid, "Still on air.").await;
 
     // What was written is kept, whole.
     let rec = c

@@ -56,7 +56,7 @@ pub(crate) fn ffprobe(path: &std::path::Path) -> serde_json::Value {
 
 /// The loudest audio sample of a file in dBFS, as ffmpeg's `volumedetect`
 /// measures it.
-fn max_volume_db(path: &std::path::Path) -> f64 {
+pub(crate) fn max_volume_db(path: &std::path::Path) -> f64 {
     let out = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-nostats", "-i"])
         .arg(path)
@@ -162,14 +162,11 @@ async fn a_recorded_session_downloads_as_a_file_ffprobe_plays_and_follows_the_su
     let (code, msg) = code_of(c.outputs.add_output(recording_output(&s.session_id)).await);
     assert_eq!(code, tonic::Code::AlreadyExists, "{msg}");
 
-    c.sessions
-        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
-            session_id: s.session_id.clone(),
-            text: "Welcome to the show. Tonight we taste three green teas.".into(),
-            flush: true,
-        }]))
-        .await
-        .unwrap();
+    c.say(
+        &s.session_id,
+        "Welcome to the show. Tonight we taste three green teas.",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let listed = c

@@ -99,7 +99,8 @@ pub(crate) fn rtmp(session_id: &str, url: &str, key: &str) -> v1::AddOutputReque
 }
 
 /// Runs a tool on the live stream (blocking, off the runtime).
-async fn tool(program: &'static str, args: Vec<String>) -> std::process::Output {
+async fn tool(program: &'static str, args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || Command::new(program).args(args).output().unwrap())
         .await
         .unwrap()
@@ -152,25 +153,23 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
     let stream = format!("{}/{key}", nginx.url("live"));
     let dir = tempfile::tempdir().unwrap();
     let flv = dir.path().join("relayed.flv");
+    let flv_path = flv.display().to_string();
     let got = tool(
         "ffmpeg",
-        [
+        &[
             "-v",
             "error",
             "-rw_timeout",
             "10000000",
             "-i",
-            &stream,
+            stream.as_str(),
             "-t",
             "6",
             "-c",
             "copy",
             "-y",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([flv.display().to_string()])
-        .collect(),
+            &flv_path,
+        ],
     )
     .await;
     assert!(
@@ -181,7 +180,7 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
     );
     let probe = tool(
         "ffprobe",
-        [
+        &[
             "-v",
             "error",
             "-of",
@@ -190,11 +189,8 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
             "-show_frames",
             "-select_streams",
             "v",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([flv.display().to_string()])
-        .collect(),
+            &flv_path,
+        ],
     )
     .await;
     let probe: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
@@ -212,7 +208,7 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
     assert!(keys.windows(2).all(|k| k[1] - k[0] <= 2.05), "{keys:?}");
     let audio = tool(
         "ffprobe",
-        [
+        &[
             "-v",
             "error",
             "-of",
@@ -220,36 +216,14 @@ async fn a_session_pushed_by_rtmp_plays_from_nginx_rtmp() {
             "-show_streams",
             "-select_streams",
             "a",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([flv.display().to_string()])
-        .collect(),
+            &flv_path,
+        ],
     )
     .await;
     let audio: serde_json::Value = serde_json::from_slice(&audio.stdout).unwrap();
     assert_eq!(audio["streams"][0]["codec_name"], "aac", "{audio}");
     assert_eq!(audio["streams"][0]["profile"], "LC");
-    let volume = tool(
-        "ffmpeg",
-        ["-hide_banner", "-nostats", "-i"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([flv.display().to_string()])
-            .chain(
-                ["-vn", "-af", "volumedetect", "-f", "null", "-"]
-                    .iter()
-                    .map(|s| s.to_string()),
-            )
-            .collect(),
-    )
-    .await;
-    let log = String::from_utf8_lossy(&volume.stderr).into_owned();
-    let loudest: f64 = log
-        .lines()
-        .find_map(|l| l.split("max_volume: ").nth(1))
-        .and_then(|v| v.trim_end_matches(" dB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{log}"));
+    let loudest = crate::recordings::max_volume_db(&flv);
     assert!(loudest > -30.0, "the relayed sound is silent: {loudest} dB");
     let bytes = std::fs::read(&flv).unwrap();
     assert!(

@@ -283,14 +283,7 @@ async fn opus_voice_barges_in_on_text_and_one_stream_feeds_a_session() {
     let mut watch = c.watch(&s.session_id).await;
     let text = "This is a long announcement that goes on and on. It has several \
                 sentences, so there is plenty queued. Nobody should hear the end of it.";
-    c.sessions
-        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
-            session_id: s.session_id.clone(),
-            text: text.into(),
-            flush: true,
-        }]))
-        .await
-        .unwrap();
+    c.say(&s.session_id, text).await;
     let started = events_until(&mut watch, Duration::from_secs(30), |e| {
         matches!(e, E::SpeechStarted(_))
     })
@@ -371,14 +364,11 @@ async fn queued_text_resumes_after_the_host() {
     let avatar = c.enroll("Host").await;
     let s = c.create_session(&avatar.avatar_id).await.unwrap();
     let mut watch = c.watch(&s.session_id).await;
-    c.sessions
-        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
-            session_id: s.session_id.clone(),
-            text: "Welcome back to the studio, everyone, and thank you for waiting.".into(),
-            flush: true,
-        }]))
-        .await
-        .unwrap();
+    c.say(
+        &s.session_id,
+        "Welcome back to the studio, everyone, and thank you for waiting.",
+    )
+    .await;
     events_until(&mut watch, Duration::from_secs(30), |e| {
         matches!(e, E::SpeechStarted(_))
     })

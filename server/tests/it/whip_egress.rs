@@ -113,14 +113,11 @@ async fn a_session_pushed_by_whip_is_decoded_by_another_webrtc_stack() {
     );
     assert_eq!(code, tonic::Code::AlreadyExists);
 
-    c.sessions
-        .speak(tokio_stream::iter(vec![v1::SpeakRequest {
-            session_id: s.session_id.clone(),
-            text: "Hello to everyone watching through the other server.".into(),
-            flush: true,
-        }]))
-        .await
-        .unwrap();
+    c.say(
+        &s.session_id,
+        "Hello to everyone watching through the other server.",
+    )
+    .await;
     let mut stats = Value::Null;
     let decoded = eventually(Duration::from_secs(30), async || {
         stats = receiver.stats().await;
