@@ -68,7 +68,17 @@ async fn real_time_packets_in_lockstep() {
     // ~0.6 s of media: 20 ms audio steps, 40 ms video steps.
     assert!(audio_ts.len() >= 20, "{}", audio_ts.len());
     assert!(audio_ts.windows(2).all(|w| w[1] - w[0] == 960));
-    assert!(video_ts.windows(2).all(|w| w[1] - w[0] == 3600));
+    // Video stays on the clock: a frame the thread was too late for, or
+    // the encoder's rate control dropped, is skipped, never shifted.
+    let skipped: u32 = video_ts
+        .windows(2)
+        .map(|w| {
+            let step = w[1] - w[0];
+            assert!(step > 0 && step % 3600 == 0, "{video_ts:?}");
+            step / 3600 - 1
+        })
+        .sum();
+    assert!(skipped <= 3, "{skipped} frames skipped: {video_ts:?}");
     assert!(keyframe_starts >= 1, "no keyframe reached the subscriber");
     assert!(p.stats.keyframes.load(Ordering::Relaxed) >= 1);
 }
